@@ -1,0 +1,75 @@
+"""Command line: `python -m dispatcher <command>` (also installed as `dispatcher`).
+
+validate FILE            check a tenant file, print every problem with its location
+import FILE              validate and load a tenant file into Redis (REDIS_URL)
+export TENANT [--format json|yaml]
+                         print the tenant's config as stored in Redis
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dispatcher.config_sync import import_tenant
+from dispatcher.model import ConfigError
+from dispatcher.settings import Settings, SettingsError
+from dispatcher.state.errors import StateUnavailable
+from dispatcher.state.store import StateStore
+from dispatcher.tenant_file import dump_tenant, load_tenant, parse_tenant
+
+
+def _store(tenant: str) -> StateStore:
+    settings = Settings.from_env()
+    if settings.redis_url is None:
+        raise SettingsError("REDIS_URL is not set: which Redis holds the state?")
+    return StateStore(settings.redis_url, tenant)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    tenant = load_tenant(args.file)
+    counts = f"{len(tenant.groups)} groups, {len(tenant.agents)} agents"
+    print(f"{args.file}: tenant {tenant.id!r}, {counts}: ok")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    tenant = load_tenant(args.file)
+    version = import_tenant(_store(tenant.id), tenant)
+    print(f"tenant {tenant.id!r} imported: config version {version}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    _, doc = _store(args.tenant).config()
+    if doc is None:
+        print(f"tenant {args.tenant!r} has no config in Redis", file=sys.stderr)
+        return 1
+    sys.stdout.write(dump_tenant(parse_tenant(doc, "json"), args.format))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command; exit code 1 on a reported error."""
+    parser = argparse.ArgumentParser(prog="dispatcher", description="call-group dispatcher")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check a tenant file")
+    p.add_argument("file")
+    p.set_defaults(func=_validate)
+    p = sub.add_parser("import", help="load a tenant file into Redis")
+    p.add_argument("file")
+    p.set_defaults(func=_import)
+    p = sub.add_parser("export", help="print a tenant's config")
+    p.add_argument("tenant")
+    p.add_argument("--format", choices=("json", "yaml"), default="yaml")
+    p.set_defaults(func=_export)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, SettingsError, StateUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,512 @@
+"""Kamailio and SIPp as child processes: the SIP side of the test fixtures and `make run`.
+
+Like dispatcher.procs: each process runs on free loopback ports, keeps its files in a
+folder of its own (so two Kamailio instances can run side by side) and is stopped with
+its children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dispatcher.procs import ProcessError, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+KAMAILIO_CFG = REPO / "kamailio" / "kamailio.cfg"
+KEMI_SCRIPT = REPO / "kamailio" / "kemi.py"
+
+# Start of a Kamailio log entry with -E: " 3(1234) ERROR: ..." (process index, pid).
+_LOG_LINE = re.compile(r"\s*\d+\(\d+\) ")
+
+# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+_UNIX_PATH_MAX = 107
+
+
+def free_sip_port(host: str = "127.0.0.1") -> int:
+    """Return a port free for both UDP and TCP on `host` right now."""
+    while True:
+        port = free_port(socket.SOCK_DGRAM)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, port))
+        except OSError:
+            continue
+        return port
+
+
+def _tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except FileNotFoundError:
+        return f"({path} does not exist)"
+
+
+def _stop_group(proc: subprocess.Popen[bytes], first: signal.Signals, timeout: float) -> None:
+    """Send `first` to `proc`, then SIGKILL whatever is left of the process group it
+    leads (started with start_new_session) after `timeout` seconds.
+
+    Only the leader gets `first`: Kamailio's main process stops its children itself.
+    """
+    if proc.poll() is None:
+        proc.send_signal(first)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+    # The leader may be gone while children it forked live on in its group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _udp_port_bound_by(pid: int, host: str, port: int) -> bool:
+    """True when process `pid` has bound UDP host:port. Read from /proc: a test bind()
+    could steal the port, and a port bound by some other process is not ours."""
+    octets = socket.inet_aton(host)[::-1].hex().upper()
+    wanted = {f"{octets}:{port:04X}", f"00000000:{port:04X}"}
+    with open("/proc/net/udp") as table:
+        next(table)
+        inodes = {fields[9] for fields in map(str.split, table) if fields[1] in wanted}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    sockets = {f"socket:[{inode}]" for inode in inodes}
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed since listdir
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in sockets:
+                return True
+    return False
+
+
+class KamailioProcess:
+    """A Kamailio on `listen_addr`:`sip_port` (UDP) running kamailio/kamailio.cfg.
+
+    Its files live in `workdir`: `kamailio.log` (stdout and stderr, -E) and `run/`
+    (pid file, JSON-RPC FIFO and socket, ctl socket). `redis_url` and `tenant` reach
+    the KEMI script as REDIS_URL and DISPATCHER_TENANT in the environment; with
+    redis_url=None the variable is removed, not inherited.
+
+    `extra_defines` become `-A NAME=value` (`-A NAME` for None), verbatim: quote string
+    values yourself, e.g. {"FR_INV_TIMER": 2000, "WITH_DEBUG": None}.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        sip_port: int | None = None,
+        redis_url: str | None = None,
+        tenant: str = "demo",
+        cfg: Path = KAMAILIO_CFG,
+        kemi_script: Path = KEMI_SCRIPT,
+        extra_defines: Mapping[str, str | int | None] | None = None,
+        children: int | None = None,
+        listen_addr: str = "127.0.0.1",
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.listen_addr = listen_addr
+        self.sip_port = sip_port or free_sip_port(listen_addr)
+        self.redis_url = redis_url
+        self.tenant = tenant
+        self.cfg = Path(cfg).resolve()
+        self.kemi_script = Path(kemi_script).resolve()
+        self.extra_defines = dict(extra_defines or {})
+        self.children = children
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.workdir / "run"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "kamailio.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "kamailio.pid"
+
+    @property
+    def rpc_socket(self) -> Path:
+        """JSON-RPC datagram socket (jsonrpcs); the FIFO is run/kamailio_rpc.fifo."""
+        return self.run_dir / "kamailio_rpc.sock"
+
+    @property
+    def ctl_socket(self) -> Path:
+        """binrpc socket for `kamcmd -s unix:<path>`."""
+        return self.run_dir / "kamailio_ctl"
+
+    @property
+    def address(self) -> str:
+        """host:port, as SIPp wants its remote host."""
+        return f"{self.listen_addr}:{self.sip_port}"
+
+    def command(self) -> list[str]:
+        """The kamailio command line start() runs."""
+        binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
+        defines: dict[str, str | int | None] = {
+            "SIP_PORT": self.sip_port,
+            "LISTEN_ADDR": self.listen_addr,
+            "KEMI_SCRIPT": f'"{self.kemi_script}"',
+        }
+        if self.children is not None:
+            defines["CHILDREN"] = self.children
+        defines.update(self.extra_defines)
+        args = [
+            binary,
+            "-DD",  # no daemon: the main process stays our child and leads its group
+            "-E",  # log to stderr, which goes to kamailio.log
+            "-f", str(self.cfg),
+            "-P", str(self.pid_file),
+            # RUN_DIR is replaced inside string values too (see kamailio.cfg header)
+            "--substdef", f"!RUN_DIR!{self.run_dir}!g",
+        ]  # fmt: skip
+        for name, value in defines.items():
+            args += ["-A", name if value is None else f"{name}={value}"]
+        return args
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["DISPATCHER_TENANT"] = self.tenant
+        if self.redis_url is None:
+            env.pop("REDIS_URL", None)
+        else:
+            env["REDIS_URL"] = self.redis_url
+        return env
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start Kamailio and wait until it answers an OPTIONS on its SIP port.
+
+        Raises ProcessError quoting the log tail if it exits or stays silent.
+        """
+        for path in (self.ctl_socket, self.rpc_socket):
+            if len(os.fsencode(path)) > _UNIX_PATH_MAX:
+                raise ProcessError(f"{path}: too long for a Unix socket; use a shorter workdir")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env=self._environment(),
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                self.stop()  # children it forked before failing
+                raise ProcessError(
+                    f"kamailio exited with {code} while starting; {self.log_path}:\n"
+                    + _tail(self.log_path)
+                )
+            if self.answers_options():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise ProcessError(
+            f"kamailio did not answer OPTIONS on {self.address} in {timeout}s; "
+            f"{self.log_path}:\n" + _tail(self.log_path)
+        )
+
+    def answers_options(self, wait: float = 0.2) -> bool:
+        """Send one OPTIONS to the server itself; True if any SIP reply comes back."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((self.listen_addr, 0))
+            sock.settimeout(wait)
+            local_port = sock.getsockname()[1]
+            tag = uuid.uuid4().hex[:12]
+            request = (
+                f"OPTIONS sip:{self.address} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {self.listen_addr}:{local_port};branch=z9hG4bK{tag}\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:probe@{self.listen_addr}:{local_port}>;tag={tag}\r\n"
+                f"To: <sip:{self.address}>\r\n"
+                f"Call-ID: probe-{tag}\r\n"
+                "CSeq: 1 OPTIONS\r\n"
+                "Content-Length: 0\r\n\r\n"
+            )
+            try:
+                sock.sendto(request.encode(), (self.listen_addr, self.sip_port))
+                reply = sock.recv(65535)
+            except OSError:  # timeout, or ICMP port unreachable before the bind
+                return False
+            return reply.startswith(b"SIP/2.0 ")
+
+    def rpc(self, method: str, *params: Any, timeout: float = 2.0) -> Any:
+        """Call a Kamailio RPC (e.g. "ul.lookup", "location", "alice") over the JSON-RPC
+        datagram socket; return its result. One round trip."""
+        client_path = self.run_dir / f"rpc-{uuid.uuid4().hex[:8]}.sock"
+        request = {"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # jsonrpcs replies to the sender's address, so the client needs a bound path.
+            sock.bind(str(client_path))
+            try:
+                sock.settimeout(timeout)
+                sock.sendto(json.dumps(request).encode(), str(self.rpc_socket))
+                reply = json.loads(sock.recv(1 << 20))
+            finally:
+                client_path.unlink(missing_ok=True)
+        if "error" in reply:
+            raise ProcessError(f"kamailio rpc {method}{params}: {reply['error']}")
+        return reply.get("result")
+
+    def log_text(self) -> str:
+        """Everything Kamailio logged so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def python_errors(self) -> list[str]:
+        """Each exception the KEMI script raised, as logged: app_python3's ERROR line
+        and the traceback after it. app_python3 logs an exception and goes on with the
+        next message, so only the log tells. O(log size)."""
+        errors: list[str] = []
+        in_error = False
+        for line in self.log_text().splitlines():
+            if _LOG_LINE.match(line):  # a new log entry ends a traceback
+                in_error = "ERROR:" in line and "app_python3" in line
+                if in_error:
+                    errors.append(line)
+            elif in_error:
+                errors[-1] += "\n" + line
+        return errors
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM to Kamailio and its children, SIGKILL after `timeout` s; harmless
+        if stopped."""
+        if self.proc is not None:
+            _stop_group(self.proc, signal.SIGTERM, timeout)
+
+    def __enter__(self) -> KamailioProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class SippStats:
+    """Call counters from the last row of SIPp's -trace_stat file (cumulative)."""
+
+    successful: int
+    failed: int
+    retransmissions: int
+
+    @classmethod
+    def from_stat_file(cls, path: Path) -> SippStats:
+        """Parse `path`; all zero if SIPp wrote no statistics (it failed to start)."""
+        try:
+            with path.open(newline="") as stat_file:
+                rows = list(csv.DictReader(stat_file, delimiter=";"))
+        except FileNotFoundError:
+            rows = []
+        if not rows:
+            return cls(0, 0, 0)
+        last = rows[-1]
+        return cls(
+            successful=int(last["SuccessfulCall(C)"]),
+            failed=int(last["FailedCall(C)"]),
+            retransmissions=int(last["Retransmissions(C)"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SippResult:
+    """How a SIPp run ended.
+
+    returncode: 0 every call succeeded; 1 at least one failed, or the scenario did
+    not load; 97 stopped by an internal command; 99 ended without processing a call;
+    255 (-1) a fatal error, also -timeout reached (-timeout_error); 254 (-2) a socket
+    it could not bind.
+    """
+
+    returncode: int
+    stats: SippStats
+    errors: str  # the -trace_err file: unexpected messages, aborted calls
+    output: str  # the end of SIPp's screen and stderr
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class SippProcess:
+    """One SIPp process running `scenario` - a scenario XML file (a Path, or a str
+    ending in .xml) or a built-in name such as "uac" / "uas" (-sn).
+
+    `remote` ("host:port") is where a UAC sends its requests; a UAS leaves it None.
+    Options map to SIPp's: calls -m, rate -r (calls per second), limit -l,
+    duration_ms -d (length of <pause/>), service -s, keys -key NAME VALUE. The local
+    SIP port (-p) is a free one unless given, on local_ip (-i, and -mi for media);
+    the control socket (-cp) gets a free loopback port too, so any number of SIPp
+    processes can run at once. `timeout` (s) becomes SIPp's -timeout with
+    -timeout_error; None for a UAS that runs until stop().
+
+    Files go to `workdir` as sipp-<scenario>-<n>.{stat.csv,errors.log,out}.
+    """
+
+    _runs = itertools.count(1)
+
+    def __init__(
+        self,
+        workdir: Path,
+        scenario: str | Path,
+        remote: str | None = None,
+        *,
+        calls: int | None = None,
+        rate: float | None = None,
+        limit: int | None = None,
+        duration_ms: int | None = None,
+        service: str | None = None,
+        keys: Mapping[str, str | int] | None = None,
+        local_port: int | None = None,
+        local_ip: str = "127.0.0.1",
+        timeout: float | None = 20.0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.scenario = scenario
+        self.remote = remote
+        self.local_ip = local_ip
+        self.local_port = local_port or free_port(socket.SOCK_DGRAM)
+        self.timeout = timeout
+        is_file = isinstance(scenario, Path) or str(scenario).endswith(".xml")
+        stem = Path(scenario).stem if is_file else str(scenario)
+        prefix = f"sipp-{stem}-{next(self._runs)}"
+        self.stat_path = self.workdir / f"{prefix}.stat.csv"
+        self.errors_path = self.workdir / f"{prefix}.errors.log"
+        self.output_path = self.workdir / f"{prefix}.out"
+        args = [shutil.which("sipp") or "/usr/bin/sipp"]
+        if remote is not None:
+            args.append(remote)
+        args += ["-sf", str(Path(scenario).resolve())] if is_file else ["-sn", str(scenario)]
+        args += [
+            "-i", local_ip,
+            "-p", str(self.local_port),
+            "-mi", local_ip,
+            "-ci", local_ip,
+            "-cp", str(free_port(socket.SOCK_DGRAM)),
+            "-nostdin",  # no keyboard control: stdin is not a terminal here
+            "-trace_stat", "-stf", str(self.stat_path), "-fd", "1",
+            "-trace_err", "-error_file", str(self.errors_path),
+        ]  # fmt: skip
+        options = {"-m": calls, "-r": rate, "-l": limit, "-d": duration_ms, "-s": service}
+        for flag, value in options.items():
+            if value is not None:
+                args += [flag, str(value)]
+        for name, value in (keys or {}).items():
+            args += ["-key", name, str(value)]
+        if timeout is not None:
+            args += ["-timeout", f"{round(timeout * 1000)}ms", "-timeout_error"]
+        self.args = [*args, *extra_args]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 5.0) -> None:
+        """Start SIPp; a UAS (no remote) is waited for until its SIP port is bound,
+        so it can take calls when this returns."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.output_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        if self.remote is not None:
+            return  # a UAC may be done before a bind check could see its port
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ProcessError(
+                    f"sipp exited with {self.proc.returncode} while starting:\n"
+                    + _tail(self.output_path)
+                )
+            if _udp_port_bound_by(self.proc.pid, self.local_ip, self.local_port):
+                return
+            time.sleep(0.02)
+        _stop_group(self.proc, signal.SIGKILL, 1.0)
+        raise ProcessError(f"sipp did not bind {self.local_ip}:{self.local_port} in {timeout}s")
+
+    def wait(self, timeout: float | None = None) -> SippResult:
+        """Wait for SIPp to end by itself (all calls done, or its -timeout).
+
+        `timeout` defaults to SIPp's own plus 10 s; past it SIPp is killed and
+        ProcessError raised.
+        """
+        if self.proc is None:
+            raise ProcessError("sipp was not started")
+        if timeout is None and self.timeout is not None:
+            timeout = self.timeout + 10.0
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop_group(self.proc, signal.SIGKILL, 1.0)
+            raise ProcessError(
+                f"sipp still running after {timeout}s:\n{_tail(self.output_path)}"
+            ) from None
+        return self.result()
+
+    def stop(self, timeout: float = 5.0) -> SippResult:
+        """Stop a SIPp that runs until told (a UAS): SIGUSR1, SIPp's soft stop that
+        still writes its statistics, then SIGKILL after `timeout` s."""
+        if self.proc is None:
+            raise ProcessError("sipp was not started")
+        _stop_group(self.proc, signal.SIGUSR1, timeout)
+        return self.result()
+
+    def result(self) -> SippResult:
+        """The ended run's exit code, statistics, error trace and screen output."""
+        if self.proc is None or self.proc.returncode is None:
+            raise ProcessError("sipp has not ended")
+        errors = self.errors_path.read_text(errors="replace") if self.errors_path.exists() else ""
+        return SippResult(
+            returncode=self.proc.returncode,
+            stats=SippStats.from_stat_file(self.stat_path),
+            errors=errors,
+            output=_tail(self.output_path),
+        )
+
+    def __enter__(self) -> SippProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.stop()
+
+
+def run_sipp(workdir: Path, scenario: str | Path, remote: str, **options: Any) -> SippResult:
+    """Run a SIPp UAC scenario against `remote` ("host:port") to the end; returns its
+    SippResult. `options` as for SippProcess (calls, rate, limit, keys, timeout...)."""
+    sipp = SippProcess(workdir, scenario, remote, **options)
+    sipp.start()
+    return sipp.wait()
+
+
+def sipp_uas(workdir: Path, scenario: str | Path, **options: Any) -> SippProcess:
+    """Start a SIPp UAS (an agent's phone) in the background and return it once its
+    port is bound; its SIP address is `local_ip:local_port`. Stop it with stop(),
+    which returns its SippResult, or use it as a context manager."""
+    sipp = SippProcess(workdir, scenario, None, timeout=None, **options)
+    sipp.start()
+    return sipp

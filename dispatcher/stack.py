@@ -1,0 +1,153 @@
+"""`make run` / `make up` / `make down`: the whole stack on this machine, with the demo tenant.
+
+run   foreground; Ctrl-C stops everything it started.
+up    the same in the background (log in .run/stack.log); returns once it is ready.
+down  stops what `up` started.
+
+Redis is started here unless REDIS_URL names one to use. The demo tenant
+(dispatcher/demo/demo.yaml) is imported on every start, so the demo is always in a
+known state; a carrier points DISPATCHER_TENANT_FILE at its own file instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dispatcher.config_sync import import_tenant
+from dispatcher.procs import RedisProcess, pid_alive
+from dispatcher.settings import Settings
+from dispatcher.state.store import StateStore
+from dispatcher.tenant_file import load_tenant
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".run"
+PID_FILE = RUN_DIR / "stack.pid"
+READY_FILE = RUN_DIR / "stack.ready"
+LOG_FILE = RUN_DIR / "stack.log"
+DEMO_FILE = Path(__file__).resolve().parent / "demo" / "demo.yaml"
+
+
+def _banner(redis_url: str, tenant_file: Path) -> str:
+    tenant = load_tenant(tenant_file)
+    lines = [
+        "",
+        "dispatcher stack is up",
+        f"  Redis:   {redis_url}   (keys {{t:{tenant.id}}}:*, events in {{t:{tenant.id}}}:events)",
+        f"  tenant:  {tenant.id} from {tenant_file}",
+        "  groups to call:",
+    ]
+    for group in tenant.groups:
+        agents = ", ".join(m.agent for m in group.canonical_members())
+        lines.append(f"    {group.extension}  {group.name:<20} {group.strategy:<16} {agents}")
+    lines += [
+        f"  logs:    {RUN_DIR}/",
+        "  watch:   redis-cli -u "
+        + redis_url
+        + f" XREAD BLOCK 0 STREAMS {{t:{tenant.id}}}:events $",
+        "  stop:    Ctrl-C (make run) or make down (make up)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run() -> int:
+    """Start everything, import the tenant, wait for a signal, stop everything."""
+    settings = Settings.from_env()
+    RUN_DIR.mkdir(exist_ok=True)
+    tenant_file = Path(os.environ.get("DISPATCHER_TENANT_FILE") or DEMO_FILE)
+    redis_proc: RedisProcess | None = None
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        redis_url = settings.redis_url
+        if redis_url is None:
+            redis_proc = RedisProcess(RUN_DIR / "redis")
+            redis_proc.start()
+            redis_url = redis_proc.url
+        tenant = load_tenant(tenant_file)
+        store = StateStore(redis_url, tenant.id)
+        version = import_tenant(store, tenant)
+        print(_banner(redis_url, tenant_file), flush=True)
+        print(f"  config version {version}", flush=True)
+        READY_FILE.write_text(redis_url)
+        while not stopping:
+            time.sleep(0.2)
+    finally:
+        READY_FILE.unlink(missing_ok=True)
+        if redis_proc is not None:
+            redis_proc.stop()
+    print("dispatcher stack stopped", flush=True)
+    return 0
+
+
+def up(timeout: float = 60.0) -> int:
+    """Start `run` in the background and wait until it is ready."""
+    if PID_FILE.exists() and pid_alive(int(PID_FILE.read_text())):
+        print(f"already running (pid {PID_FILE.read_text()}); `make down` first")
+        return 1
+    RUN_DIR.mkdir(exist_ok=True)
+    READY_FILE.unlink(missing_ok=True)
+    with LOG_FILE.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dispatcher.stack", "run"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+    PID_FILE.write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if READY_FILE.exists():
+            print(LOG_FILE.read_text().rsplit("dispatcher stack is up", 1)[-1])
+            return 0
+        if proc.poll() is not None:
+            print(f"stack failed to start; see {LOG_FILE}:\n{LOG_FILE.read_text()[-2000:]}")
+            return 1
+        time.sleep(0.2)
+    print(f"stack not ready after {timeout:.0f}s; see {LOG_FILE}")
+    return 1
+
+
+def down(timeout: float = 15.0) -> int:
+    """Stop the background stack, if any."""
+    if not PID_FILE.exists():
+        print("nothing to stop")
+        return 0
+    pid = int(PID_FILE.read_text())
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    PID_FILE.unlink(missing_ok=True)
+    print("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: `python -m dispatcher.stack run|up|down`."""
+    args = sys.argv[1:] if argv is None else argv
+    commands = {"run": run, "up": up, "down": down}
+    if len(args) != 1 or args[0] not in commands:
+        print("usage: python -m dispatcher.stack run|up|down", file=sys.stderr)
+        return 2
+    return commands[args[0]]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Kamailio KEMI routing script of the call-group dispatcher (app_python3).
+
+Kamailio loads this file (modparam "app_python3" "load" in kamailio.cfg) into the
+Python interpreter it embeds - Debian's /usr/bin/python3 - then calls mod_init()
+once in the main process and child_init(rank) in every process it forks. Each
+ksr_* method stands for one route block of a native kamailio.cfg; they follow
+Kamailio's examples/kemi/kamailio-basic-kemi-python.py.
+
+The routes stay thin: SIP hygiene, registrations and calls to registered users
+here; call-group decisions go to the `dispatcher` package (dispatcher/routing.py).
+"""
+
+import os
+import site
+import sys
+from urllib.parse import urlsplit
+
+import KSR
+
+# Return value of a route helper that answered or dropped the message: the
+# caller stops, like `exit` in a native route (Kamailio's KEMI convention).
+EXIT = -255
+
+# Flags defined in kamailio.cfg; the numbers must match its #!define lines.
+FLT_DLG = 4
+
+# Process rank (Kamailio's PROC_TIMER) of the timer processes: tm runs a failure
+# route there when a branch's ring timer (fr_inv_timer) fires.
+PROC_TIMER = -1
+
+
+def _use_project_python() -> None:
+    """Put the repo root and the project venv's site-packages first on sys.path.
+
+    The embedded interpreter is the system one and knows nothing of .venv.
+    site.addsitedir (not a plain sys.path entry) also runs the venv's .pth
+    files, which is how an editable install (`pip install -e`) is found.
+    """
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    venv_site = os.path.join(repo, ".venv", "lib", version, "site-packages")
+    if not os.path.isdir(venv_site):
+        KSR.err(f"dispatcher: no venv for {version} at {venv_site}; run `make setup`\n")
+    before = list(sys.path)
+    site.addsitedir(venv_site)
+    added = [path for path in sys.path if path not in before]
+    # Ahead of /usr/lib/python3/dist-packages, so the venv's pinned versions win.
+    sys.path[:] = [repo, *added, *(path for path in before if path != repo)]
+
+
+_use_project_python()
+
+
+def mod_init():
+    """Called once by app_python3 in the main process, before the workers fork."""
+    tenant = os.environ.get("DISPATCHER_TENANT") or "demo"
+    redis_url = urlsplit(os.environ.get("REDIS_URL", ""))
+    # Host and port only: the URL may carry a password.
+    redis = f"{redis_url.hostname}:{redis_url.port}" if redis_url.hostname else "unset"
+    KSR.info(f"dispatcher KEMI: tenant={tenant} redis={redis} python={sys.version.split()[0]}\n")
+    return KamailioRoutes()
+
+
+class KamailioRoutes:
+    """The routes, one object per Kamailio process (app_python3 copies it on fork)."""
+
+    def child_init(self, rank: int) -> int:
+        # Called after fork in every process: rank > 0 SIP workers, PROC_TIMER
+        # timer processes, 0 the main process and -2 RPC processes (these two
+        # route nothing). Sockets open here, never in mod_init: one opened
+        # before fork would be shared by every process (STYLE.md).
+        if rank > 0 or rank == PROC_TIMER:
+            self.open_worker_state()
+        return 0
+
+    def open_worker_state(self) -> None:
+        """Hook for per-worker state; group routing plugs in here.
+
+        Later: import dispatcher.routing (lazily, here) and open this process's
+        Decider and its Redis connection. Nothing to open yet.
+        """
+
+    # -- request_route {}
+    def ksr_request_route(self, msg):
+        if self.ksr_route_reqinit(msg) == EXIT:
+            return 1
+
+        # CANCEL matches the INVITE transaction it cancels (RFC 3261 9.2); tm
+        # relays it to the branches of that transaction.
+        if KSR.is_CANCEL():
+            if KSR.tm.t_check_trans() > 0:
+                self.ksr_route_relay(msg)
+            return 1
+
+        if self.ksr_route_withindlg(msg) == EXIT:
+            return 1
+
+        # -- only initial requests (no To tag) from here
+        # a retransmission of a request whose transaction is being created
+        # by another worker right now
+        if KSR.tmx.t_precheck_trans() > 0:
+            KSR.tm.t_check_trans()
+            return 1
+        if KSR.tm.t_check_trans() == 0:
+            return 1
+
+        # Preloaded Route headers are not ours to follow (no open relay).
+        KSR.hdr.remove("Route")
+        if KSR.is_method_in("IS"):
+            # Stay in the path of the dialog (RFC 3261 16.6 step 4): ACK and BYE
+            # must pass here for the dialog module to see the call end.
+            KSR.rr.record_route()
+
+        if self.ksr_route_registrar(msg) == EXIT:
+            return 1
+
+        if KSR.corex.has_ruri_user() < 0:
+            KSR.sl.sl_send_reply(484, "Address Incomplete")
+            return 1
+
+        # Group routing plugs in here: a Request-URI user that is a group
+        # extension goes to dispatcher.routing (plan, claim, fork the wave)
+        # instead of the user location below.
+        self.ksr_route_location(msg)
+        return 1
+
+    # -- route[REQINIT]: per-request checks
+    def ksr_route_reqinit(self, msg):
+        if KSR.maxfwd.process_maxfwd(10) < 0:
+            KSR.sl.sl_send_reply(483, "Too Many Hops")
+            return EXIT
+
+        # OPTIONS to the server itself: a keepalive (and the start-up probe).
+        if KSR.is_OPTIONS() and KSR.is_myself_ruri() and KSR.corex.has_ruri_user() < 0:
+            KSR.sl.sl_send_reply(200, "Keepalive")
+            return EXIT
+
+        if KSR.sanity.sanity_check(17895, 7) < 0:
+            KSR.err(f"malformed SIP message from {KSR.pv.get('$si')}:{KSR.pv.get('$sp')}\n")
+            return EXIT
+        return 1
+
+    # -- route[WITHINDLG]: requests inside a dialog
+    def ksr_route_withindlg(self, msg):
+        if KSR.siputils.has_totag() < 0:
+            return 1
+
+        # Sequential requests follow the route set recorded at dialog start.
+        if KSR.rr.loose_route() > 0:
+            self.ksr_route_relay(msg)
+            return EXIT
+
+        if KSR.is_ACK():
+            # No route set: only an ACK for a negative final reply (RFC 3261
+            # 17.1.1.3) matches a transaction; any other is dropped.
+            if KSR.tm.t_check_trans() > 0:
+                self.ksr_route_relay(msg)
+            return EXIT
+
+        KSR.sl.sl_send_reply(404, "Not here")
+        return EXIT
+
+    # -- route[REGISTRAR]
+    def ksr_route_registrar(self, msg):
+        if not KSR.is_REGISTER():
+            return 1
+        if KSR.registrar.save("location", 0) < 0:
+            KSR.sl.sl_reply_error()
+        return EXIT
+
+    # -- route[LOCATION]: calls to a registered user
+    def ksr_route_location(self, msg):
+        rc = KSR.registrar.lookup("location")
+        if rc < 0:
+            # A transaction first, so retransmissions of the INVITE get the
+            # same reply and the ACK for it is absorbed; send_reply() is the
+            # transaction-aware reply of sl.
+            KSR.tm.t_newtran()
+            if rc == -2:
+                KSR.sl.send_reply(405, "Method Not Allowed")
+            elif rc == -3:
+                KSR.sl.send_reply(500, "Server Internal Error")
+            else:
+                KSR.sl.send_reply(404, "Not Found")
+            return EXIT
+
+        if KSR.is_INVITE():
+            KSR.setflag(FLT_DLG)
+        return self.ksr_route_relay(msg)
+
+    # -- route[RELAY]
+    def ksr_route_relay(self, msg):
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
+        return EXIT

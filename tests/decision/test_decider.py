@@ -1,0 +1,274 @@
+"""A worker's decisions against a real Redis: one round trip, stale snapshots, live config."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from dispatcher.config_sync import import_tenant
+from dispatcher.core import AVAILABLE
+from dispatcher.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
+from dispatcher.model import Tenant
+from dispatcher.procs import RedisProcess
+from dispatcher.state import AgentLimits, StateStore, StateUnavailable
+from dispatcher.tenant_file import parse_tenant
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "state"))
+from state_support import check_invariants
+
+pytestmark = pytest.mark.redis
+
+DAY_MS = 86_400_000
+# 2026-11-27 10:00 Europe/Berlin
+T0 = 1_795_770_000_000
+
+TENANT_YAML = """
+id: acme
+name: Acme
+timezone: Europe/Berlin
+agents:
+  - {id: a1, name: A1, targets: {aor: a1}, state: available}
+  - {id: a2, name: A2, targets: {aor: a2}, state: available}
+  - {id: a3, name: A3, targets: {aor: a3}, state: available, max_calls: 2}
+groups:
+  - id: seq
+    extension: "700"
+    name: Sequential
+    strategy: sequential
+    ring_timeout: 15
+    overall_timeout: 60
+    members:
+      - {agent: a1, position: 1}
+      - {agent: a2, position: 2}
+      - {agent: a3, position: 3}
+    no_answer: {kind: group, group: all}
+  - id: all
+    extension: "701"
+    name: Everyone
+    strategy: ring_all
+    sticky: false
+    members: [{agent: a1}, {agent: a2}, {agent: a3}]
+    no_answer: {kind: reply, code: 486}
+"""
+
+
+class Clock:
+    """An injectable wall clock in ms."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+def tenant(text: str = TENANT_YAML) -> Tenant:
+    return parse_tenant(text, "yaml")
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[StateStore]:
+    with StateStore(redis_url, "acme") as state:
+        import_tenant(state, tenant())
+        yield state
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(redis_url) as plain:
+        yield plain
+
+
+def fcalls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get("cmdstat_fcall", {}).get("calls", 0))
+
+
+def test_unknown_extension_is_none(store: StateStore) -> None:
+    assert Decider(store).start("c1", "999", "+491") is None
+
+
+def test_sequential_failover_then_no_answer_target(store: StateStore) -> None:
+    decider = Decider(store)
+    started = decider.start("c1", "700", "+491")
+    assert started is not None
+    ctx, offer = started
+    assert offer == Offer("seq", ("a1",), 15, False)
+    decider.failed(ctx, "a1", "busy")
+    assert decider.next(ctx) == Offer("seq", ("a2",), 15, False)
+    decider.failed(ctx, "a2", "noanswer")
+    assert decider.next(ctx) == Offer("seq", ("a3",), 15, False)
+    decider.failed(ctx, "a3", "noanswer")
+    outcome = decider.next(ctx)
+    assert isinstance(outcome, Exhausted)
+    assert outcome.target.kind == "group"
+    decider.release(ctx.call_id)
+
+
+def test_one_round_trip_per_decision_on_a_fresh_snapshot(
+    store: StateStore, client: redis.Redis
+) -> None:
+    store.put_config(
+        store.config()[1] or b"",
+        [AgentLimits(a, 50, 0, 0, AVAILABLE, "") for a in ("a1", "a2", "a3")],
+        [("seq", ("a1", "a2", "a3")), ("all", ("a1", "a2", "a3"))],
+    )
+    decider = Decider(store)
+    decider.start("warm", "701", "")
+    before = fcalls(client)
+    for i in range(20):
+        started = decider.start(f"c{i}", "701", "")
+        assert started is not None and started[1] == Offer("all", ("a1", "a2", "a3"), 20, False)
+    assert fcalls(client) - before == 20
+
+
+def test_stale_snapshot_costs_one_corrective_claim(store: StateStore, client: redis.Redis) -> None:
+    decider = Decider(store)
+    _ctx, offer = decider.start("c1", "701", "")  # type: ignore[misc]
+    assert offer == Offer("all", ("a1", "a2", "a3"), 20, False)
+    decider.release("c1")  # the snapshot still shows everyone ringing
+    before = fcalls(client)
+    _, offer = decider.start("c2", "701", "")  # type: ignore[misc]
+    # planned on the stale snapshot: nobody; the claim's fresh rows show all three free
+    assert offer == Offer("all", ("a1", "a2", "a3"), 20, False)
+    assert fcalls(client) - before == 2
+
+
+def test_stale_snapshot_replans_on_fresh_state(store: StateStore) -> None:
+    worker_a, worker_b = Decider(store), Decider(store)
+    # both workers warm their snapshot of "seq" while everyone is free
+    for worker, call in ((worker_a, "wa"), (worker_b, "wb")):
+        started = worker.start(call, "700", "")
+        assert started is not None
+        worker.release(call)
+    ctx_a, offer_a = worker_a.start("ca", "700", "")  # type: ignore[misc]
+    assert offer_a == Offer("seq", ("a1",), 15, False)
+    worker_a.answered(ctx_a, "a1")
+    # worker B still believes a1 is free: its claim fails, it re-plans on the fresh rows
+    ctx_b, offer_b = worker_b.start("cb", "700", "")  # type: ignore[misc]
+    assert offer_b == Offer("seq", ("a2",), 15, False)
+    assert ctx_b.tried == ["a2"]
+
+
+def test_sticky_same_day_not_next_day(store: StateStore) -> None:
+    clock = Clock(T0)
+    decider = Decider(store, clock)
+    ctx, _offer = decider.start("c1", "700", "+4930555")  # type: ignore[misc]
+    decider.failed(ctx, "a1", "busy")
+    assert decider.next(ctx) == Offer("seq", ("a2",), 15, False)
+    assert decider.answered(ctx, "a2") == "ok"
+    decider.release("c1")
+    # later the same day: a2 first, alone, marked sticky
+    clock.now_ms = T0 + 3_600_000
+    ctx2, offer2 = decider.start("c2", "700", "+4930555")  # type: ignore[misc]
+    assert offer2 == Offer("seq", ("a2",), 15, True)
+    # a2 does not answer: the strategy goes on over the others
+    decider.failed(ctx2, "a2", "noanswer")
+    assert decider.next(ctx2) == Offer("seq", ("a1",), 15, False)
+    decider.release("c2")
+    # a different caller is not sticky
+    _, other = decider.start("c3", "700", "+4930999")  # type: ignore[misc]
+    assert other == Offer("seq", ("a1",), 15, False)
+    decider.release("c3")
+    # the next day in Berlin: no memory
+    clock.now_ms = T0 + DAY_MS
+    _, next_day = decider.start("c4", "700", "+4930555")  # type: ignore[misc]
+    assert next_day == Offer("seq", ("a1",), 15, False)
+    decider.release("c4")
+
+
+def test_sticky_agent_busy_falls_back_to_strategy(store: StateStore) -> None:
+    decider = Decider(store, Clock(T0))
+    ctx, _ = decider.start("c1", "700", "+4930555")  # type: ignore[misc]
+    decider.answered(ctx, "a1")
+    # a1 is on the call (max 1): the same caller's second call goes by the strategy
+    _, offer = decider.start("c2", "700", "+4930555")  # type: ignore[misc]
+    assert offer == Offer("seq", ("a2",), 15, False)
+
+
+def test_busy_across_groups(store: StateStore) -> None:
+    decider = Decider(store)
+    ctx, _ = decider.start("c1", "700", "")  # type: ignore[misc]
+    decider.answered(ctx, "a1")
+    _, offer = decider.start("c2", "701", "")  # type: ignore[misc]
+    assert offer == Offer("all", ("a2", "a3"), 20, False)
+
+
+def test_config_change_applies_to_next_decision(store: StateStore) -> None:
+    decider = Decider(store)
+    _, offer = decider.start("c1", "700", "")  # type: ignore[misc]
+    assert offer.agents == ("a1",)  # type: ignore[union-attr]
+    decider.release("c1")
+    changed = TENANT_YAML.replace("{agent: a1, position: 1}", "{agent: a1, position: 9}")
+    import_tenant(store, tenant(changed))
+    _, offer = decider.start("c2", "700", "")  # type: ignore[misc]
+    assert offer.agents == ("a2",)  # type: ignore[union-attr]
+    assert decider.view().version == store.config_version()
+
+
+def test_overall_timeout_ends_the_plan(store: StateStore) -> None:
+    clock = Clock(T0)
+    decider = Decider(store, clock)
+    ctx, _ = decider.start("c1", "700", "")  # type: ignore[misc]
+    decider.failed(ctx, "a1", "noanswer")
+    clock.now_ms += 50_000
+    # 10 s of the 60 s overall timeout left: the next wave rings only that long
+    assert decider.next(ctx) == Offer("seq", ("a2",), 10, False)
+    decider.failed(ctx, "a2", "noanswer")
+    clock.now_ms += 10_000
+    assert isinstance(decider.next(ctx), Exhausted)
+
+
+def test_everyone_busy_is_exhausted_and_state_is_clean(
+    store: StateStore, client: redis.Redis
+) -> None:
+    decider = Decider(store)
+    ctxs = []
+    for i in range(4):  # a1 + a2 + a3 twice = 4 live calls fill the group
+        ctx, offer = decider.start(f"c{i}", "700", "")  # type: ignore[misc]
+        assert isinstance(offer, Offer)
+        decider.answered(ctx, offer.agents[0])
+        ctxs.append(ctx)
+    _, outcome = decider.start("c9", "700", "")  # type: ignore[misc]
+    assert isinstance(outcome, Exhausted)
+    for ctx in ctxs:
+        assert decider.release(ctx.call_id) == 1
+        assert decider.release(ctx.call_id) == 0
+    totals = check_invariants(client, "acme")
+    assert totals["live"] == 0 and totals["resv"] == 0
+
+
+def test_call_context_round_trips_and_rejects_garbage() -> None:
+    ctx = CallContext("call-1@host", "seq", "+491", 123, ["a1"], "a2")
+    assert CallContext.decode(ctx.encode()) == ctx
+    with pytest.raises(ValueError, match="not a call context"):
+        CallContext.decode("[1,2")
+
+
+def test_no_config_is_a_clear_error(redis_url: str) -> None:
+    with StateStore(redis_url, "empty") as state, pytest.raises(ConfigMissing, match="empty"):
+        Decider(state).start("c1", "700", "")
+
+
+def test_redis_down_is_a_typed_error_not_a_hang(tmp_path: Path) -> None:
+    server = RedisProcess(tmp_path)
+    server.start()
+    with StateStore(server.url, "acme") as state:
+        import_tenant(state, tenant())
+        decider = Decider(state)
+        decider.start("c1", "700", "")
+        server.stop()
+        with pytest.raises(StateUnavailable):
+            decider.start("c2", "700", "")
+        # back again, empty (a crash): config re-imported, the library reloads itself
+        server.start()
+        import_tenant(state, tenant())
+        try:
+            started = decider.start("c3", "700", "")
+            assert started is not None and isinstance(started[1], Offer)
+        finally:
+            server.stop()

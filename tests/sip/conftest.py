@@ -1,0 +1,58 @@
+"""Fixtures for the SIP tests: Kamailio instances and SIPp phones on free loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.sipprocs import KamailioProcess, SippProcess, sipp_uas
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+@pytest.fixture
+def start_kamailio(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., KamailioProcess]]:
+    """Start Kamailio instances (KamailioProcess arguments); all stop after the test.
+
+    Each gets a short folder of its own (mktemp("kam")): its Unix sockets must stay
+    within the 107-byte sun_path limit.
+    """
+    started: list[KamailioProcess] = []
+
+    def start(**options: Any) -> KamailioProcess:
+        options.setdefault("children", 2)
+        kamailio = KamailioProcess(tmp_path_factory.mktemp("kam"), **options)
+        started.append(kamailio)
+        kamailio.start()
+        return kamailio
+
+    yield start
+    for kamailio in started:
+        kamailio.stop()
+
+
+@pytest.fixture
+def kamailio(start_kamailio: Callable[..., KamailioProcess]) -> KamailioProcess:
+    """One Kamailio with the project's cfg and KEMI script, tenant "sip-test"."""
+    return start_kamailio(tenant="sip-test")
+
+
+@pytest.fixture
+def start_phone(tmp_path: Path) -> Iterator[Callable[..., SippProcess]]:
+    """Start SIPp UAS phones: start_phone("uas_answer.xml", **SippProcess options)."""
+    phones: list[SippProcess] = []
+
+    def start(scenario: str, **options: Any) -> SippProcess:
+        phone = sipp_uas(tmp_path, SCENARIOS / scenario, **options)
+        phones.append(phone)
+        return phone
+
+    yield start
+    for phone in phones:
+        if phone.proc is not None and phone.proc.returncode is None:
+            phone.stop()
