@@ -122,16 +122,30 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_report(report: dict[str, Any]) -> str:
+    """The core table, then the Redis figures when measured."""
+    lines = [format_table(report["results"])]
+    for key, value in report.items():
+        if key != "results":
+            lines.append(f"{key:<45} {value}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--repeat", type=int, default=5, help="timeit repeats (best is kept)")
     parser.add_argument("--min-time", type=float, default=0.05, help="seconds per repeat")
+    parser.add_argument("--no-redis", action="store_true", help="core figures only")
     args = parser.parse_args(argv)
-    report = {"results": measure_core(args.repeat, args.min_time)}
+    report: dict[str, Any] = {"results": measure_core(args.repeat, args.min_time)}
+    if not args.no_redis:
+        from redis_decisions import measure_redis
+
+        report.update(measure_redis())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2) if args.json else format_table(report["results"]))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
 

@@ -104,7 +104,8 @@ class Decider:
         self.store = store
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._view: TenantView | None = None
-        self._live: dict[str, core.LiveTable] = {}
+        # group id -> (flat live rows, rr cursor) as this worker last knew them
+        self._live: dict[str, tuple[list[int], int]] = {}
 
     # -- config ------------------------------------------------------------------------
 
@@ -157,8 +158,7 @@ class Decider:
         caller = ctx.caller if (group.sticky and not ctx.tried) else ""
         day = sticky_day(now, group.timezone)[0] if caller else ""
         seed = ctx.seed
-        cached = self._live.get(group.id)
-        wave = self._plan(group.id, cached, now, seed, ctx)
+        wave = self._plan(group.id, self._snapshot(group.id), now, seed, ctx)
         held: list[str] = []
         for _ in range(MAX_CLAIM_ATTEMPTS):
             want = wave.agents if wave is not None else ()
@@ -198,6 +198,17 @@ class Decider:
         table = self.view().tables[group_id]
         return core.next_wave(table, live, now, seed, ctx.tried, ctx.sticky)
 
+    def _group(self, group_id: str) -> Group:
+        group = self.view().tenant.group(group_id)
+        if group is None:
+            raise LookupError(f"group {group_id!r} is not in tenant {self.store.tenant!r}")
+        return group
+
+    def _snapshot(self, group_id: str) -> core.LiveTable | None:
+        """This worker's view of the group: the last claim's state plus its own claims since."""
+        cached = self._live.get(group_id)
+        return None if cached is None else core.LiveTable(cached[0], cached[1])
+
     def _adopt(self, result: ClaimResult) -> None:
         """Reload the config when a claim shows it moved on."""
         if self._view is None or result.version != self._view.version:
@@ -206,11 +217,14 @@ class Decider:
     def _rows_without(
         self, group_id: str, result: ClaimResult, given_back: list[str]
     ) -> core.LiveTable:
-        """The claim's rows less `given_back`'s holds; caches them plus the claim's own.
+        """The claim's rows less `given_back`'s holds: what a correct plan is made on.
 
-        The cache is the state after the claim, so this worker's next plan starts from it.
+        Also caches the state after the claim for the next plan, and counts the claimed
+        agents busy in this worker's snapshots of their other groups: an agent is busy
+        across all its groups, and this worker knows it without asking.
         """
-        table = self.view().tables[group_id]
+        tables = self.view().tables
+        table = tables[group_id]
         rows = list(result.rows)
         for agent in given_back:
             rows[table.index(agent) * core.LIVE_FIELDS + 1] -= 1
@@ -219,14 +233,12 @@ class Decider:
         for agent in result.claimed:
             rr = table.index(agent)
             after[rr * core.LIVE_FIELDS + 1] += 1
-        self._live[group_id] = core.LiveTable(after, rr)
+            for other_id, (other_rows, _) in self._live.items():
+                other = tables.get(other_id)
+                if other_id != group_id and other is not None and agent in other.agent_ids:
+                    other_rows[other.index(agent) * core.LIVE_FIELDS + 1] += 1
+        self._live[group_id] = (after, rr)
         return core.LiveTable(rows, result.rr)
-
-    def _group(self, group_id: str) -> Group:
-        group = self.view().tenant.group(group_id)
-        if group is None:
-            raise LookupError(f"group {group_id!r} is not in tenant {self.store.tenant!r}")
-        return group
 
     # -- outcomes, passed through so the router talks to one object ------------------------
 

@@ -1,0 +1,93 @@
+"""Redis key names of one tenant, and the id rules that keep them unambiguous.
+
+Every key carries the hash tag ``{t:<tenant>}``, so one tenant's keys live in one Redis Cluster
+slot and a FUNCTION may touch all of them. Agent data is stored column-wise (one hash per
+attribute, field = agent id) so a function receives a fixed, small set of KEYS however many
+agents a tenant has.
+"""
+
+from __future__ import annotations
+
+import re
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Reservation members and live-call fields are "<call>\x1f<agent>": the separator must not
+# occur in a call-id, and agent ids cannot contain it by ID_PATTERN.
+FIELD_SEPARATOR = "\x1f"
+MAX_CALL_ID_BYTES = 256
+DAY_PATTERN = re.compile(r"[0-9]{8}")
+
+# Order of the agent columns inside TenantKeys.base; library.lua reads KEYS[5..14] in this order.
+AGENT_COLUMNS = (
+    "status",
+    "reason",
+    "live",
+    "resv",
+    "max",
+    "wrapup",
+    "wrapuntil",
+    "idle",
+    "missed",
+    "autopause",
+)
+
+
+def validate_id(value: str, field: str) -> str:
+    """Return `value` if it is a valid tenant, group or agent id; ValueError naming `field`."""
+    if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
+        raise ValueError(f"invalid {field} {value!r}: must match ^{ID_PATTERN.pattern}$")
+    return value
+
+
+def validate_call_id(value: str, field: str = "call_id") -> str:
+    """Return `value` if usable as a call-id: not empty, at most 256 UTF-8 bytes, no \\x1f."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"invalid {field} {value!r}: must be a non-empty string")
+    if FIELD_SEPARATOR in value:
+        raise ValueError(f"invalid {field} {value!r}: must not contain \\x1f")
+    if len(value.encode()) > MAX_CALL_ID_BYTES:
+        raise ValueError(f"invalid {field}: longer than {MAX_CALL_ID_BYTES} bytes")
+    return value
+
+
+class TenantKeys:
+    """All key names of one tenant.
+
+    `base` is the tuple every library function receives first (KEYS[1..14]): config, events,
+    reservations, live calls, then the agent columns in `AGENT_COLUMNS` order.
+    """
+
+    __slots__ = ("agent", "base", "config", "events", "live", "prefix", "resv", "tenant")
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = validate_id(tenant, "tenant")
+        self.prefix = f"{{t:{tenant}}}"
+        self.config = f"{self.prefix}:config"
+        self.events = f"{self.prefix}:events"
+        self.resv = f"{self.prefix}:resv"
+        self.live = f"{self.prefix}:live"
+        self.agent = {column: f"{self.prefix}:a:{column}" for column in AGENT_COLUMNS}
+        self.base = (
+            self.config,
+            self.events,
+            self.resv,
+            self.live,
+            *(self.agent[column] for column in AGENT_COLUMNS),
+        )
+
+    def group(self, gid: str) -> str:
+        """Hash of group `gid`: members (comma list, canonical order) and rr."""
+        return f"{self.prefix}:g:{validate_id(gid, 'group id')}"
+
+    def call(self, call_id: str) -> str:
+        """Set of the agents offered on `call_id`."""
+        return f"{self.prefix}:call:{validate_call_id(call_id)}"
+
+    def sticky(self, gid: str, day: str) -> str:
+        """Hash caller -> agent of group `gid` on local day `day` (yyyymmdd)."""
+        if not isinstance(day, str) or DAY_PATTERN.fullmatch(day) is None:
+            raise ValueError(f"invalid sticky day {day!r}: must be yyyymmdd")
+        return f"{self.prefix}:sticky:{validate_id(gid, 'group id')}:{day}"
+
+    def __repr__(self) -> str:
+        return f"TenantKeys({self.tenant!r})"

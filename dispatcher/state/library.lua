@@ -1,0 +1,668 @@
+#!lua name=dispatcher
+--
+-- Shared state of the call-group dispatcher: the only code that writes the tenant's keys.
+-- Python calls it through dispatcher.state.store.StateStore; key names: dispatcher/state/keys.py.
+--
+-- KEYS common to every function (KEYS[1..14], one tenant, hash tag {t:<tenant>}):
+--   1 {t:T}:config   2 {t:T}:events   3 {t:T}:resv   4 {t:T}:live
+--   5..14 agent columns {t:T}:a:<column>, column = status reason live resv max wrapup
+--         wrapuntil idle missed autopause
+-- Passing the same prefix to every function keeps the Python side a constant tuple and lets
+-- each function reach the events stream (and its MAXLEN in config) without a second call.
+-- A function's own keys follow from KEYS[15].
+--
+-- Error replies start with a code: BADARG (malformed KEYS/ARGV, a caller bug), CONFLICT,
+-- NOAGENT, NOGROUP. Errors are raised before the first write: a FUNCTION is not rolled back.
+--
+-- Time is Redis' TIME in ms, one clock for every node. A reservation is valid while
+-- now < deadline; the zset {t:T}:resv is its source of truth and the resv column counts its
+-- entries per agent. Reservation member and live field: <call>\31<agent>. Live value:
+-- <gid>\31<start_ms>. Invariant: live + resv <= max per agent (counters never below 0).
+
+local K_CONFIG, K_EVENTS, K_RESV, K_LIVE = 1, 2, 3, 4
+local C_STATUS, C_REASON, C_LIVE, C_RESV, C_MAX = 5, 6, 7, 8, 9
+local C_WRAPUP, C_WRAPUNTIL, C_IDLE, C_MISSED, C_AUTOPAUSE = 10, 11, 12, 13, 14
+local NBASE = 14
+
+local SEP = '\031'
+local AVAILABLE, PAUSED, LOGGED_OUT = 0, 1, 2
+local DEFAULT_EVENTS_MAXLEN = 1000000
+-- Claims and snapshots sweep a bounded batch so a backlog never makes one call slow.
+local SWEEP_BATCH = 64
+-- Safety expiry of a call's offered set if its release never comes (router crash);
+-- refreshed on answer so it outlives any normal call.
+local CALL_TTL_S = 86400
+-- unpack() pushes every element on the Lua stack (about 8000 slots): chunk big lists.
+local CHUNK = 1000
+local MISS_REASONS = {busy = true, noanswer = true, declined = true, error = true}
+
+local function raise(code, message)
+  error({err = code .. ' ' .. message})
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function open(keys, extra)
+  if #keys < NBASE + extra then
+    raise('BADARG', 'expected at least ' .. (NBASE + extra) .. ' keys, got ' .. #keys)
+  end
+  return {keys = keys, now = now_ms(), maxlen = nil}
+end
+
+local function need_int(value, name, min)
+  local n = tonumber(value)
+  if n == nil or n ~= math.floor(n) or n < min then
+    raise('BADARG', name .. ' must be an integer >= ' .. min .. ', got ' .. tostring(value))
+  end
+  return n
+end
+
+local function need_text(value, name)
+  if value == nil or value == '' then
+    raise('BADARG', name .. ' must not be empty')
+  end
+  return value
+end
+
+local function split_csv(text)
+  local out = {}
+  if text and text ~= '' then
+    for item in string.gmatch(text, '[^,]+') do
+      out[#out + 1] = item
+    end
+  end
+  return out
+end
+
+local function split_slot(member)
+  local i = string.find(member, SEP, 1, true)
+  return string.sub(member, 1, i - 1), string.sub(member, i + 1)
+end
+
+local function hmget(key, fields)
+  local out = {}
+  for i = 1, #fields, CHUNK do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields)))
+    for j = 1, #part do
+      out[#out + 1] = part[j]
+    end
+  end
+  return out
+end
+
+local function config_version(ctx)
+  return tonumber(redis.call('HGET', ctx.keys[K_CONFIG], 'version')) or 0
+end
+
+local function configured(ctx, agent)
+  return redis.call('HEXISTS', ctx.keys[C_MAX], agent) == 1
+end
+
+-- Appends one event; empty values are left out. Arguments after kind: name, value, ...
+local function emit(ctx, kind, ...)
+  if ctx.maxlen == nil then
+    ctx.maxlen = redis.call('HGET', ctx.keys[K_CONFIG], 'events_maxlen') or DEFAULT_EVENTS_MAXLEN
+  end
+  local fields = {'type', kind, 'ts', ctx.now}
+  local n = select('#', ...)
+  local extra = {...}
+  for i = 1, n, 2 do
+    local value = extra[i + 1]
+    if value ~= nil and value ~= '' then
+      fields[#fields + 1] = extra[i]
+      fields[#fields + 1] = value
+    end
+  end
+  redis.call('XADD', ctx.keys[K_EVENTS], 'MAXLEN', '~', ctx.maxlen, '*', unpack(fields))
+end
+
+-- An agent removed from the config keeps its live/resv counters until they drain; the last
+-- decrement deletes the field so nothing of the agent is left behind.
+local function counter_down(ctx, column, agent)
+  local key = ctx.keys[column]
+  local value = tonumber(redis.call('HGET', key, agent)) or 0
+  if value <= 1 and not configured(ctx, agent) then
+    redis.call('HDEL', key, agent)
+  elseif value > 0 then
+    redis.call('HINCRBY', key, agent, -1)
+  end
+end
+
+local function sweep(ctx, limit)
+  local k = ctx.keys
+  local due = redis.call('ZRANGEBYSCORE', k[K_RESV], '-inf', ctx.now, 'LIMIT', 0, limit)
+  for _, member in ipairs(due) do
+    redis.call('ZREM', k[K_RESV], member)
+    local call, agent = split_slot(member)
+    counter_down(ctx, C_RESV, agent)
+    emit(ctx, 'expired', 'call', call, 'agent', agent)
+  end
+  return #due
+end
+
+local function read_group(ctx, key, gid)
+  local prefix = string.sub(ctx.keys[K_CONFIG], 1, -8)
+  if key ~= prefix .. ':g:' .. gid then
+    raise('BADARG', 'group key ' .. tostring(key) .. ' does not belong to group ' .. gid)
+  end
+  local g = redis.call('HMGET', key, 'members', 'rr')
+  if not g[1] then
+    raise('NOGROUP', 'group ' .. gid .. ' is not configured')
+  end
+  local members = split_csv(g[1])
+  local index = {}
+  for i, agent in ipairs(members) do
+    index[agent] = i
+  end
+  return members, index, tonumber(g[2]) or -1
+end
+
+-- Per member (canonical order): status, busy = live + resv, max, wrapuntil, idle.
+local function read_members(ctx, members)
+  local k = ctx.keys
+  local status, live = hmget(k[C_STATUS], members), hmget(k[C_LIVE], members)
+  local resv, max = hmget(k[C_RESV], members), hmget(k[C_MAX], members)
+  local wrapuntil, idle = hmget(k[C_WRAPUNTIL], members), hmget(k[C_IDLE], members)
+  local s = {n = #members, status = {}, busy = {}, max = {}, wrapuntil = {}, idle = {}}
+  for i = 1, #members do
+    s.status[i] = tonumber(status[i]) or LOGGED_OUT
+    s.busy[i] = (tonumber(live[i]) or 0) + (tonumber(resv[i]) or 0)
+    s.max[i] = tonumber(max[i]) or 0
+    s.wrapuntil[i] = tonumber(wrapuntil[i]) or 0
+    s.idle[i] = tonumber(idle[i]) or 0
+  end
+  return s
+end
+
+local function eligible(s, i, now)
+  return s.status[i] == AVAILABLE and now >= s.wrapuntil[i] and s.busy[i] < s.max[i]
+end
+
+local function flat_rows(s)
+  local rows = {}
+  for i = 1, s.n do
+    rows[#rows + 1] = s.status[i]
+    rows[#rows + 1] = s.busy[i]
+    rows[#rows + 1] = s.max[i]
+    rows[#rows + 1] = s.wrapuntil[i]
+    rows[#rows + 1] = s.idle[i]
+  end
+  return rows
+end
+
+local function release_reservations(ctx, call_key, call, keep_agent, reason)
+  for _, agent in ipairs(redis.call('SMEMBERS', call_key)) do
+    if agent ~= keep_agent and redis.call('ZREM', ctx.keys[K_RESV], call .. SEP .. agent) == 1 then
+      counter_down(ctx, C_RESV, agent)
+      emit(ctx, 'released', 'call', call, 'agent', agent, 'reason', reason)
+    end
+  end
+end
+
+local function check_call_key(ctx, key, call)
+  local prefix = string.sub(ctx.keys[K_CONFIG], 1, -8)
+  if key ~= prefix .. ':call:' .. call then
+    raise('BADARG', 'call key ' .. tostring(key) .. ' does not belong to call ' .. call)
+  end
+end
+
+local function check_sticky_key(ctx, key, gid)
+  local head = string.sub(ctx.keys[K_CONFIG], 1, -8) .. ':sticky:' .. gid .. ':'
+  if key and string.sub(key, 1, #head) ~= head then
+    raise('BADARG', 'sticky key ' .. key .. ' does not belong to group ' .. gid)
+  end
+end
+
+-- disp_config_put: atomically replaces the tenant's config.
+-- KEYS: 1..14 common; 15..14+G the keys of the G new groups, in the order of their ARGV
+--       records; after them the keys of the current groups the new config drops (deleted).
+-- ARGV: 1 expected_version, 2 doc_json (opaque), 3 events_maxlen, 4 A (agent count),
+--       5 G (group count), then A records of 6: agent_id, max_calls, wrapup_s,
+--       auto_pause_after, status, reason; then G records of 2: group_id, members (comma list,
+--       canonical order).
+--       max/wrapup/autopause are written for every agent; status/reason only for agents new
+--       to Redis (the others keep their live state). Agents that are gone lose their columns,
+--       except live/resv counters that are not zero yet (they drain on release). A group's rr
+--       follows the agent it pointed at (-1 if that agent left the group).
+-- Returns: the new version (integer).
+-- Errors: CONFLICT when version != expected_version; BADARG for malformed records, duplicate
+--         or unknown ids, a group key that does not match, a dropped group whose key is missing.
+local function config_put(keys, args)
+  local ctx = open(keys, 0)
+  local expected = need_int(args[1], 'expected_version', 0)
+  local doc = args[2] or ''
+  local maxlen = need_int(args[3], 'events_maxlen', 1)
+  local na = need_int(args[4], 'agent count', 0)
+  local ng = need_int(args[5], 'group count', 0)
+  if #args ~= 5 + 6 * na + 2 * ng then
+    raise('BADARG', 'expected ' .. (5 + 6 * na + 2 * ng) .. ' arguments, got ' .. #args)
+  end
+  if #keys < NBASE + ng then
+    raise('BADARG', 'expected ' .. ng .. ' group keys after the common keys')
+  end
+  local k = keys
+  local current = config_version(ctx)
+  if current ~= expected then
+    raise('CONFLICT', 'config version is ' .. current .. ', expected ' .. expected)
+  end
+
+  local agents, by_id = {}, {}
+  for i = 0, na - 1 do
+    local o = 6 + 6 * i
+    local id = need_text(args[o], 'agent id')
+    if by_id[id] then
+      raise('BADARG', 'duplicate agent ' .. id)
+    end
+    local agent = {
+      id = id,
+      max = need_int(args[o + 1], 'max_calls of ' .. id, 0),
+      wrapup = need_int(args[o + 2], 'wrapup_s of ' .. id, 0),
+      autopause = need_int(args[o + 3], 'auto_pause_after of ' .. id, 0),
+      status = need_int(args[o + 4], 'status of ' .. id, 0),
+      reason = args[o + 5],
+    }
+    if agent.status > LOGGED_OUT then
+      raise('BADARG', 'status of ' .. id .. ' must be 0, 1 or 2')
+    end
+    agents[#agents + 1] = agent
+    by_id[id] = agent
+  end
+
+  local prefix = string.sub(k[K_CONFIG], 1, -8)
+  local groups, by_gid = {}, {}
+  for j = 0, ng - 1 do
+    local o = 6 + 6 * na + 2 * j
+    local gid = need_text(args[o], 'group id')
+    local key = k[NBASE + 1 + j]
+    if by_gid[gid] then
+      raise('BADARG', 'duplicate group ' .. gid)
+    end
+    if key ~= prefix .. ':g:' .. gid then
+      raise('BADARG', 'key ' .. key .. ' does not belong to group ' .. gid)
+    end
+    local members, seen = split_csv(args[o + 1]), {}
+    for _, agent in ipairs(members) do
+      if not by_id[agent] or seen[agent] then
+        raise('BADARG', 'group ' .. gid .. ': member ' .. agent .. ' unknown or repeated')
+      end
+      seen[agent] = true
+    end
+    groups[#groups + 1] = {id = gid, key = key, csv = args[o + 1], members = members}
+    by_gid[gid] = true
+  end
+
+  local passed = {}
+  for i = NBASE + 1, #keys do
+    passed[keys[i]] = true
+  end
+  local dropped = {}
+  for _, gid in ipairs(split_csv(redis.call('HGET', k[K_CONFIG], 'groups'))) do
+    if not by_gid[gid] then
+      local key = prefix .. ':g:' .. gid
+      if not passed[key] then
+        raise('BADARG', 'key of dropped group ' .. gid .. ' not passed')
+      end
+      dropped[#dropped + 1] = key
+    end
+  end
+
+  for _, a in ipairs(agents) do
+    redis.call('HSET', k[C_MAX], a.id, a.max)
+    redis.call('HSET', k[C_WRAPUP], a.id, a.wrapup)
+    redis.call('HSET', k[C_AUTOPAUSE], a.id, a.autopause)
+    if redis.call('HSETNX', k[C_STATUS], a.id, a.status) == 1 then
+      redis.call('HSET', k[C_REASON], a.id, a.reason or '')
+    end
+  end
+  for _, id in ipairs(redis.call('HKEYS', k[C_MAX])) do
+    if not by_id[id] then
+      for _, column in ipairs({C_STATUS, C_REASON, C_MAX, C_WRAPUP, C_WRAPUNTIL, C_IDLE,
+                               C_MISSED, C_AUTOPAUSE}) do
+        redis.call('HDEL', k[column], id)
+      end
+      for _, column in ipairs({C_LIVE, C_RESV}) do
+        if (tonumber(redis.call('HGET', k[column], id)) or 0) <= 0 then
+          redis.call('HDEL', k[column], id)
+        end
+      end
+    end
+  end
+
+  local gids = {}
+  for _, g in ipairs(groups) do
+    local old = redis.call('HMGET', g.key, 'members', 'rr')
+    local rr = -1
+    local old_rr = tonumber(old[2]) or -1
+    if old_rr >= 0 then
+      local pointed = split_csv(old[1])[old_rr + 1]
+      for i, agent in ipairs(g.members) do
+        if agent == pointed then
+          rr = i - 1
+        end
+      end
+    end
+    redis.call('HSET', g.key, 'members', g.csv, 'rr', rr)
+    gids[#gids + 1] = g.id
+  end
+  for _, key in ipairs(dropped) do
+    redis.call('DEL', key)
+  end
+
+  local version = current + 1
+  redis.call('HSET', k[K_CONFIG], 'version', version, 'doc', doc,
+             'groups', table.concat(gids, ','), 'events_maxlen', maxlen)
+  ctx.maxlen = maxlen
+  emit(ctx, 'config_changed', 'version', version)
+  return version
+end
+
+-- disp_claim: reserves agents of one group for one call (one wave), returning fresh state.
+-- KEYS: 1..14 common; 15 group {t:T}:g:<gid>; 16 call set {t:T}:call:<call>;
+--       17 (optional) sticky hash {t:T}:sticky:<gid>:<yyyymmdd> of today in the group's zone.
+-- ARGV: 1 call, 2 gid, 3 caller ('' = no sticky), 4 reservation_ttl_ms, 5 W (withdraw count),
+--       6..5+W agents to withdraw, then the wave agent ids.
+--       First sweeps up to 64 expired reservations, then withdraws: this call's reservations
+--       of the W agents are released (event released, reason replanned) and the agents are
+--       no longer counted as offered on the call — the worker planned on a stale snapshot and
+--       corrects its choice (an agent live on the call stays offered on it). On the call's
+--       first claim, a sticky agent for caller that is a member and eligible is claimed alone
+--       (the wave is ignored). Otherwise each wave agent that is a member, not yet offered
+--       on this call and eligible (status 0, now >= wrapuntil, live + resv < max) gets a
+--       reservation until now + ttl.
+--       rr becomes the canonical index of the last agent claimed.
+-- Returns: {version, now_ms, rr, sticky_agent or '', is_sticky 0/1, {claimed agent ids},
+--           {status, busy, max, wrapuntil, idle per member in canonical order}}
+--           rr and rows are the state after the sweep and the withdrawals but BEFORE this
+--           claim's reservations: the worker re-plans on exactly what the claim decided on,
+--           which shows whether its wave was the right one (busy = live + resv, all groups).
+-- Errors: NOGROUP when the group is not configured; BADARG for an empty call or gid, a bad
+--         ttl or withdraw count, or a key that does not match call/gid.
+local function claim(keys, args)
+  local ctx = open(keys, 2)
+  local call = need_text(args[1], 'call')
+  local gid = need_text(args[2], 'gid')
+  local caller = args[3] or ''
+  local ttl = need_int(args[4], 'reservation_ttl_ms', 1)
+  local withdraw = need_int(args[5], 'withdraw count', 0)
+  if 5 + withdraw > #args then
+    raise('BADARG', 'withdraw count ' .. withdraw .. ' exceeds the arguments')
+  end
+  local group_key, call_key, sticky_key = keys[NBASE + 1], keys[NBASE + 2], keys[NBASE + 3]
+  check_call_key(ctx, call_key, call)
+  check_sticky_key(ctx, sticky_key, gid)
+  local members, index, rr = read_group(ctx, group_key, gid)
+  local k = keys
+
+  sweep(ctx, SWEEP_BATCH)
+  for j = 6, 5 + withdraw do
+    local agent = args[j]
+    if redis.call('ZREM', k[K_RESV], call .. SEP .. agent) == 1 then
+      counter_down(ctx, C_RESV, agent)
+      emit(ctx, 'released', 'call', call, 'agent', agent, 'group', gid, 'reason', 'replanned')
+    end
+    -- An agent live on this call stays in the set: release(call, '') finds it there.
+    if redis.call('HEXISTS', k[K_LIVE], call .. SEP .. agent) == 0 then
+      redis.call('SREM', call_key, agent)
+    end
+  end
+  local s = read_members(ctx, members)
+  local rows_before, rr_before = flat_rows(s), rr
+  local claimed = {}
+  local deadline = ctx.now + ttl
+
+  local function take(agent, i, reason)
+    local slot = call .. SEP .. agent
+    redis.call('SADD', call_key, agent)
+    -- NX: a reservation left over from a lost call set is never counted twice.
+    if redis.call('ZADD', k[K_RESV], 'NX', deadline, slot) == 1 then
+      redis.call('HINCRBY', k[C_RESV], agent, 1)
+      s.busy[i] = s.busy[i] + 1
+      claimed[#claimed + 1] = agent
+      rr = i - 1
+      emit(ctx, 'offered', 'call', call, 'agent', agent, 'group', gid, 'caller', caller,
+           'reason', reason)
+    end
+  end
+
+  local sticky_agent, is_sticky = '', 0
+  if sticky_key and caller ~= '' and redis.call('SCARD', call_key) == 0 then
+    local agent = redis.call('HGET', sticky_key, caller)
+    if agent and index[agent] then
+      sticky_agent = agent
+      if eligible(s, index[agent], ctx.now) then
+        take(agent, index[agent], 'sticky')
+        if #claimed > 0 then
+          is_sticky = 1
+        end
+      end
+    end
+  end
+  if is_sticky == 0 then
+    for j = 6 + withdraw, #args do
+      local agent = args[j]
+      local i = index[agent]
+      if i and eligible(s, i, ctx.now) and redis.call('SISMEMBER', call_key, agent) == 0 then
+        take(agent, i, '')
+      end
+    end
+  end
+  if #claimed > 0 then
+    redis.call('HSET', group_key, 'rr', rr)
+    redis.call('EXPIRE', call_key, CALL_TTL_S)
+  end
+  return {config_version(ctx), ctx.now, rr_before, sticky_agent, is_sticky, claimed, rows_before}
+end
+
+-- disp_answered: an offered agent answered; its reservation becomes a live call.
+-- KEYS: 1..14 common; 15 call set {t:T}:call:<call>; 16 (optional) sticky hash of the day.
+-- ARGV: 1 call, 2 gid, 3 agent, 4 caller ('' = no sticky), 5 sticky_expire_at_ms (0 = none).
+--       The call's other reservations are released (event released, reason other_answered).
+-- Returns: 'ok' reservation converted; 'late' reservation gone (expired) but a free slot was
+--          taken; 'over' reservation gone and no free slot: nothing counted (live + resv <= max
+--          holds; the router decides about the call); 'dup' live call already recorded,
+--          nothing changed.
+--          ok/late: live + 1, live entry, missed = 0, sticky set (PEXPIREAT the expiry).
+-- Errors: BADARG for an empty call/gid/agent, a bad expiry or a key that does not match
+--         call/gid.
+local function answered(keys, args)
+  local ctx = open(keys, 1)
+  local call = need_text(args[1], 'call')
+  local gid = need_text(args[2], 'gid')
+  local agent = need_text(args[3], 'agent')
+  local caller = args[4] or ''
+  local sticky_at = need_int(args[5] or '0', 'sticky_expire_at_ms', 0)
+  local call_key, sticky_key = keys[NBASE + 1], keys[NBASE + 2]
+  check_call_key(ctx, call_key, call)
+  check_sticky_key(ctx, sticky_key, gid)
+  local k = keys
+  local slot = call .. SEP .. agent
+
+  if redis.call('HEXISTS', k[K_LIVE], slot) == 1 then
+    return 'dup'
+  end
+  local outcome = 'ok'
+  if redis.call('ZREM', k[K_RESV], slot) == 1 then
+    counter_down(ctx, C_RESV, agent)
+  else
+    local live = tonumber(redis.call('HGET', k[C_LIVE], agent)) or 0
+    local resv = tonumber(redis.call('HGET', k[C_RESV], agent)) or 0
+    local max = tonumber(redis.call('HGET', k[C_MAX], agent)) or 0
+    outcome = (live + resv < max) and 'late' or 'over'
+  end
+  release_reservations(ctx, call_key, call, agent, 'other_answered')
+
+  if outcome ~= 'over' then
+    redis.call('HINCRBY', k[C_LIVE], agent, 1)
+    redis.call('HSET', k[K_LIVE], slot, gid .. SEP .. ctx.now)
+    -- release(call, '') finds the live agent through the set; keep it for the call's life.
+    redis.call('SADD', call_key, agent)
+    redis.call('EXPIRE', call_key, CALL_TTL_S)
+    if configured(ctx, agent) then
+      redis.call('HSET', k[C_MISSED], agent, 0)
+    end
+    if sticky_key and caller ~= '' and sticky_at > 0 then
+      redis.call('HSET', sticky_key, caller, agent)
+      redis.call('PEXPIREAT', sticky_key, sticky_at)
+    end
+  end
+  emit(ctx, 'answered', 'call', call, 'agent', agent, 'group', gid, 'caller', caller,
+       'reason', outcome ~= 'ok' and outcome or '')
+  return outcome
+end
+
+-- disp_failed: an offer ended without answer.
+-- KEYS: 1..14 common.
+-- ARGV: 1 call, 2 agent, 3 reason: busy | noanswer | declined | error (count a missed offer)
+--       or cancelled (does not).
+--       Only a reservation that still exists is released and counted (event failed); a
+--       failure reported after the reservation expired or a repeated report changes nothing,
+--       so the reservation TTL must exceed the ring timeout. At missed >= autopause > 0 an
+--       available agent is paused (reason 'auto: N missed offers', event state_changed).
+-- Returns: {released 0/1, paused 0/1}
+-- Errors: BADARG for an empty call/agent or an unknown reason.
+local function failed(keys, args)
+  local ctx = open(keys, 0)
+  local call = need_text(args[1], 'call')
+  local agent = need_text(args[2], 'agent')
+  local reason = args[3] or ''
+  if not MISS_REASONS[reason] and reason ~= 'cancelled' then
+    raise('BADARG', 'unknown failure reason ' .. reason)
+  end
+  local k = keys
+  if redis.call('ZREM', k[K_RESV], call .. SEP .. agent) == 0 then
+    return {0, 0}
+  end
+  counter_down(ctx, C_RESV, agent)
+  local paused = 0
+  if MISS_REASONS[reason] and configured(ctx, agent) then
+    local missed = redis.call('HINCRBY', k[C_MISSED], agent, 1)
+    local limit = tonumber(redis.call('HGET', k[C_AUTOPAUSE], agent)) or 0
+    local status = tonumber(redis.call('HGET', k[C_STATUS], agent)) or LOGGED_OUT
+    if limit > 0 and missed >= limit and status == AVAILABLE then
+      local why = 'auto: ' .. missed .. ' missed offers'
+      redis.call('HSET', k[C_STATUS], agent, PAUSED)
+      redis.call('HSET', k[C_REASON], agent, why)
+      emit(ctx, 'state_changed', 'agent', agent, 'status', PAUSED, 'reason', why)
+      paused = 1
+    end
+  end
+  emit(ctx, 'failed', 'call', call, 'agent', agent, 'reason', reason)
+  return {1, paused}
+end
+
+-- disp_release: the call ended (or one agent's leg of it).
+-- KEYS: 1..14 common; 15 call set {t:T}:call:<call>.
+-- ARGV: 1 call, 2 agent, or '' for every agent offered on the call.
+--       Releases all remaining reservations of the call without counting a miss (event
+--       released, reason call_released); ends the live call of the agent(s): live - 1,
+--       wrapuntil = now + wrapup * 1000, idle = now (event released, reason hangup). The call
+--       set is deleted once no live call of the call is left. Repeating it changes nothing.
+-- Returns: number of live calls ended.
+-- Errors: BADARG for an empty call or a mismatching call key.
+local function release(keys, args)
+  local ctx = open(keys, 1)
+  local call = need_text(args[1], 'call')
+  local agent = args[2] or ''
+  local call_key = keys[NBASE + 1]
+  check_call_key(ctx, call_key, call)
+  local k = keys
+
+  release_reservations(ctx, call_key, call, nil, 'call_released')
+  local offered = redis.call('SMEMBERS', call_key)
+  local targets = offered
+  if agent ~= '' then
+    targets = {agent}
+  end
+  local ended = 0
+  for _, a in ipairs(targets) do
+    local slot = call .. SEP .. a
+    local entry = redis.call('HGET', k[K_LIVE], slot)
+    if entry and redis.call('HDEL', k[K_LIVE], slot) == 1 then
+      ended = ended + 1
+      counter_down(ctx, C_LIVE, a)
+      if configured(ctx, a) then
+        local wrapup = tonumber(redis.call('HGET', k[C_WRAPUP], a)) or 0
+        redis.call('HSET', k[C_WRAPUNTIL], a, ctx.now + wrapup * 1000)
+        redis.call('HSET', k[C_IDLE], a, ctx.now)
+      end
+      local gid = split_slot(entry)
+      emit(ctx, 'released', 'call', call, 'agent', a, 'group', gid, 'reason', 'hangup')
+    end
+  end
+  for _, a in ipairs(offered) do
+    if redis.call('HEXISTS', k[K_LIVE], call .. SEP .. a) == 1 then
+      return ended
+    end
+  end
+  redis.call('DEL', call_key)
+  return ended
+end
+
+-- disp_set_state: login, logout, pause, unpause.
+-- KEYS: 1..14 common.
+-- ARGV: 1 agent, 2 status (0 available, 1 paused, 2 logged out), 3 reason.
+--       Available resets the missed-offer count. Event state_changed only when status or
+--       reason changes.
+-- Returns: the previous status.
+-- Errors: NOAGENT when the agent is not configured; BADARG for a bad status.
+local function set_state(keys, args)
+  local ctx = open(keys, 0)
+  local agent = need_text(args[1], 'agent')
+  local status = need_int(args[2], 'status', 0)
+  local reason = args[3] or ''
+  if status > LOGGED_OUT then
+    raise('BADARG', 'status must be 0, 1 or 2, got ' .. status)
+  end
+  if not configured(ctx, agent) then
+    raise('NOAGENT', 'agent ' .. agent .. ' is not configured')
+  end
+  local k = keys
+  local previous = tonumber(redis.call('HGET', k[C_STATUS], agent)) or LOGGED_OUT
+  local previous_reason = redis.call('HGET', k[C_REASON], agent) or ''
+  if status == AVAILABLE then
+    redis.call('HSET', k[C_MISSED], agent, 0)
+  end
+  if previous ~= status or previous_reason ~= reason then
+    redis.call('HSET', k[C_STATUS], agent, status)
+    redis.call('HSET', k[C_REASON], agent, reason)
+    emit(ctx, 'state_changed', 'agent', agent, 'status', status, 'reason', reason)
+  end
+  return previous
+end
+
+-- disp_snapshot: a group's live state for planning, after sweeping like disp_claim.
+-- KEYS: 1..14 common; 15 group {t:T}:g:<gid>.
+-- ARGV: 1 gid.
+-- Returns: {version, now_ms, rr, {status, busy, max, wrapuntil, idle per member}}
+--          (the same row layout as disp_claim).
+-- Errors: NOGROUP when the group is not configured; BADARG for a mismatching key.
+local function snapshot(keys, args)
+  local ctx = open(keys, 1)
+  local gid = need_text(args[1], 'gid')
+  local members, _, rr = read_group(ctx, keys[NBASE + 1], gid)
+  sweep(ctx, SWEEP_BATCH)
+  return {config_version(ctx), ctx.now, rr, flat_rows(read_members(ctx, members))}
+end
+
+-- disp_sweep: expires overdue reservations (resv - 1, event expired).
+-- KEYS: 1..14 common.
+-- ARGV: 1 limit (max reservations expired by this call, >= 1).
+-- Returns: the number expired.
+-- Errors: BADARG for a bad limit.
+local function sweep_expired(keys, args)
+  local ctx = open(keys, 0)
+  return sweep(ctx, need_int(args[1], 'limit', 1))
+end
+
+-- Every function writes (even disp_snapshot sweeps), so none is registered no-writes.
+redis.register_function('disp_config_put', config_put)
+redis.register_function('disp_claim', claim)
+redis.register_function('disp_answered', answered)
+redis.register_function('disp_failed', failed)
+redis.register_function('disp_release', release)
+redis.register_function('disp_set_state', set_state)
+redis.register_function('disp_snapshot', snapshot)
+redis.register_function('disp_sweep', sweep_expired)

@@ -1,0 +1,457 @@
+"""`StateStore`: one tenant's shared state in Redis, through the FUNCTION library.
+
+Every mutation is one FCALL into `library.lua` (library `dispatcher`), which keeps the
+invariant live + reservations <= max_calls per agent however many workers and nodes call it.
+The client is synchronous because Kamailio workers are; create the store in each worker
+after fork (the connection opens on first use).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib.resources import files
+from typing import Any, NoReturn, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
+
+from .errors import LIBRARY_ERRORS, ConfigConflict, StateError, StateUnavailable
+from .keys import TenantKeys, validate_call_id, validate_id
+
+LIBRARY_SOURCE = files(__package__).joinpath("library.lua").read_text(encoding="utf-8")
+
+# Replies are bytes (no decode_responses: the config doc is opaque bytes); the casts below
+# narrow redis-py's types, which cover both reply modes.
+
+FAILURE_REASONS = frozenset({"busy", "noanswer", "declined", "error", "cancelled"})
+DEFAULT_EVENTS_MAXLEN = 1_000_000
+DEFAULT_SWEEP_LIMIT = 1000
+_PUT_ATTEMPTS = 5
+# Redis' reply when the library is gone, typically after a restart with empty memory.
+_MISSING_FUNCTION = "Function not found"
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLimits:
+    """One agent's entry in a config put. status/reason apply only to agents new to Redis."""
+
+    id: str
+    max_calls: int
+    wrapup_s: int = 0
+    auto_pause_after: int = 0
+    status: int = LOGGED_OUT
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """What `StateStore.claim` reserved, and the group's state as the claim found it.
+
+    `rows` and `rr` are taken after the sweep and the withdrawals, before this claim's own
+    reservations. `rows` is flat, 5 ints per member in canonical order (status, busy, max_calls,
+    wrapup_until_ms, idle_since_ms): the layout of `dispatcher.core.LiveTable`.
+    `sticky_agent` is the caller's agent of the day ("" if none); `is_sticky` says whether it
+    was the one claimed.
+    """
+
+    version: int
+    now_ms: int
+    rr: int
+    sticky_agent: str
+    is_sticky: bool
+    claimed: tuple[str, ...]
+    rows: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A group's state for planning: config version, Redis time, rr cursor, flat live rows."""
+
+    version: int
+    now_ms: int
+    rr: int
+    rows: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class FailResult:
+    """`released`: the reservation still existed; `paused`: the miss auto-paused the agent."""
+
+    released: bool
+    paused: bool
+
+
+class AnswerOutcome(StrEnum):
+    """Outcome of `StateStore.answered` (see disp_answered in library.lua)."""
+
+    OK = "ok"
+    LATE = "late"
+    OVER = "over"
+    DUP = "dup"
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else "***@"
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+class StateStore:
+    """One tenant's shared state in the Redis at `url`.
+
+    Calls fail fast rather than stall a SIP worker: no client retries, and a refused
+    connection, a lost one or a reply slower than the timeouts raises `StateUnavailable`.
+    The library is loaded (FUNCTION LOAD REPLACE) on first use and again, followed by one
+    retry, when Redis answers that the function is missing, as after a restart.
+    Errors the library replies with raise the `StateError` subclass of their code.
+    Not thread-safe beyond what redis-py's connection pool provides.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        tenant: str,
+        *,
+        socket_timeout: float = 0.5,
+        connect_timeout: float = 0.5,
+    ) -> None:
+        self.keys = TenantKeys(tenant)
+        self.tenant = tenant
+        self.url = url
+        self.socket_timeout = socket_timeout
+        self.connect_timeout = connect_timeout
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            # No retries at all (timeouts included): a worker waits one timeout, not several.
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._loaded = False
+
+    def close(self) -> None:
+        """Close the connections; the store reconnects if used again."""
+        self._redis.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StateStore({_redacted(self.url)!r}, {self.keys.tenant!r})"
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        try:
+            yield
+        except _UNREACHABLE as exc:
+            url = _redacted(self.url)
+            timeout = max(self.socket_timeout, self.connect_timeout)
+            raise StateUnavailable(
+                f"Redis at {url} unavailable (socket timeout {self.socket_timeout}s, "
+                f"connect timeout {self.connect_timeout}s): {exc}",
+                url=url,
+                timeout=timeout,
+            ) from exc
+        except redis.ResponseError as exc:
+            _raise_library_error(exc)
+
+    def load_library(self) -> None:
+        """FUNCTION LOAD REPLACE the library (1 round trip); done on first use anyway."""
+        with self._reachable():
+            self._redis.function_load(LIBRARY_SOURCE, replace=True)
+        self._loaded = True
+
+    def _fcall(self, function: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if not self._loaded:
+            self.load_library()
+        with self._reachable():
+            try:
+                return self._redis.fcall(function, len(keys), *keys, *args)
+            except redis.ResponseError as exc:
+                if _MISSING_FUNCTION not in str(exc):
+                    raise
+            self._loaded = False
+        self.load_library()
+        with self._reachable():
+            return self._redis.fcall(function, len(keys), *keys, *args)
+
+    # -- config ---------------------------------------------------------------------------
+
+    def put_config(
+        self,
+        doc_json: bytes,
+        agents: Sequence[AgentLimits],
+        groups: Sequence[tuple[str, Sequence[str]]],
+        *,
+        expected_version: int | None = None,
+        events_maxlen: int = DEFAULT_EVENTS_MAXLEN,
+    ) -> int:
+        """Replace the tenant config atomically; return the new version.
+
+        `groups` are (group id, members in canonical order); every member must be in `agents`.
+        With `expected_version` the put fails with `ConfigConflict` unless the stored version
+        is that one; without it the current version is read and the put retried a few times
+        if another writer gets in between. Cost: 2 round trips (HMGET + FCALL) per attempt,
+        O(agents + group members) in Redis.
+        """
+        agent_ids = {a.id for a in agents}
+        args = _config_args(agents, groups, agent_ids, events_maxlen)
+        new_gids = {gid: self.keys.group(gid) for gid, _ in groups}
+        new_keys = [*self.keys.base, *new_gids.values()]
+        attempt = 1
+        while True:
+            # The dropped groups' keys must be in KEYS; reading them with the version is safe
+            # because the FCALL fails with CONFLICT if either changed in between.
+            with self._reachable():
+                reply = self._redis.hmget(self.keys.config, "version", "groups")
+            raw_version, raw_groups = cast("list[bytes | None]", reply)
+            current = int(raw_version or 0)
+            old_gids = raw_groups.decode().split(",") if raw_groups else []
+            keys = new_keys + [self.keys.group(g) for g in old_gids if g not in new_gids]
+            expected = current if expected_version is None else expected_version
+            try:
+                return int(self._fcall("disp_config_put", keys, [expected, doc_json, *args]))
+            except ConfigConflict:
+                if expected_version is not None or attempt == _PUT_ATTEMPTS:
+                    raise
+                attempt += 1
+
+    def config(self) -> tuple[int, bytes | None]:
+        """(version, doc) read together, (0, None) when none (1 round trip)."""
+        with self._reachable():
+            reply = self._redis.hmget(self.keys.config, "version", "doc")
+        version, doc = cast("list[bytes | None]", reply)
+        return int(version or 0), doc
+
+    def config_version(self) -> int:
+        """The stored config version, 0 when none (1 round trip)."""
+        with self._reachable():
+            return int(self._redis.hget(self.keys.config, "version") or 0)
+
+    def config_doc(self) -> bytes | None:
+        """The stored config document as put, None when none (1 round trip)."""
+        with self._reachable():
+            return cast("bytes | None", self._redis.hget(self.keys.config, "doc"))
+
+    # -- routing --------------------------------------------------------------------------
+
+    def claim(
+        self,
+        call: str,
+        gid: str,
+        caller: str,
+        wave: Sequence[str],
+        ttl_ms: int,
+        sticky_day: str | None = "",
+        withdraw: Sequence[str] = (),
+    ) -> ClaimResult:
+        """Reserve the eligible agents of `wave` in group `gid` for `call` until now + ttl_ms.
+
+        `withdraw` first releases this call's reservations of those agents (a choice made on
+        a stale snapshot, corrected). On the call's first claim, with `caller` and
+        `sticky_day` (yyyymmdd from `dispatcher.state.sticky.sticky_day`; "" or None for no
+        sticky), the caller's agent of the day is claimed alone if it is eligible. The result
+        carries the group's rows as the claim saw them, before its own reservations, so the
+        worker can check its wave against them without another call.
+        Cost: exactly 1 FCALL; O(members + wave) in Redis.
+        """
+        validate_call_id(call)
+        for agent in (*wave, *withdraw):
+            validate_id(agent, "agent id")
+        keys = [*self.keys.base, self.keys.group(gid), self.keys.call(call)]
+        if caller and sticky_day:
+            keys.append(self.keys.sticky(gid, sticky_day))
+        args = [call, gid, caller, _positive(ttl_ms), len(withdraw), *withdraw, *wave]
+        raw = self._fcall("disp_claim", keys, args)
+        version, now_ms, rr, sticky_agent, is_sticky, claimed, rows = raw
+        return ClaimResult(
+            version=int(version),
+            now_ms=int(now_ms),
+            rr=int(rr),
+            sticky_agent=sticky_agent.decode(),
+            is_sticky=bool(is_sticky),
+            claimed=tuple(agent.decode() for agent in claimed),
+            rows=[int(v) for v in rows],
+        )
+
+    def answered(
+        self,
+        call: str,
+        gid: str,
+        agent: str,
+        caller: str = "",
+        sticky_day: str | None = "",
+        sticky_expire_ms: int = 0,
+    ) -> AnswerOutcome:
+        """Turn `agent`'s reservation on `call` into a live call; release the call's others.
+
+        With `caller`, `sticky_day` and `sticky_expire_ms` (both from `sticky_day()`), the
+        caller sticks to `agent` until that local midnight. Cost: exactly 1 FCALL.
+        """
+        validate_call_id(call)
+        validate_id(agent, "agent id")
+        keys = [*self.keys.base, self.keys.call(call)]
+        if caller and sticky_day:
+            keys.append(self.keys.sticky(gid, sticky_day))
+        else:
+            sticky_expire_ms = 0
+        args = [call, validate_id(gid, "group id"), agent, caller, max(0, int(sticky_expire_ms))]
+        return AnswerOutcome(self._fcall("disp_answered", keys, args).decode())
+
+    def failed(self, call: str, agent: str, reason: str) -> FailResult:
+        """An offer ended unanswered; busy/noanswer/declined/error count a miss.
+
+        Repeating it is harmless. Cost: exactly 1 FCALL.
+        """
+        validate_call_id(call)
+        validate_id(agent, "agent id")
+        if reason not in FAILURE_REASONS:
+            raise ValueError(f"invalid reason {reason!r}: one of {sorted(FAILURE_REASONS)}")
+        released, paused = self._fcall("disp_failed", self.keys.base, [call, agent, reason])
+        return FailResult(released=bool(released), paused=bool(paused))
+
+    def release(self, call: str, agent: str | None = "") -> int:
+        """The call ended (or `agent`'s leg of it): release its reservations, end live calls.
+
+        `agent` "" or None: every agent offered on the call. Returns the number of live calls
+        ended; repeating it returns 0. Cost: exactly 1 FCALL.
+        """
+        validate_call_id(call)
+        if agent:
+            validate_id(agent, "agent id")
+        keys = [*self.keys.base, self.keys.call(call)]
+        return int(self._fcall("disp_release", keys, [call, agent or ""]))
+
+    def set_state(self, agent: str, status: int, reason: str = "") -> int:
+        """Log in (AVAILABLE), pause (PAUSED) or log out (LOGGED_OUT) `agent`.
+
+        Returns the previous status; `UnknownAgent` if not configured. Cost: exactly 1 FCALL.
+        """
+        validate_id(agent, "agent id")
+        if status not in (AVAILABLE, PAUSED, LOGGED_OUT):
+            raise ValueError(f"invalid status {status!r}: 0, 1 or 2")
+        return int(self._fcall("disp_set_state", self.keys.base, [agent, status, reason]))
+
+    def snapshot(self, gid: str) -> Snapshot:
+        """The group's state for planning (after sweeping). Cost: exactly 1 FCALL."""
+        keys = [*self.keys.base, self.keys.group(gid)]
+        version, now_ms, rr, rows = self._fcall("disp_snapshot", keys, [gid])
+        return Snapshot(int(version), int(now_ms), int(rr), [int(v) for v in rows])
+
+    def sweep(self, limit: int = DEFAULT_SWEEP_LIMIT) -> int:
+        """Expire up to `limit` overdue reservations; return how many. Cost: 1 FCALL."""
+        return int(self._fcall("disp_sweep", self.keys.base, [_positive(limit)]))
+
+    # -- reads for monitoring and tests ---------------------------------------------------
+
+    def agent_counters(self, agent: str) -> dict[str, int | str | None]:
+        """All columns of `agent` read atomically (1 round trip, MULTI/EXEC).
+
+        Ints for the numeric columns, str for reason; None where the column has no entry.
+        """
+        validate_id(agent, "agent id")
+        with self._reachable(), self._redis.pipeline(transaction=True) as pipe:
+            for key in self.keys.agent.values():
+                pipe.hget(key, agent)
+            values = pipe.execute()
+        counters: dict[str, int | str | None] = {}
+        for column, value in zip(self.keys.agent, values, strict=True):
+            if value is None:
+                counters[column] = None
+            elif column == "reason":
+                counters[column] = value.decode()
+            else:
+                counters[column] = int(value)
+        return counters
+
+    def events(self, count: int = 100) -> list[dict[str, str]]:
+        """The last `count` events, oldest first; each a dict of its fields plus "id".
+
+        1 round trip (XREVRANGE).
+        """
+        with self._reachable():
+            reply = self._redis.xrevrange(self.keys.events, count=_positive(count))
+        entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", reply)
+        out = []
+        for entry_id, fields in reversed(entries):
+            event = {k.decode(): v.decode() for k, v in fields.items()}
+            event["id"] = entry_id.decode()
+            out.append(event)
+        return out
+
+
+def _positive(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected an int >= 1, got {value!r}")
+    return value
+
+
+def _non_negative(value: int, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"invalid {field} {value!r}: must be an int >= 0")
+    return value
+
+
+def _config_args(
+    agents: Sequence[AgentLimits],
+    groups: Sequence[tuple[str, Sequence[str]]],
+    agent_ids: set[str],
+    events_maxlen: int,
+) -> list[Any]:
+    """ARGV of disp_config_put after expected_version and doc (see library.lua)."""
+    if len(agent_ids) != len(agents):
+        raise ValueError("duplicate agent id in config")
+    args: list[Any] = [_positive(events_maxlen), len(agents), len(groups)]
+    for a in agents:
+        validate_id(a.id, "agent id")
+        if a.status not in (AVAILABLE, PAUSED, LOGGED_OUT):
+            raise ValueError(f"invalid status {a.status!r} of agent {a.id}: 0, 1 or 2")
+        args += [
+            a.id,
+            _non_negative(a.max_calls, f"max_calls of agent {a.id}"),
+            _non_negative(a.wrapup_s, f"wrapup_s of agent {a.id}"),
+            _non_negative(a.auto_pause_after, f"auto_pause_after of agent {a.id}"),
+            a.status,
+            a.reason,
+        ]
+    seen_groups: set[str] = set()
+    for gid, members in groups:
+        validate_id(gid, "group id")
+        if gid in seen_groups:
+            raise ValueError(f"duplicate group id {gid!r} in config")
+        seen_groups.add(gid)
+        if len(set(members)) != len(members):
+            raise ValueError(f"group {gid}: a member is listed twice")
+        for member in members:
+            if member not in agent_ids:
+                raise ValueError(f"group {gid}: member {member!r} is not a configured agent")
+        args += [gid, ",".join(members)]
+    return args
+
+
+def _raise_library_error(exc: redis.ResponseError) -> NoReturn:
+    message = str(exc)
+    cls = LIBRARY_ERRORS.get(message.split(" ", 1)[0], StateError)
+    if cls is not StateError:
+        # Redis 7.0 appends the Lua location ("script: ..., on @user_function:N.") to errors
+        # raised in a function; the code and message are what callers need.
+        message = message.split(" script: ", 1)[0]
+    raise cls(message) from exc

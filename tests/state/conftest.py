@@ -1,0 +1,26 @@
+"""Fixtures of the shared-state tests: a store on the session's (flushed) Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from state_support import AGENTS, GROUPS, TENANT
+
+from dispatcher.state import StateStore
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[StateStore]:
+    """A store of tenant `acme` with the AGENTS/GROUPS config put (version 1)."""
+    with StateStore(redis_url, TENANT) as state:
+        state.put_config(b'{"tenant": "acme"}', AGENTS, GROUPS)
+        yield state
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client of the same Redis, for reading keys directly."""
+    with redis.Redis.from_url(redis_url) as plain:
+        yield plain

@@ -1,0 +1,63 @@
+"""Shared by the state tests: the test tenant's config and `check_invariants`."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import redis
+
+from dispatcher.state import AVAILABLE, AgentLimits, TenantKeys
+from dispatcher.state.keys import FIELD_SEPARATOR
+
+TENANT = "acme"
+
+# a1..a3 in g1, a2..a4 in g2: a2 and a3 are shared, so their load counts across groups.
+AGENTS = (
+    AgentLimits("a1", max_calls=1, status=AVAILABLE),
+    AgentLimits("a2", max_calls=2, wrapup_s=0, status=AVAILABLE),
+    AgentLimits("a3", max_calls=1, auto_pause_after=2, status=AVAILABLE),
+    AgentLimits("a4", max_calls=3, wrapup_s=30, status=AVAILABLE),
+)
+GROUPS = (("g1", ("a1", "a2", "a3")), ("g2", ("a2", "a3", "a4")))
+
+
+def check_invariants(client: redis.Redis, tenant: str) -> dict[str, int]:
+    """Assert the state invariants on one atomic read (MULTI/EXEC); return the totals.
+
+    Per agent: live and resv counters >= 0; resv == its entries in the reservation zset;
+    live == its entries in the live-call hash; live + resv <= max_calls when configured
+    (an agent removed from the config only drains). `full` in the totals counts the agents
+    at their max, to show a stress run reached the limit it checks.
+    """
+    keys = TenantKeys(tenant)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hgetall(keys.agent["live"])
+        pipe.hgetall(keys.agent["resv"])
+        pipe.hgetall(keys.agent["max"])
+        pipe.zrange(keys.resv, 0, -1)
+        pipe.hkeys(keys.live)
+        live_raw, resv_raw, max_raw, reservations, live_calls = pipe.execute()
+    sep = FIELD_SEPARATOR.encode()
+    live = {k.decode(): int(v) for k, v in live_raw.items()}
+    resv = {k.decode(): int(v) for k, v in resv_raw.items()}
+    limits = {k.decode(): int(v) for k, v in max_raw.items()}
+    reserved = Counter(m.rsplit(sep, 1)[1].decode() for m in reservations)
+    talking = Counter(f.rsplit(sep, 1)[1].decode() for f in live_calls)
+    full = 0
+    for agent in set(live) | set(resv) | set(reserved) | set(talking):
+        n_live, n_resv = live.get(agent, 0), resv.get(agent, 0)
+        assert n_live >= 0 and n_resv >= 0, f"{agent}: negative counter {n_live=} {n_resv=}"
+        assert n_resv == reserved[agent], f"{agent}: resv {n_resv} != {reserved[agent]} in zset"
+        assert n_live == talking[agent], f"{agent}: live {n_live} != {talking[agent]} live calls"
+        if agent in limits:
+            assert n_live + n_resv <= limits[agent], (
+                f"{agent}: live {n_live} + resv {n_resv} > max {limits[agent]}"
+            )
+            full += n_live + n_resv == limits[agent]
+    return {
+        "live": sum(live.values()),
+        "resv": sum(resv.values()),
+        "reservations": len(reservations),
+        "live_calls": len(live_calls),
+        "full": full,
+    }
