@@ -53,8 +53,8 @@ bench: setup
 	$(PY) bench/core.py
 
 lint: setup
-	$(VENV)/bin/ruff check dispatcher tests bench
-	$(VENV)/bin/ruff format --check dispatcher tests bench
+	$(VENV)/bin/ruff check dispatcher tests bench kamailio
+	$(VENV)/bin/ruff format --check dispatcher tests bench kamailio
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cython-lint dispatcher/_core.pyx dispatcher/_core.pxd
 	$(VENV)/bin/mypy dispatcher
 

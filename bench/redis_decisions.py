@@ -25,20 +25,11 @@ import redis
 
 from dispatcher.config_sync import import_tenant
 from dispatcher.decision import Decider, Offer
+from dispatcher.model import STRATEGY_NAMES as STRATEGIES
 from dispatcher.model import Tenant
 from dispatcher.procs import RedisProcess
 from dispatcher.state import StateStore
 
-STRATEGIES = (
-    "ring_all",
-    "random",
-    "sequential",
-    "priority",
-    "least_busy",
-    "round_robin",
-    "weighted_random",
-    "longest_idle",
-)
 AGENTS = 100
 
 

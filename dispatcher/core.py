@@ -38,24 +38,4 @@ Wave = _impl.Wave
 next_wave = _impl.next_wave
 plan = _impl.plan
 
-__all__ = [
-    "AVAILABLE",
-    "COMPILED",
-    "LEAST_BUSY",
-    "LIVE_FIELDS",
-    "LOGGED_OUT",
-    "LONGEST_IDLE",
-    "PAUSED",
-    "PRIORITY",
-    "RANDOM",
-    "RING_ALL",
-    "ROUND_ROBIN",
-    "SEQUENTIAL",
-    "STRATEGIES",
-    "WEIGHTED_RANDOM",
-    "GroupTable",
-    "LiveTable",
-    "Wave",
-    "next_wave",
-    "plan",
-]
+__all__ = ["COMPILED", *_impl.__all__]
