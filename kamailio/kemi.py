@@ -64,6 +64,10 @@ def mod_init():
 class KamailioRoutes:
     """The routes, one object per Kamailio process (app_python3 copies it on fork)."""
 
+    def __init__(self) -> None:
+        self.router = None  # dispatcher.routing.Router of this process, or None
+        self._router_opened = False
+
     def child_init(self, rank: int) -> int:
         # Called after fork in every process: rank > 0 SIP workers, PROC_TIMER
         # timer processes, 0 the main process and -2 RPC processes (these two
@@ -73,12 +77,19 @@ class KamailioRoutes:
             self.open_worker_state()
         return 0
 
-    def open_worker_state(self) -> None:
-        """Hook for per-worker state; group routing plugs in here.
+    def open_worker_state(self):
+        """This process's Router (its Decider and Redis connection), once.
 
-        Later: import dispatcher.routing (lazily, here) and open this process's
-        Decider and its Redis connection. Nothing to open yet.
+        Imported here, not at module load, so the main process never opens
+        anything. Also called lazily by the group routes, for any other process
+        that runs one (e.g. a dialog timer). None when group routing is off.
         """
+        if not self._router_opened:
+            from dispatcher.routing import Router
+
+            self._router_opened = True
+            self.router = Router.open(KSR)
+        return self.router
 
     # -- request_route {}
     def ksr_request_route(self, msg):
@@ -118,9 +129,12 @@ class KamailioRoutes:
             KSR.sl.sl_send_reply(484, "Address Incomplete")
             return 1
 
-        # Group routing plugs in here: a Request-URI user that is a group
-        # extension goes to dispatcher.routing (plan, claim, fork the wave)
-        # instead of the user location below.
+        # A Request-URI user that is a group extension goes to the router
+        # (plan, claim, fork the wave); anything else to the user location.
+        if KSR.is_INVITE():
+            router = self.open_worker_state()
+            if router is not None and router.route_invite():
+                return 1
         self.ksr_route_location(msg)
         return 1
 
@@ -187,6 +201,28 @@ class KamailioRoutes:
         if KSR.is_INVITE():
             KSR.setflag(FLT_DLG)
         return self.ksr_route_relay(msg)
+
+    # -- onreply_route[GROUP]: armed by the router for a group call's branches
+    def ksr_onreply_group(self, msg):
+        router = self.open_worker_state()
+        if router is not None:
+            router.on_reply()
+        return 1
+
+    # -- failure_route[GROUP]: every branch of a wave failed
+    def ksr_failure_group(self, msg):
+        router = self.open_worker_state()
+        if router is not None:
+            router.on_failure()
+        return 1
+
+    # -- event_route[dialog:*] (modparam "dialog" "event_callback"): evname is
+    # "dialog:start", "dialog:end" (BYE, timeout) or "dialog:failed"
+    def ksr_dialog_event(self, msg, evname):
+        router = self.open_worker_state()
+        if router is not None:
+            router.dialog_event(evname)
+        return 1
 
     # -- route[RELAY]
     def ksr_route_relay(self, msg):

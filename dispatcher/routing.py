@@ -1,0 +1,356 @@
+"""Group routing inside Kamailio: SIP events of the KEMI script in, `Decider` calls out.
+
+kamailio/kemi.py opens one `Router` per process (`Router.open`, in child_init, SIP workers and
+the rank -1 timer processes where tm runs failure routes) and translates SIP events into
+calls of it; everything that talks to Kamailio here goes through the `ksr` object it is given
+(the `KSR` module of app_python3), so the script stays thin.
+
+A call to a group extension (R-URI user):
+
+1. INVITE - `route_invite`: `Decider.start`, then one branch per target of each agent of the
+   wave. An agent's targets are the contacts registered for its AOR (read with
+   `registrar.reg_fetch_contacts` into the `$ulc(dsp=>...)` profile; a contact's `received`
+   becomes the branch's destination URI) followed by its static URIs. The Request-URI is the
+   first target, the others are `corex.append_branch_uri` branches, so the extension itself is
+   never forked. An agent with no target is reported `failed(..., "error")` (a missed offer)
+   and, when the whole wave had none, the next wave is taken at once.
+   fr_inv/fr timers = the wave's timeout (`tm.t_set_fr`); the encoded `CallContext` goes into
+   `$avp(dsp_ctx)` and the wave's agents into `$avp(dsp_wave)` (transaction AVPs, seen by the
+   reply and failure routes); `t_on_reply("ksr_onreply_group")`,
+   `t_on_failure("ksr_failure_group")`; the dialog flag and `$dlg_var(dsp_call)` mark the call
+   for release.
+2. Branch to agent: each branch carries `(index of the agent in ctx.tried) + 1` in its branch
+   flags, bits 8..23 (`$bf`); tm restores a branch's flags before its reply route runs.
+3. Replies - `on_reply` (tm onreply route, every reply of every branch): a 2xx is
+   `Decider.answered`; a negative final reply is remembered per call, group and agent in the
+   shared-memory htable `dsp`, for the failure route.
+4. All branches failed - `on_failure`: every agent of the wave gets `failed` with the reason of
+   its reply (486/600 busy, 603 declined, 408/480 and tm's own timeout noanswer, 487 cancelled
+   after the caller's CANCEL else noanswer, anything else error). A cancelled call stops there;
+   otherwise `Decider.next` gives the next wave (new branches, t_relay) or the no-answer
+   target: `reply` its code, `forward` t_relay to its URI, `group` `Decider.start_group` for
+   the overflow group, `voicemail` 480 for now (the queue issue builds voicemail).
+5. Release, exactly once per call: the dialog module's `dialog:end` (BYE, dialog timeout) or
+   `dialog:failed` (any negative final reply to the caller: CANCEL, no-answer reply, failed
+   forward) event calls `Decider.release(call_id)` - `dialog_event`. Only a call answered
+   with a reply before any dialog existed (Exhausted at once, in the request route) is
+   released right there.
+
+Redis unreachable or slower than REDIS_TIMEOUT_MS (connect and per command, no retries):
+the caller gets 503 with Retry-After, at most about two timeouts after the INVITE, and the
+worker logs the reason once per outage (and once when Redis is back). A Request-URI user that
+is registered (a plain user call) still goes to the user location then. A tenant without
+config in Redis routes no groups (logged once). REDIS_URL unset: group routing is off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dispatcher.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
+from dispatcher.model import Forward, Overflow, Reply
+from dispatcher.settings import Settings, SettingsError
+from dispatcher.state import StateError, StateStore, StateUnavailable
+
+# Kamailio names shared with kamailio.cfg / kemi.py.
+FLT_DLG = 4
+FAILURE_ROUTE = "ksr_failure_group"
+REPLY_ROUTE = "ksr_onreply_group"
+HTABLE = "dsp"
+AVP_CTX = "$avp(dsp_ctx)"
+AVP_WAVE = "$avp(dsp_wave)"
+DLG_CALL = "$dlg_var(dsp_call)"
+ULC_PROFILE = "dsp"
+LOCATION = "location"
+
+BRANCH_SHIFT = 8
+BRANCH_MASK = 0xFFFF
+RETRY_AFTER_S = 5
+# Overflow hops one call may take (the config refuses cycles; this is a belt).
+MAX_OVERFLOWS = 8
+
+
+def failure_reason(code: int | None, caller_cancelled: bool) -> str:
+    """The `Decider.failed` reason for an agent whose branches ended with `code`.
+
+    None: no final reply from the agent (tm's ring timer ended it, or the caller cancelled).
+    """
+    if caller_cancelled:
+        return "cancelled"
+    if code is None or code in (408, 480, 487):
+        return "noanswer"  # 487: tm cancelled the branch when the wave timed out
+    if code in (486, 600):
+        return "busy"
+    if code == 603:
+        return "declined"
+    return "error"
+
+
+class Router:
+    """The group routing of one Kamailio process; `ksr` is app_python3's KSR module."""
+
+    def __init__(self, ksr: Any, decider: Decider) -> None:
+        self.ksr = ksr
+        self.decider = decider
+        self._down = False
+        self._no_config = False
+
+    @classmethod
+    def open(cls, ksr: Any) -> Router | None:
+        """The process's router from the environment; None (logged) when routing is off."""
+        try:
+            settings = Settings.from_env()
+        except SettingsError as exc:
+            ksr.err(f"dispatcher: group routing off: {exc}\n")
+            return None
+        if settings.redis_url is None:
+            ksr.info("dispatcher: REDIS_URL unset, group routing off\n")
+            return None
+        timeout = settings.redis_timeout_ms / 1000
+        store = StateStore(
+            settings.redis_url, settings.tenant, socket_timeout=timeout, connect_timeout=timeout
+        )
+        return cls(ksr, Decider(store))
+
+    # -- request route ----------------------------------------------------------------
+
+    def route_invite(self) -> bool:
+        """An initial INVITE: True if it was a group call and is handled (relayed/replied)."""
+        ksr = self.ksr
+        call_id = str(ksr.pv.get("$ci"))
+        user = str(ksr.pv.get("$rU") or "")
+        caller = str(ksr.pv.get("$fU") or "")
+        try:
+            started = self.decider.start(call_id, user, caller)
+            self._up()
+        except StateUnavailable as exc:
+            if ksr.registrar.registered(LOCATION) > 0:
+                return False  # a plain user, registered here: no Redis needed
+            self._unavailable(exc)
+            self._reply(503, "Service Unavailable", retry_after=True)
+            return True
+        except ConfigMissing as exc:
+            if not self._no_config:
+                ksr.err(f"dispatcher: {exc}; no group routing until it is imported\n")
+                self._no_config = True
+            return False
+        if started is None:
+            return False
+        self._no_config = False
+        ctx, decision = started
+        ksr.setflag(FLT_DLG)
+        ksr.pv.sets(DLG_CALL, call_id)
+        try:
+            self._dispatch(ctx, decision, in_failure=False)
+        except StateUnavailable as exc:
+            self._unavailable(exc)
+            self._reply(503, "Service Unavailable", retry_after=True)
+        return True
+
+    # -- tm onreply route -------------------------------------------------------------
+
+    def on_reply(self) -> None:
+        """A reply of a group call's branch: 2xx answered, negative final remembered."""
+        ksr = self.ksr
+        status = int(ksr.pv.get("$rs") or 0)
+        if status < 200:
+            return
+        found = self._branch_agent()
+        if found is None:
+            return
+        ctx, agent = found
+        if status >= 300:
+            ksr.htable.sht_seti(HTABLE, _code_key(ctx, agent), status)
+            return
+        # Answered: the failure route will not run for this wave; drop its codes. The
+        # answer releases the others' reservations without counting a miss.
+        for other in str(ksr.pv.get(AVP_WAVE) or "").split(","):
+            if other:
+                ksr.htable.sht_rm(HTABLE, _code_key(ctx, other))
+        try:
+            outcome = self.decider.answered(ctx, agent)
+            self._up()
+        except StateUnavailable as exc:
+            self._unavailable(exc)
+            return
+        if outcome != "ok":
+            ksr.info(f"dispatcher: answer by {agent} on {ctx.call_id}: {outcome}\n")
+
+    def _branch_agent(self) -> tuple[CallContext, str] | None:
+        text = self.ksr.pv.get(AVP_CTX)
+        if not text:
+            return None
+        ctx = CallContext.decode(str(text))
+        index = (int(self.ksr.pv.get("$bf") or 0) >> BRANCH_SHIFT) & BRANCH_MASK
+        if not 0 < index <= len(ctx.tried):
+            return None
+        return ctx, ctx.tried[index - 1]
+
+    # -- tm failure route -------------------------------------------------------------
+
+    def on_failure(self) -> None:
+        """Every branch of the wave failed: report the agents, then the next step."""
+        ksr = self.ksr
+        text = ksr.pv.get(AVP_CTX)
+        if not text:
+            return
+        ctx = CallContext.decode(str(text))
+        wave = [a for a in str(ksr.pv.get(AVP_WAVE) or "").split(",") if a]
+        cancelled = ksr.tm.t_is_canceled() > 0
+        try:
+            for agent in wave:
+                key = _code_key(ctx, agent)
+                code = ksr.htable.sht_get(HTABLE, key)
+                ksr.htable.sht_rm(HTABLE, key)
+                reason = failure_reason(int(code) if code else None, cancelled)
+                self.decider.failed(ctx, agent, reason)
+            if cancelled:
+                return  # tm answers the caller 487; dialog:failed releases the call
+            self._dispatch(ctx, self.decider.next(ctx), in_failure=True)
+            self._up()
+        except StateUnavailable as exc:
+            self._unavailable(exc)
+            if not cancelled:
+                self._reply(503, "Service Unavailable", retry_after=True, in_failure=True)
+
+    # -- dialog events ----------------------------------------------------------------
+
+    def dialog_event(self, event: str) -> None:
+        """dialog:end / dialog:failed of a group call: release it (once per dialog)."""
+        if event not in ("dialog:end", "dialog:failed"):
+            return
+        call_id = self.ksr.pv.get(DLG_CALL)
+        if not call_id:
+            return
+        try:
+            self.decider.release(str(call_id))
+            self._up()
+        except StateUnavailable as exc:
+            # Its reservations expire by themselves (TTL); a live call stays until swept.
+            self._unavailable(exc)
+
+    # -- decisions into SIP -----------------------------------------------------------
+
+    def _dispatch(self, ctx: CallContext, decision: Offer | Exhausted, in_failure: bool) -> None:
+        """Relay the offer's branches, or apply the group's no-answer target."""
+        overflows = 0
+        while True:
+            if isinstance(decision, Offer):
+                if self._relay_wave(ctx, decision, in_failure):
+                    return
+                decision = self.decider.next(ctx)  # nobody of this wave reachable
+                continue
+            target = decision.target
+            if isinstance(target, Overflow) and overflows < MAX_OVERFLOWS:
+                overflows += 1
+                ctx, decision = self.decider.start_group(ctx.call_id, target.group, ctx.caller)
+                continue
+            if isinstance(target, Forward):
+                self._relay_to(target.uri, in_failure)
+                return
+            if isinstance(target, Reply):
+                self._reply(target.code, target.reason, in_failure=in_failure)
+            else:
+                # Voicemail: the queue issue builds it; until then the caller hears 480.
+                self._reply(480, "Temporarily Unavailable", in_failure=in_failure)
+            if not in_failure:
+                self.decider.release(ctx.call_id)  # no dialog yet: nobody else releases
+            return
+
+    def _relay_wave(self, ctx: CallContext, offer: Offer, in_failure: bool) -> bool:
+        """Fork the wave; False (its agents failed as "error") if no agent has a target."""
+        ksr = self.ksr
+        branches: list[tuple[str, str, int]] = []
+        for agent in offer.agents:
+            flags = (ctx.tried.index(agent) + 1) << BRANCH_SHIFT
+            targets = self._targets(agent)
+            if not targets:
+                ksr.info(f"dispatcher: {agent} has no registered contact, not offered\n")
+                self.decider.failed(ctx, agent, "error")
+                continue
+            branches += [(uri, dst, flags) for uri, dst in targets]
+        if not branches:
+            return False
+        for uri, dst, flags in branches[1:]:
+            self._set_dst(dst)
+            ksr.pv.seti("$bf", flags)
+            ksr.corex.append_branch_uri(uri)
+        uri, dst, flags = branches[0]
+        ksr.pv.sets("$ru", uri)
+        self._set_dst(dst)
+        ksr.pv.seti("$bf", flags)
+        ms = offer.timeout * 1000
+        ksr.tm.t_set_fr(ms, ms)
+        ksr.pv.sets(AVP_CTX, ctx.encode())
+        ksr.pv.sets(AVP_WAVE, ",".join(offer.agents))
+        ksr.tm.t_on_reply(REPLY_ROUTE)
+        ksr.tm.t_on_failure(FAILURE_ROUTE)
+        if ksr.tm.t_relay() < 0:
+            ksr.err(f"dispatcher: relaying {ctx.call_id} to {offer.agents} failed\n")
+            self._reply(500, "Server Internal Error", in_failure=in_failure)
+        return True
+
+    def _targets(self, agent_id: str) -> list[tuple[str, str]]:
+        """(uri, destination uri or "") per registered contact of the agent, then its URIs."""
+        agent = self.decider.view().tenant.agent(agent_id)
+        if agent is None:
+            return []
+        ksr = self.ksr
+        out: list[tuple[str, str]] = []
+        if agent.targets.aor:
+            aor = f"sip:{agent.targets.aor}@{ksr.pv.get('$rd') or 'localhost'}"
+            if ksr.registrar.reg_fetch_contacts(LOCATION, aor, ULC_PROFILE) > 0:
+                count = int(ksr.pv.get(f"$ulc({ULC_PROFILE}=>count)") or 0)
+                for i in range(count):
+                    addr = ksr.pv.get(f"$(ulc({ULC_PROFILE}=>addr)[{i}])")
+                    received = ksr.pv.get(f"$(ulc({ULC_PROFILE}=>received)[{i}])")
+                    if addr:
+                        out.append((str(addr), str(received or "")))
+                ksr.registrar.reg_free_contacts(ULC_PROFILE)
+        out += [(uri, "") for uri in agent.targets.uris]
+        return out
+
+    def _set_dst(self, dst: str) -> None:
+        if dst:
+            self.ksr.pv.sets("$du", dst)
+        else:
+            self.ksr.pv.unset("$du")
+
+    def _relay_to(self, uri: str, in_failure: bool) -> None:
+        ksr = self.ksr
+        ksr.pv.sets("$ru", uri)
+        ksr.pv.unset("$du")
+        ksr.pv.seti("$bf", 0)
+        if ksr.tm.t_relay() < 0:
+            self._reply(500, "Server Internal Error", in_failure=in_failure)
+
+    def _reply(
+        self, code: int, reason: str, retry_after: bool = False, in_failure: bool = False
+    ) -> None:
+        """A transaction-stateful reply, from the request route or a failure route."""
+        ksr = self.ksr
+        if retry_after:
+            ksr.hdr.append_to_reply(f"Retry-After: {RETRY_AFTER_S}\r\n")
+        if not in_failure:
+            ksr.tm.t_newtran()  # a transaction, so retransmissions get the same reply
+        ksr.tm.t_reply(code, reason)
+
+    # -- Redis health, logged once per change -----------------------------------------
+
+    def _unavailable(self, exc: StateError) -> None:
+        if not self._down:
+            self._down = True
+            self.ksr.err(f"dispatcher: Redis unavailable, group calls get 503: {exc}\n")
+
+    def _up(self) -> None:
+        if self._down:
+            self._down = False
+            self.ksr.info("dispatcher: Redis reachable again\n")
+
+
+def _code_key(ctx: CallContext, agent: str) -> str:
+    return f"{ctx.call_id}|{ctx.group}|{agent}"
+
+
+__all__: Sequence[str] = ("Router", "failure_reason")
