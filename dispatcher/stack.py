@@ -4,7 +4,8 @@ run   foreground; Ctrl-C stops everything it started.
 up    the same in the background (log in .run/stack.log); returns once it is ready.
 down  stops what `up` started.
 
-Redis is started here unless REDIS_URL names one to use. The demo tenant
+Redis is started here unless REDIS_URL names one to use; Kamailio listens on
+127.0.0.1:SIP_PORT (default 5060) with the KEMI script that routes group calls. The demo tenant
 (dispatcher/demo/demo.yaml) is imported on every start, so the demo is always in a
 known state; a carrier points DISPATCHER_TENANT_FILE at its own file instead.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from dispatcher.config_sync import import_tenant
 from dispatcher.procs import RedisProcess, pid_alive
 from dispatcher.settings import Settings
+from dispatcher.sipprocs import KamailioProcess
 from dispatcher.state.store import StateStore
 from dispatcher.tenant_file import load_tenant
 
@@ -32,11 +34,14 @@ LOG_FILE = RUN_DIR / "stack.log"
 DEMO_FILE = Path(__file__).resolve().parent / "demo" / "demo.yaml"
 
 
-def _banner(redis_url: str, tenant_file: Path) -> str:
+def _banner(redis_url: str, tenant_file: Path, sip: str) -> str:
     tenant = load_tenant(tenant_file)
     lines = [
         "",
         "dispatcher stack is up",
+        f"  SIP:     udp:{sip}   (Kamailio, log in {RUN_DIR}/kamailio/kamailio.log)",
+        f"  phones:  register an agent's phone as <aor>@{sip}, e.g. alice, bob, ... (no auth;",
+        "           loopback only); then call a group number below through the same proxy",
         f"  Redis:   {redis_url}   (keys {{t:{tenant.id}}}:*, events in {{t:{tenant.id}}}:events)",
         f"  tenant:  {tenant.id} from {tenant_file}",
         "  groups to call:",
@@ -61,6 +66,7 @@ def run() -> int:
     RUN_DIR.mkdir(exist_ok=True)
     tenant_file = Path(os.environ.get("DISPATCHER_TENANT_FILE") or DEMO_FILE)
     redis_proc: RedisProcess | None = None
+    kamailio: KamailioProcess | None = None
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -78,13 +84,19 @@ def run() -> int:
         tenant = load_tenant(tenant_file)
         store = StateStore(redis_url, tenant.id)
         version = import_tenant(store, tenant)
-        print(_banner(redis_url, tenant_file), flush=True)
+        kamailio = KamailioProcess(
+            RUN_DIR / "kamailio", sip_port=settings.sip_port, redis_url=redis_url, tenant=tenant.id
+        )
+        kamailio.start()
+        print(_banner(redis_url, tenant_file, kamailio.address), flush=True)
         print(f"  config version {version}", flush=True)
         READY_FILE.write_text(redis_url)
         while not stopping:
             time.sleep(0.2)
     finally:
         READY_FILE.unlink(missing_ok=True)
+        if kamailio is not None:
+            kamailio.stop()
         if redis_proc is not None:
             redis_proc.stop()
     print("dispatcher stack stopped", flush=True)
