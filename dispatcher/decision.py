@@ -29,6 +29,9 @@ RESERVATION_MARGIN_MS = 10_000
 # Claims per decision when snapshots keep turning out stale (heavy contention).
 MAX_CLAIM_ATTEMPTS = 3
 
+# Whether an agent has a phone to ring right now (a registered contact or a static URI).
+Reachable = Callable[[str], bool]
+
 
 @dataclass(frozen=True, slots=True)
 class Offer:
@@ -126,22 +129,22 @@ class Decider:
     # -- decisions ----------------------------------------------------------------------
 
     def start(
-        self, call_id: str, extension: str, caller: str
+        self, call_id: str, extension: str, caller: str, reachable: Reachable | None = None
     ) -> tuple[CallContext, Offer | Exhausted] | None:
         """First decision for a call to `extension`; None when no group has that number."""
         group = self.view().tenant.group_by_extension(extension)
         if group is None:
             return None
-        return self.start_group(call_id, group.id, caller)
+        return self.start_group(call_id, group.id, caller, reachable)
 
     def start_group(
-        self, call_id: str, group_id: str, caller: str
+        self, call_id: str, group_id: str, caller: str, reachable: Reachable | None = None
     ) -> tuple[CallContext, Offer | Exhausted]:
         """First decision for a call to a group (also used for overflow from another group)."""
         ctx = CallContext(call_id, group_id, caller, self.clock_ms())
-        return ctx, self.next(ctx)
+        return ctx, self.next(ctx, reachable)
 
-    def next(self, ctx: CallContext) -> Offer | Exhausted:
+    def next(self, ctx: CallContext, reachable: Reachable | None = None) -> Offer | Exhausted:
         """The next wave for the call, or Exhausted; updates ctx.tried and ctx.sticky.
 
         The wave is planned on the worker's snapshot and claimed; the claim answers with the
@@ -158,7 +161,12 @@ class Decider:
         caller = ctx.caller if (group.sticky and not ctx.tried) else ""
         day = sticky_day(now, group.timezone)[0] if caller else ""
         seed = ctx.seed
-        wave = self._plan(group.id, self._snapshot(group.id), now, seed, ctx)
+        unreachable = (
+            frozenset(a for a in self.view().tables[group.id].agent_ids if not reachable(a))
+            if reachable is not None
+            else frozenset()
+        )
+        wave = self._plan(group.id, self._snapshot(group.id), now, seed, ctx, unreachable)
         held: list[str] = []
         for _ in range(MAX_CLAIM_ATTEMPTS):
             want = wave.agents if wave is not None else ()
@@ -179,7 +187,7 @@ class Decider:
                 break
             # What the claim decided on, with this decision's own earlier holds given back.
             fresh = self._rows_without(group.id, result, held[: len(held) - len(result.claimed)])
-            wave = self._plan(group.id, fresh, result.now_ms, seed, ctx)
+            wave = self._plan(group.id, fresh, result.now_ms, seed, ctx, unreachable)
             if wave is None or set(wave.agents) == set(held):
                 if wave is not None:
                     held = list(wave.agents)  # the core's order: canonical, by position, ...
@@ -190,12 +198,21 @@ class Decider:
         return Offer(group.id, tuple(held), timeout, bool(result.is_sticky))
 
     def _plan(
-        self, group_id: str, live: core.LiveTable | None, now: int, seed: int, ctx: CallContext
+        self,
+        group_id: str,
+        live: core.LiveTable | None,
+        now: int,
+        seed: int,
+        ctx: CallContext,
+        unreachable: frozenset[str],
     ) -> core.Wave | None:
         """The wave the core picks on `live`; None without a snapshot (first use)."""
         if live is None:
             return None
         table = self.view().tables[group_id]
+        for agent in unreachable:
+            if agent in table.agent_ids:  # a config reload may have dropped it
+                live.set_reachable(table.index(agent), False)
         return core.next_wave(table, live, now, seed, ctx.tried, ctx.sticky)
 
     def _group(self, group_id: str) -> Group:

@@ -12,8 +12,10 @@ A call to a group extension (R-URI user):
    `registrar.reg_fetch_contacts` into the `$ulc(dsp=>...)` profile; a contact's `received`
    becomes the branch's destination URI) followed by its static URIs. The Request-URI is the
    first target, the others are `corex.append_branch_uri` branches, so the extension itself is
-   never forked. An agent with no target is reported `failed(..., "error")` (a missed offer)
-   and, when the whole wave had none, the next wave is taken at once.
+   never forked. Planning asks the same lookup whether each member has a target now, so an
+   agent whose phone is not registered is never planned or claimed. One that loses its
+   registration between plan and fork is reported `failed(..., "unreachable")` (not a missed
+   offer) and, when the whole wave had none, the next wave is taken at once.
    fr_inv/fr timers = the wave's timeout (`tm.t_set_fr`); the encoded `CallContext` goes into
    `$avp(dsp_ctx)` and the wave's agents into `$avp(dsp_wave)` (transaction AVPs, seen by the
    reply and failure routes); `t_on_reply("ksr_onreply_group")`,
@@ -122,7 +124,7 @@ class Router:
         user = str(ksr.pv.get("$rU") or "")
         caller = str(ksr.pv.get("$fU") or "")
         try:
-            started = self.decider.start(call_id, user, caller)
+            started = self.decider.start(call_id, user, caller, self._reachable)
             self._up()
         except StateUnavailable as exc:
             if ksr.registrar.registered(LOCATION) > 0:
@@ -207,7 +209,7 @@ class Router:
                 self.decider.failed(ctx, agent, reason)
             if cancelled:
                 return  # tm answers the caller 487; dialog:failed releases the call
-            self._dispatch(ctx, self.decider.next(ctx), in_failure=True)
+            self._dispatch(ctx, self.decider.next(ctx, self._reachable), in_failure=True)
             self._up()
         except StateUnavailable as exc:
             self._unavailable(exc)
@@ -239,12 +241,14 @@ class Router:
             if isinstance(decision, Offer):
                 if self._relay_wave(ctx, decision, in_failure):
                     return
-                decision = self.decider.next(ctx)  # nobody of this wave reachable
+                decision = self.decider.next(ctx, self._reachable)  # nobody of this wave reachable
                 continue
             target = decision.target
             if isinstance(target, Overflow) and overflows < MAX_OVERFLOWS:
                 overflows += 1
-                ctx, decision = self.decider.start_group(ctx.call_id, target.group, ctx.caller)
+                ctx, decision = self.decider.start_group(
+                    ctx.call_id, target.group, ctx.caller, self._reachable
+                )
                 continue
             if isinstance(target, Forward):
                 self._relay_to(target.uri, in_failure)
@@ -259,7 +263,7 @@ class Router:
             return
 
     def _relay_wave(self, ctx: CallContext, offer: Offer, in_failure: bool) -> bool:
-        """Fork the wave; False (its agents failed as "error") if no agent has a target."""
+        """Fork the wave; False (its agents failed as "unreachable") if none has a target."""
         ksr = self.ksr
         branches: list[tuple[str, str, int]] = []
         for agent in offer.agents:
@@ -267,7 +271,7 @@ class Router:
             targets = self._targets(agent)
             if not targets:
                 ksr.info(f"dispatcher: {agent} has no registered contact, not offered\n")
-                self.decider.failed(ctx, agent, "error")
+                self.decider.failed(ctx, agent, "unreachable")
                 continue
             branches += [(uri, dst, flags) for uri, dst in targets]
         if not branches:
@@ -290,6 +294,18 @@ class Router:
             ksr.err(f"dispatcher: relaying {ctx.call_id} to {offer.agents} failed\n")
             self._reply(500, "Server Internal Error", in_failure=in_failure)
         return True
+
+    def _reachable(self, agent_id: str) -> bool:
+        """Whether the agent has a phone to ring now: a registered contact or a static URI.
+
+        Cost: one usrloc lookup for an agent with an AOR and no static URI.
+        """
+        agent = self.decider.view().tenant.agent(agent_id)
+        if agent is None:
+            return False
+        if agent.targets.uris:
+            return True
+        return bool(self._targets(agent_id))
 
     def _targets(self, agent_id: str) -> list[tuple[str, str]]:
         """(uri, destination uri or "") per registered contact of the agent, then its URIs."""

@@ -35,6 +35,8 @@ local CALL_TTL_S = 86400
 -- unpack() pushes every element on the Lua stack (about 8000 slots): chunk big lists.
 local CHUNK = 1000
 local MISS_REASONS = {busy = true, noanswer = true, declined = true, error = true}
+-- Failures that are not the agent's doing and so never count towards auto-pause.
+local NO_MISS_REASONS = {cancelled = true, unreachable = true}
 
 local function raise(code, message)
   error({err = code .. ' ' .. message})
@@ -516,7 +518,7 @@ end
 -- disp_failed: an offer ended without answer.
 -- KEYS: 1..14 common.
 -- ARGV: 1 call, 2 agent, 3 reason: busy | noanswer | declined | error (count a missed offer)
---       or cancelled (does not).
+--       or cancelled | unreachable (do not: the caller gave up / the phone was not registered).
 --       Only a reservation that still exists is released and counted (event failed); a
 --       failure reported after the reservation expired or a repeated report changes nothing,
 --       so the reservation TTL must exceed the ring timeout. At missed >= autopause > 0 an
@@ -528,7 +530,7 @@ local function failed(keys, args)
   local call = need_text(args[1], 'call')
   local agent = need_text(args[2], 'agent')
   local reason = args[3] or ''
-  if not MISS_REASONS[reason] and reason ~= 'cancelled' then
+  if not MISS_REASONS[reason] and not NO_MISS_REASONS[reason] then
     raise('BADARG', 'unknown failure reason ' .. reason)
   end
   local k = keys

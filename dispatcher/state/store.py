@@ -30,7 +30,7 @@ LIBRARY_SOURCE = files(__package__).joinpath("library.lua").read_text(encoding="
 # Replies are bytes (no decode_responses: the config doc is opaque bytes); the casts below
 # narrow redis-py's types, which cover both reply modes.
 
-FAILURE_REASONS = frozenset({"busy", "noanswer", "declined", "error", "cancelled"})
+FAILURE_REASONS = frozenset({"busy", "noanswer", "declined", "error", "cancelled", "unreachable"})
 DEFAULT_EVENTS_MAXLEN = 1_000_000
 DEFAULT_SWEEP_LIMIT = 1000
 _PUT_ATTEMPTS = 5

@@ -272,3 +272,26 @@ def test_redis_down_is_a_typed_error_not_a_hang(tmp_path: Path) -> None:
             assert started is not None and isinstance(started[1], Offer)
         finally:
             server.stop()
+
+
+def test_unreachable_agents_are_never_claimed(store: StateStore, client: redis.Redis) -> None:
+    decider = Decider(store)
+    reachable = {"a1": False, "a2": True, "a3": False}.__getitem__
+    ctx, offer = decider.start("c1", "701", "", reachable)  # type: ignore[misc]
+    assert offer == Offer("all", ("a2",), 20, False)
+    decider.failed(ctx, "a2", "noanswer")
+    assert isinstance(decider.next(ctx, reachable), Exhausted)
+    assert decider.release("c1") == 0
+    assert check_invariants(client, "acme")["resv"] == 0
+
+
+def test_unreachable_failure_is_not_a_missed_offer(store: StateStore) -> None:
+    decider = Decider(store)
+    ctx, _ = decider.start("c1", "700", "")  # type: ignore[misc]
+    before = store.agent_counters("a1")["missed"]
+    result = decider.failed(ctx, "a1", "unreachable")
+    assert result.released and not result.paused
+    assert store.agent_counters("a1")["missed"] == before
+    ctx2, _ = decider.start("c2", "700", "")  # type: ignore[misc]
+    decider.failed(ctx2, "a1", "noanswer")
+    assert store.agent_counters("a1")["missed"] == (before or 0) + 1
