@@ -113,7 +113,7 @@ class Router:
         store = StateStore(
             settings.redis_url, settings.tenant, socket_timeout=timeout, connect_timeout=timeout
         )
-        return cls(ksr, Decider(store))
+        return cls(ksr, Decider(store, settings.clock_ms))
 
     # -- request route ----------------------------------------------------------------
 

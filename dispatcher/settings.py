@@ -6,11 +6,15 @@ API_PORT                admin API port on 127.0.0.1 (default 8080)
 DISPATCHER_ADMIN_TOKEN  bootstrap admin token of the admin API
 DISPATCHER_TENANT       tenant a Kamailio node serves (default "demo")
 REDIS_TIMEOUT_MS        per-command Redis timeout; past it a call gets 503 (default 500)
+DISPATCHER_CLOCK_OFFSET_MS
+                        shifts this node's wall clock for decisions (tests: "the next day"
+                        for sticky memory without waiting a day); 0 in production
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 
@@ -41,6 +45,11 @@ class Settings:
     admin_token: str | None
     tenant: str
     redis_timeout_ms: int
+    clock_offset_ms: int
+
+    def clock_ms(self) -> int:
+        """Wall clock in ms, shifted by DISPATCHER_CLOCK_OFFSET_MS."""
+        return time.time_ns() // 1_000_000 + self.clock_offset_ms
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -52,4 +61,5 @@ class Settings:
             admin_token=os.environ.get("DISPATCHER_ADMIN_TOKEN") or None,
             tenant=os.environ.get("DISPATCHER_TENANT") or "demo",
             redis_timeout_ms=_int_env("REDIS_TIMEOUT_MS", 500, 10, 60_000),
+            clock_offset_ms=_int_env("DISPATCHER_CLOCK_OFFSET_MS", 0, -(10**12), 10**12),
         )
