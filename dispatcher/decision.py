@@ -29,6 +29,14 @@ RESERVATION_MARGIN_MS = 10_000
 # Claims per decision when snapshots keep turning out stale (heavy contention).
 MAX_CLAIM_ATTEMPTS = 3
 
+# Candidate waves one claim carries: enough that a stale snapshot rarely costs a second claim,
+# few enough that the claim stays small (ring_all and priority need one per tier).
+CANDIDATE_WAVES = 8
+
+# Strategies whose pick is not "the first eligible in an order": a weighted draw depends on
+# which members are eligible, so the claim leads with the exact pick on the snapshot.
+PICK_DEPENDS_ON_ELIGIBLE = frozenset({core.WEIGHTED_RANDOM})
+
 # Whether an agent has a phone to ring right now (a registered contact or a static URI).
 Reachable = Callable[[str], bool]
 
@@ -147,10 +155,15 @@ class Decider:
     def next(self, ctx: CallContext, reachable: Reachable | None = None) -> Offer | Exhausted:
         """The next wave for the call, or Exhausted; updates ctx.tried and ctx.sticky.
 
-        The wave is planned on the worker's snapshot and claimed; the claim answers with the
-        state it decided on, and the worker re-plans on that. When both plans agree (the
-        snapshot was fresh) the decision took 1 FCALL. Otherwise the next claim withdraws what
-        the stale plan took and claims the right wave, at most MAX_CLAIM_ATTEMPTS in all.
+        The claim carries the worker's plan as candidate waves in preference order, made on
+        its snapshot with eligibility left to Redis (`_candidates`); Redis reserves the first
+        candidate wave with eligible agents and answers with the state it decided on. The
+        worker re-plans on that state: when both agree, the decision took 1 FCALL. That holds
+        even on a stale snapshot whenever the order does not depend on live counts (ring_all,
+        sequential, priority, random; round_robin while its cursor is unchanged). Otherwise
+        the next claim withdraws what was taken and claims the right wave, at most
+        MAX_CLAIM_ATTEMPTS in all. `reachable(agent)` (asked once per member and decision)
+        says whether the agent has a phone to ring now; agents it rejects are never planned.
         """
         group = self._group(ctx.group)
         now = self.clock_ms()
@@ -166,10 +179,10 @@ class Decider:
             if reachable is not None
             else frozenset()
         )
-        wave = self._plan(group.id, self._snapshot(group.id), now, seed, ctx, unreachable)
+        waves = self._candidates(group.id, now, seed, ctx, unreachable)
         held: list[str] = []
         for _ in range(MAX_CLAIM_ATTEMPTS):
-            want = wave.agents if wave is not None else ()
+            want = waves[0] if waves else ()
             result = self.store.claim(
                 ctx.call_id,
                 group.id,
@@ -178,6 +191,7 @@ class Decider:
                 ttl_ms=timeout * 1000 + RESERVATION_MARGIN_MS,
                 sticky_day=day,
                 withdraw=[a for a in held if a not in want],
+                then=waves[1:],
             )
             self._adopt(result)
             if result.sticky_agent:
@@ -192,39 +206,64 @@ class Decider:
                 if wave is not None:
                     held = list(wave.agents)  # the core's order: canonical, by position, ...
                 break
+            waves = [wave.agents]
         if not held:
             return Exhausted(group.id, group.no_answer)
         ctx.tried.extend(held)
         return Offer(group.id, tuple(held), timeout, bool(result.is_sticky))
 
+    def _candidates(
+        self, group_id: str, now: int, seed: int, ctx: CallContext, unreachable: frozenset[str]
+    ) -> list[tuple[str, ...]]:
+        """Up to CANDIDATE_WAVES waves in the order the core would offer them if every member
+        were free: the snapshot's busy counts, idle times and round-robin cursor rank them,
+        Redis applies the current eligibility (for PICK_DEPENDS_ON_ELIGIBLE strategies the
+        exact pick on the snapshot leads). O(CANDIDATE_WAVES * members)."""
+        table = self.view().tables[group_id]
+        rows, rr = self._live.get(group_id, ([0] * (len(table) * core.LIVE_FIELDS), -1))
+        relaxed: list[int] = []
+        for i in range(len(table)):
+            busy = rows[i * core.LIVE_FIELDS + 1]
+            relaxed += (core.AVAILABLE, busy, busy + 1, 0, rows[i * core.LIVE_FIELDS + 4])
+        waves: list[tuple[str, ...]] = []
+        if table.strategy in PICK_DEPENDS_ON_ELIGIBLE and group_id in self._live:
+            exact = self._plan(group_id, core.LiveTable(rows, rr), now, seed, ctx, unreachable)
+            if exact is not None:
+                waves.append(exact.agents)
+        live = core.LiveTable(relaxed, rr)
+        tried = [*ctx.tried, *(a for w in waves for a in w)]
+        while len(waves) < CANDIDATE_WAVES:
+            wave = self._plan(group_id, live, now, seed, ctx, unreachable, tried)
+            if wave is None:
+                break
+            waves.append(wave.agents)
+            tried.extend(wave.agents)
+        return waves
+
     def _plan(
         self,
         group_id: str,
-        live: core.LiveTable | None,
+        live: core.LiveTable,
         now: int,
         seed: int,
         ctx: CallContext,
         unreachable: frozenset[str],
+        tried: list[str] | None = None,
     ) -> core.Wave | None:
-        """The wave the core picks on `live`; None without a snapshot (first use)."""
-        if live is None:
-            return None
+        """The wave the core picks on `live` (tried: the call's, unless given)."""
         table = self.view().tables[group_id]
         for agent in unreachable:
             if agent in table.agent_ids:  # a config reload may have dropped it
                 live.set_reachable(table.index(agent), False)
-        return core.next_wave(table, live, now, seed, ctx.tried, ctx.sticky)
+        return core.next_wave(
+            table, live, now, seed, ctx.tried if tried is None else tried, ctx.sticky
+        )
 
     def _group(self, group_id: str) -> Group:
         group = self.view().tenant.group(group_id)
         if group is None:
             raise LookupError(f"group {group_id!r} is not in tenant {self.store.tenant!r}")
         return group
-
-    def _snapshot(self, group_id: str) -> core.LiveTable | None:
-        """This worker's view of the group: the last claim's state plus its own claims since."""
-        cached = self._live.get(group_id)
-        return None if cached is None else core.LiveTable(cached[0], cached[1])
 
     def _adopt(self, result: ClaimResult) -> None:
         """Reload the config when a claim shows it moved on."""

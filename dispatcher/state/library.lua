@@ -365,15 +365,18 @@ end
 -- KEYS: 1..14 common; 15 group {t:T}:g:<gid>; 16 call set {t:T}:call:<call>;
 --       17 (optional) sticky hash {t:T}:sticky:<gid>:<yyyymmdd> of today in the group's zone.
 -- ARGV: 1 call, 2 gid, 3 caller ('' = no sticky), 4 reservation_ttl_ms, 5 W (withdraw count),
---       6..5+W agents to withdraw, then the wave agent ids.
+--       6..5+W agents to withdraw, then the wave agent ids, optionally followed by further
+--       candidate waves, each after an empty-string separator.
 --       First sweeps up to 64 expired reservations, then withdraws: this call's reservations
 --       of the W agents are released (event released, reason replanned) and the agents are
 --       no longer counted as offered on the call — the worker planned on a stale snapshot and
 --       corrects its choice (an agent live on the call stays offered on it). On the call's
 --       first claim, a sticky agent for caller that is a member and eligible is claimed alone
---       (the wave is ignored). Otherwise each wave agent that is a member, not yet offered
---       on this call and eligible (status 0, now >= wrapuntil, live + resv < max) gets a
---       reservation until now + ttl.
+--       (the waves are ignored). Otherwise, in the first candidate wave that has any, each
+--       agent that is a member, not yet offered on this call and eligible (status 0,
+--       now >= wrapuntil, live + resv < max) gets a reservation until now + ttl. Further
+--       candidate waves let a worker whose snapshot is stale still get the pick its plan
+--       would make on the current state, in the same round trip.
 --       rr becomes the canonical index of the last agent claimed.
 -- Returns: {version, now_ms, rr, sticky_agent or '', is_sticky 0/1, {claimed agent ids},
 --           {status, busy, max, wrapuntil, idle per member in canonical order}}
@@ -443,12 +446,19 @@ local function claim(keys, args)
     end
   end
   if is_sticky == 0 then
-    for j = 6 + withdraw, #args do
-      local agent = args[j]
-      local i = index[agent]
-      if i and eligible(s, i, ctx.now) and redis.call('SISMEMBER', call_key, agent) == 0 then
-        take(agent, i, '')
+    -- Candidate waves in preference order, '' between them: the first wave with an
+    -- eligible member is taken (all its eligible members), the rest ignored.
+    local j = 6 + withdraw
+    while j <= #args and #claimed == 0 do
+      while j <= #args and args[j] ~= '' do
+        local agent = args[j]
+        local i = index[agent]
+        if i and eligible(s, i, ctx.now) and redis.call('SISMEMBER', call_key, agent) == 0 then
+          take(agent, i, '')
+        end
+        j = j + 1
       end
+      j = j + 1
     end
   end
   if #claimed > 0 then

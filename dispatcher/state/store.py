@@ -262,10 +262,12 @@ class StateStore:
         ttl_ms: int,
         sticky_day: str | None = "",
         withdraw: Sequence[str] = (),
+        then: Sequence[Sequence[str]] = (),
     ) -> ClaimResult:
         """Reserve the eligible agents of `wave` in group `gid` for `call` until now + ttl_ms.
 
-        `withdraw` first releases this call's reservations of those agents (a choice made on
+        When no agent of `wave` is eligible, the waves of `then` are tried in order and the
+        first with an eligible agent is reserved instead. `withdraw` first releases this call's reservations of those agents (a choice made on
         a stale snapshot, corrected). On the call's first claim, with `caller` and
         `sticky_day` (yyyymmdd from `dispatcher.state.sticky.sticky_day`; "" or None for no
         sticky), the caller's agent of the day is claimed alone if it is eligible. The result
@@ -274,12 +276,16 @@ class StateStore:
         Cost: exactly 1 FCALL; O(members + wave) in Redis.
         """
         validate_call_id(call)
-        for agent in (*wave, *withdraw):
-            validate_id(agent, "agent id")
+        candidates = [*wave]
+        for later in then:
+            candidates += ["", *later]  # '' separates candidate waves (ids are never empty)
+        for agent in (*candidates, *withdraw):
+            if agent:
+                validate_id(agent, "agent id")
         keys = [*self.keys.base, self.keys.group(gid), self.keys.call(call)]
         if caller and sticky_day:
             keys.append(self.keys.sticky(gid, sticky_day))
-        args = [call, gid, caller, _positive(ttl_ms), len(withdraw), *withdraw, *wave]
+        args = [call, gid, caller, _positive(ttl_ms), len(withdraw), *withdraw, *candidates]
         raw = self._fcall("disp_claim", keys, args)
         version, now_ms, rr, sticky_agent, is_sticky, claimed, rows = raw
         return ClaimResult(

@@ -53,6 +53,12 @@ groups:
     sticky: false
     members: [{agent: a1}, {agent: a2}, {agent: a3}]
     no_answer: {kind: reply, code: 486}
+  - id: idle
+    extension: "702"
+    name: Longest idle
+    strategy: longest_idle
+    sticky: false
+    members: [{agent: a1}, {agent: a2}]
 """
 
 
@@ -115,7 +121,7 @@ def test_one_round_trip_per_decision_on_a_fresh_snapshot(
     store.put_config(
         store.config()[1] or b"",
         [AgentLimits(a, 50, 0, 0, AVAILABLE, "") for a in ("a1", "a2", "a3")],
-        [("seq", ("a1", "a2", "a3")), ("all", ("a1", "a2", "a3"))],
+        [("seq", ("a1", "a2", "a3")), ("all", ("a1", "a2", "a3")), ("idle", ("a1", "a2"))],
     )
     decider = Decider(store)
     decider.start("warm", "701", "")
@@ -126,16 +132,34 @@ def test_one_round_trip_per_decision_on_a_fresh_snapshot(
     assert fcalls(client) - before == 20
 
 
-def test_stale_snapshot_costs_one_corrective_claim(store: StateStore, client: redis.Redis) -> None:
+def test_stale_snapshot_still_one_claim_when_order_is_static(
+    store: StateStore, client: redis.Redis
+) -> None:
     decider = Decider(store)
-    _ctx, offer = decider.start("c1", "701", "")  # type: ignore[misc]
+    _, offer = decider.start("c1", "701", "")  # type: ignore[misc]
     assert offer == Offer("all", ("a1", "a2", "a3"), 20, False)
     decider.release("c1")  # the snapshot still shows everyone ringing
     before = fcalls(client)
     _, offer = decider.start("c2", "701", "")  # type: ignore[misc]
-    # planned on the stale snapshot: nobody; the claim's fresh rows show all three free
+    # the claim carried the plan with eligibility left to Redis: right pick, one round trip
     assert offer == Offer("all", ("a1", "a2", "a3"), 20, False)
+    assert fcalls(client) - before == 1
+
+
+def test_stale_live_counts_cost_one_corrective_claim(
+    store: StateStore, client: redis.Redis
+) -> None:
+    decider = Decider(store)
+    ctx, offer = decider.start("c1", "702", "")  # type: ignore[misc]
+    assert offer == Offer("idle", ("a1",), 20, False)
+    decider.answered(ctx, "a1")
+    decider.release("c1")  # a1 idle from now; the snapshot still says idle since ever
+    before = fcalls(client)
+    _, offer = decider.start("c2", "702", "")  # type: ignore[misc]
+    # the stale ranking took a1; the claim's state shows a2 idle longest: withdrawn, corrected
+    assert offer == Offer("idle", ("a2",), 20, False)
     assert fcalls(client) - before == 2
+    assert check_invariants(client, "acme")["resv"] == 1
 
 
 def test_stale_snapshot_replans_on_fresh_state(store: StateStore) -> None:
