@@ -181,6 +181,7 @@ class Decider:
         )
         waves = self._candidates(group.id, now, seed, ctx, unreachable)
         held: list[str] = []
+        arrival = not ctx.tried
         for _ in range(MAX_CLAIM_ATTEMPTS):
             want = waves[0] if waves else ()
             result = self.store.claim(
@@ -192,7 +193,9 @@ class Decider:
                 sticky_day=day,
                 withdraw=[a for a in held if a not in want],
                 then=waves[1:],
+                arrival=arrival,
             )
+            arrival = False
             self._adopt(result)
             if result.sticky_agent:
                 ctx.sticky = result.sticky_agent

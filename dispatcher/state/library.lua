@@ -364,8 +364,9 @@ end
 -- disp_claim: reserves agents of one group for one call (one wave), returning fresh state.
 -- KEYS: 1..14 common; 15 group {t:T}:g:<gid>; 16 call set {t:T}:call:<call>;
 --       17 (optional) sticky hash {t:T}:sticky:<gid>:<yyyymmdd> of today in the group's zone.
--- ARGV: 1 call, 2 gid, 3 caller ('' = no sticky), 4 reservation_ttl_ms, 5 W (withdraw count),
---       6..5+W agents to withdraw, then the wave agent ids, optionally followed by further
+-- ARGV: 1 call, 2 gid, 3 caller ('' = no sticky), 4 reservation_ttl_ms, 5 arrival (1 when
+--       the call arrives at this group with this claim: event arrived, for reports; else 0),
+--       6 W (withdraw count), 7..6+W agents to withdraw, then the wave agent ids, optionally followed by further
 --       candidate waves, each after an empty-string separator.
 --       First sweeps up to 64 expired reservations, then withdraws: this call's reservations
 --       of the W agents are released (event released, reason replanned) and the agents are
@@ -384,15 +385,16 @@ end
 --           claim's reservations: the worker re-plans on exactly what the claim decided on,
 --           which shows whether its wave was the right one (busy = live + resv, all groups).
 -- Errors: NOGROUP when the group is not configured; BADARG for an empty call or gid, a bad
---         ttl or withdraw count, or a key that does not match call/gid.
+--         ttl, arrival flag or withdraw count, or a key that does not match call/gid.
 local function claim(keys, args)
   local ctx = open(keys, 2)
   local call = need_text(args[1], 'call')
   local gid = need_text(args[2], 'gid')
   local caller = args[3] or ''
   local ttl = need_int(args[4], 'reservation_ttl_ms', 1)
-  local withdraw = need_int(args[5], 'withdraw count', 0)
-  if 5 + withdraw > #args then
+  local arrival = need_int(args[5], 'arrival flag', 0)
+  local withdraw = need_int(args[6], 'withdraw count', 0)
+  if 6 + withdraw > #args then
     raise('BADARG', 'withdraw count ' .. withdraw .. ' exceeds the arguments')
   end
   local group_key, call_key, sticky_key = keys[NBASE + 1], keys[NBASE + 2], keys[NBASE + 3]
@@ -402,7 +404,10 @@ local function claim(keys, args)
   local k = keys
 
   sweep(ctx, SWEEP_BATCH)
-  for j = 6, 5 + withdraw do
+  if arrival == 1 then
+    emit(ctx, 'arrived', 'call', call, 'group', gid, 'caller', caller)
+  end
+  for j = 7, 6 + withdraw do
     local agent = args[j]
     if redis.call('ZREM', k[K_RESV], call .. SEP .. agent) == 1 then
       counter_down(ctx, C_RESV, agent)
@@ -448,7 +453,7 @@ local function claim(keys, args)
   if is_sticky == 0 then
     -- Candidate waves in preference order, '' between them: the first wave with an
     -- eligible member is taken (all its eligible members), the rest ignored.
-    local j = 6 + withdraw
+    local j = 7 + withdraw
     while j <= #args and #claimed == 0 do
       while j <= #args and args[j] ~= '' do
         local agent = args[j]

@@ -263,16 +263,19 @@ class StateStore:
         sticky_day: str | None = "",
         withdraw: Sequence[str] = (),
         then: Sequence[Sequence[str]] = (),
+        arrival: bool = False,
     ) -> ClaimResult:
         """Reserve the eligible agents of `wave` in group `gid` for `call` until now + ttl_ms.
 
         When no agent of `wave` is eligible, the waves of `then` are tried in order and the
-        first with an eligible agent is reserved instead. `withdraw` first releases this call's reservations of those agents (a choice made on
-        a stale snapshot, corrected). On the call's first claim, with `caller` and
-        `sticky_day` (yyyymmdd from `dispatcher.state.sticky.sticky_day`; "" or None for no
-        sticky), the caller's agent of the day is claimed alone if it is eligible. The result
-        carries the group's rows as the claim saw them, before its own reservations, so the
-        worker can check its wave against them without another call.
+        first with an eligible agent is reserved instead. `arrival` marks the call's first
+        claim in this group (an `arrived` event for reports). `withdraw` first releases this
+        call's reservations of those agents (a choice made on a stale snapshot, corrected).
+        On the call's first claim, with `caller` and `sticky_day` (yyyymmdd from
+        `dispatcher.state.sticky.sticky_day`; "" or None for no sticky), the caller's agent of
+        the day is claimed alone if it is eligible. The result carries the group's rows as the
+        claim saw them, before its own reservations, so the worker can check its wave against
+        them without another call.
         Cost: exactly 1 FCALL; O(members + wave) in Redis.
         """
         validate_call_id(call)
@@ -285,7 +288,16 @@ class StateStore:
         keys = [*self.keys.base, self.keys.group(gid), self.keys.call(call)]
         if caller and sticky_day:
             keys.append(self.keys.sticky(gid, sticky_day))
-        args = [call, gid, caller, _positive(ttl_ms), len(withdraw), *withdraw, *candidates]
+        args = [
+            call,
+            gid,
+            caller,
+            _positive(ttl_ms),
+            int(arrival),
+            len(withdraw),
+            *withdraw,
+            *candidates,
+        ]
         raw = self._fcall("disp_claim", keys, args)
         version, now_ms, rr, sticky_agent, is_sticky, claimed, rows = raw
         return ClaimResult(

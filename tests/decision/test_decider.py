@@ -319,3 +319,14 @@ def test_unreachable_failure_is_not_a_missed_offer(store: StateStore) -> None:
     ctx2, _ = decider.start("c2", "700", "")  # type: ignore[misc]
     decider.failed(ctx2, "a1", "noanswer")
     assert store.agent_counters("a1")["missed"] == (before or 0) + 1
+
+
+def test_arrival_is_recorded_once_per_call_and_group(store: StateStore) -> None:
+    decider = Decider(store)
+    ctx, _ = decider.start("c1", "700", "+491")  # type: ignore[misc]
+    decider.failed(ctx, "a1", "busy")
+    decider.next(ctx)
+    arrivals = [e for e in store.events(500) if e["type"] == "arrived"]
+    assert arrivals == [
+        {**arrivals[0], "call": "c1", "group": "seq", "caller": "+491", "type": "arrived"}
+    ]

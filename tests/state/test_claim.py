@@ -184,10 +184,11 @@ def test_bad_wave_id(store: StateStore) -> None:
 @pytest.mark.parametrize(
     ("keys_tail", "args", "match"),
     [
-        (["{t:acme}:g:g2", "{t:acme}:call:c1"], ["c1", "g1", "", 100, 0], "group key"),
-        (["{t:acme}:g:g1", "{t:acme}:call:c2"], ["c1", "g1", "", 100, 0], "call key"),
-        (["{t:acme}:g:g1", "{t:acme}:call:c1"], ["c1", "g1", "", 0, 0], "reservation_ttl_ms"),
-        (["{t:acme}:g:g1"], ["c1", "g1", "", 100, 0], "expected at least 16 keys"),
+        (["{t:acme}:g:g2", "{t:acme}:call:c1"], ["c1", "g1", "", 100, 0, 0], "group key"),
+        (["{t:acme}:g:g1", "{t:acme}:call:c2"], ["c1", "g1", "", 100, 0, 0], "call key"),
+        (["{t:acme}:g:g1", "{t:acme}:call:c1"], ["c1", "g1", "", 0, 0, 0], "reservation_ttl_ms"),
+        (["{t:acme}:g:g1", "{t:acme}:call:c1"], ["c1", "g1", "", 100, "x", 0], "arrival flag"),
+        (["{t:acme}:g:g1"], ["c1", "g1", "", 100, 0, 0], "expected at least 16 keys"),
     ],
 )
 def test_library_refuses_malformed_claims(
@@ -211,7 +212,7 @@ def test_library_refuses_a_sticky_key_of_another_group(
     keys = [*store.keys.base, store.keys.group("g1"), store.keys.call("c1")]
     keys.append(store.keys.sticky("g2", "20300101"))
     with pytest.raises(redis.ResponseError, match=r"^BADARG sticky key .* group g1"):
-        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "+491", 100, 0)
+        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "+491", 100, 0, 0)
 
 
 # -- withdraw -----------------------------------------------------------------------------
@@ -384,10 +385,10 @@ def test_argv_withdraw_count_splits_withdraw_from_wave(
 ) -> None:
     assert store.claim("c1", "g1", "", ["a1"], 5000).claimed == ("a1",)
     keys = [*store.keys.base, store.keys.group("g1"), store.keys.call("c1")]
-    reply = client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 1, "a1", "a2")
+    reply = client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, 1, "a1", "a2")
     assert reply[5] == [b"a2"]  # a1 was withdrawn, not part of the wave
     assert client.smembers(store.keys.call("c1")) == {b"a2"}
-    reply = client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 2, "a2", "a3")
+    reply = client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, 2, "a2", "a3")
     assert reply[5] == []  # every argument after the count withdrawn: empty wave
     assert released(store, 2) == [("c1", "a2", "replanned")]
     assert check_invariants(client, TENANT)["resv"] == 0
@@ -418,7 +419,7 @@ def test_bad_withdraw_count_is_refused_before_any_write(
     n_events = client.xlen(store.keys.events)
     keys = [*store.keys.base, store.keys.group("g1"), store.keys.call("c1")]
     with pytest.raises(redis.ResponseError, match=f"^BADARG {match}"):
-        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, *tail)
+        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, *tail)
     assert client.zrange(store.keys.resv, 0, -1, withscores=True) == resv_before
     assert {a: store.agent_counters(a) for a in ("a1", "a2")} == counters_before
     assert client.xlen(store.keys.events) == n_events
