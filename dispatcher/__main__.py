@@ -4,6 +4,10 @@ validate FILE            check a tenant file, print every problem with its locat
 import FILE              validate and load a tenant file into Redis (REDIS_URL)
 export TENANT [--format json|yaml]
                          print the tenant's config as stored in Redis
+tenant, group, agent, member, inbound, token, status
+                         the admin API's operations on Redis (see dispatcher.admin_cli)
+
+Exit status: 0 done, 1 a reported error (`error: ...` on stderr), 2 a malformed command line.
 """
 
 from __future__ import annotations
@@ -11,19 +15,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dispatcher import admin_cli, cli_reports
 from dispatcher.config_sync import import_tenant
 from dispatcher.model import ConfigError
-from dispatcher.settings import Settings, SettingsError
-from dispatcher.state.errors import StateUnavailable
+from dispatcher.settings import SettingsError
 from dispatcher.state.store import StateStore
 from dispatcher.tenant_file import dump_tenant, load_tenant, parse_tenant
 
 
 def _store(tenant: str) -> StateStore:
-    settings = Settings.from_env()
-    if settings.redis_url is None:
-        raise SettingsError("REDIS_URL is not set: which Redis holds the state?")
-    return StateStore(settings.redis_url, tenant)
+    return admin_cli.store_for(tenant)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -35,7 +36,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     tenant = load_tenant(args.file)
-    version = import_tenant(_store(tenant.id), tenant)
+    audit = {
+        "actor": admin_cli.actor(),
+        "action": "tenant.replace",
+        "object": f"tenant:{tenant.id}",
+    }
+    version = import_tenant(_store(tenant.id), tenant, audit=audit)
     print(f"tenant {tenant.id!r} imported: config version {version}")
     return 0
 
@@ -63,10 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("tenant")
     p.add_argument("--format", choices=("json", "yaml"), default="yaml")
     p.set_defaults(func=_export)
+    cli_reports.register(sub)  # report, archive
+    admin_cli.add_commands(sub)  # tenant, group, agent, member, inbound, token, status
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, SettingsError, StateUnavailable) as exc:
+    except (ConfigError, SettingsError, *admin_cli.REPORTED) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from dispatcher.admin_ops import NotFound
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 from dispatcher.model import Tenant
-from dispatcher.state.store import AgentLimits, StateStore
-from dispatcher.tenant_file import tenant_doc
+from dispatcher.state.errors import ConfigConflict
+from dispatcher.state.store import AgentLimits, Audit, StateStore
+from dispatcher.tenant_file import parse_tenant, tenant_doc
 
 # The model names agent states; Redis and the selection core use the core's int codes.
 STATUS_CODES = {"available": AVAILABLE, "paused": PAUSED, "logged_out": LOGGED_OUT}
+# Read-apply-put rounds of an update before a lasting conflict is reported.
+UPDATE_ATTEMPTS = 5
 
 
-def import_tenant(store: StateStore, tenant: Tenant, expected_version: int | None = None) -> int:
-    """Replace the tenant's config atomically; returns the new config version (1 FCALL).
-
-    Agents already known to Redis keep their live state (an import is not a logout);
-    new agents start in the state the file gives them. With `expected_version`, a config
-    changed by someone else in the meantime raises the store's conflict error instead.
-    """
-    if store.tenant != tenant.id:
-        raise ValueError(f"tenant file is for {tenant.id!r}, the store serves {store.tenant!r}")
+def config_records(
+    tenant: Tenant,
+) -> tuple[bytes, list[AgentLimits], list[tuple[str, list[str]]]]:
+    """What disp_config_put stores for `tenant`: its document, the agents' limits (and initial
+    states) and each group's members in canonical order. Pure, O(agents + members)."""
     agents = [
         AgentLimits(
             id=a.id,
@@ -32,10 +34,63 @@ def import_tenant(store: StateStore, tenant: Tenant, expected_version: int | Non
         for a in tenant.agents
     ]
     groups = [(g.id, [m.agent for m in g.canonical_members()]) for g in tenant.groups]
+    return tenant_doc(tenant), agents, groups
+
+
+def import_tenant(
+    store: StateStore,
+    tenant: Tenant,
+    expected_version: int | None = None,
+    audit: Audit | None = None,
+) -> int:
+    """Replace the tenant's config atomically; returns the new config version (1 FCALL).
+
+    Agents already known to Redis keep their live state (an import is not a logout);
+    new agents start in the state the file gives them. With `expected_version`, a config
+    changed by someone else in the meantime raises the store's conflict error instead.
+    `audit` (actor, action, object) is appended as an audit event by the same FCALL.
+    """
+    if store.tenant != tenant.id:
+        raise ValueError(f"tenant file is for {tenant.id!r}, the store serves {store.tenant!r}")
+    doc, agents, groups = config_records(tenant)
     return store.put_config(
-        tenant_doc(tenant),
+        doc,
         agents,
         groups,
         expected_version=expected_version,
         events_maxlen=tenant.events_maxlen,
+        audit=audit,
     )
+
+
+def update_tenant(
+    store: StateStore,
+    op: Callable[[Tenant], Tenant],
+    audit: Audit,
+    expected_version: int | None = None,
+) -> tuple[int, Tenant]:
+    """Apply `op` (one of `dispatcher.admin_ops`) to the stored config; (version, tenant).
+
+    Read (version, doc), apply, put with that version expected: one atomic FCALL, so the
+    change is never visible half-applied and the next claim of every worker sees it. When
+    another writer got in between, the op is applied again to the fresh config, up to
+    UPDATE_ATTEMPTS times; with `expected_version` (the version the caller based its change
+    on) any other version raises `ConfigConflict` at once. A change that changes nothing is
+    not written (no new version, no event). Cost: 3 round trips per attempt.
+    """
+    attempt = 1
+    while True:
+        version, doc = store.config()
+        if doc is None:
+            raise NotFound(f"tenant {store.tenant!r} has no config")
+        if expected_version is not None and version != expected_version:
+            raise ConfigConflict(f"config version is {version}, expected {expected_version}")
+        tenant = op(parse_tenant(doc, "json"))
+        if tenant_doc(tenant) == doc:
+            return version, tenant
+        try:
+            return import_tenant(store, tenant, expected_version=version, audit=audit), tenant
+        except ConfigConflict:
+            if expected_version is not None or attempt == UPDATE_ATTEMPTS:
+                raise
+            attempt += 1

@@ -33,6 +33,9 @@ MAX_CLAIM_ATTEMPTS = 3
 # few enough that the claim stays small (ring_all and priority need one per tier).
 CANDIDATE_WAVES = 8
 
+# A worker that made no claim for this long confirms its config version before using it.
+CONFIG_RECHECK_S = 2.0
+
 # Strategies whose pick is not "the first eligible in an order": a weighted draw depends on
 # which members are eligible, so the claim leads with the exact pick on the snapshot.
 PICK_DEPENDS_ON_ELIGIBLE = frozenset({core.WEIGHTED_RANDOM})
@@ -115,15 +118,25 @@ class Decider:
         self.store = store
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._view: TenantView | None = None
+        self._confirmed = 0.0  # monotonic time the cached version was last confirmed
         # group id -> (flat live rows, rr cursor) as this worker last knew them
         self._live: dict[str, tuple[list[int], int]] = {}
 
     # -- config ------------------------------------------------------------------------
 
     def view(self) -> TenantView:
-        """The cached config, loaded on first use (1 round trip, then none)."""
+        """The cached config, loaded on first use.
+
+        Every claim's reply confirms the version for free; a worker that made no claim for
+        CONFIG_RECHECK_S (say it only routes DIDs to replies) asks for the version once
+        (1 round trip), so an admin change reaches it too.
+        """
         if self._view is None:
             self._reload()
+        elif time.monotonic() - self._confirmed > CONFIG_RECHECK_S:
+            self._confirmed = time.monotonic()
+            if self.store.config_version() != self._view.version:
+                self._reload()
         assert self._view is not None
         return self._view
 
@@ -133,6 +146,7 @@ class Decider:
             raise ConfigMissing(f"tenant {self.store.tenant!r} has no config in Redis")
         self._view = TenantView.build(version, parse_tenant(doc, "json"))
         self._live.clear()
+        self._confirmed = time.monotonic()
 
     # -- decisions ----------------------------------------------------------------------
 
@@ -272,6 +286,7 @@ class Decider:
         """Reload the config when a claim shows it moved on."""
         if self._view is None or result.version != self._view.version:
             self._reload()
+        self._confirmed = time.monotonic()
 
     def _rows_without(
         self, group_id: str, result: ClaimResult, given_back: list[str]
@@ -316,6 +331,10 @@ class Decider:
         """The offer to `agent` failed (busy, no answer, declined, error, cancelled)."""
         return self.store.failed(ctx.call_id, agent, reason)
 
-    def release(self, call_id: str, agent: str = "") -> int:
-        """The call ended (BYE, CANCEL, timeout): release everything it holds, once."""
-        return self.store.release(call_id, agent)
+    def release(self, call_id: str, agent: str = "", outcome: str = "") -> int:
+        """The call ended (BYE, CANCEL, timeout): release everything it holds, once.
+
+        `outcome` (answered, abandoned, no_answer, failed; "" unknown) goes into the call's
+        `ended` event for reports (see `StateStore.release`).
+        """
+        return self.store.release(call_id, agent, outcome)

@@ -7,7 +7,8 @@ has to look anything up twice:
 - a group without a `timezone` (key missing or null) gets the tenant's; a `Group` built on its
   own, outside a tenant, defaults to UTC, so `Group.timezone` is always a zone name;
 - a `voicemail` no-answer target without a `mailbox` gets the group's id;
-- a `reply` no-answer target without a `reason` gets the RFC 3261 reason phrase of its code.
+- a `reply` no-answer target without a `reason` gets the RFC 3261 reason phrase of its code;
+- a `voicemail` inbound target without a `mailbox` gets the rule's DID.
 
 The resolved values are stored, so a dumped tenant is explicit about them.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import available_timezones
 
@@ -39,6 +40,10 @@ from pydantic import (
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 EXTENSION_PATTERN = r"^[0-9]{2,8}$"
 AOR_PATTERN = r"^[A-Za-z0-9_.+-]{1,64}$"
+DID_PATTERN = r"^\+?[0-9]{2,20}$"
+CALLER_PREFIX_PATTERN = r"^\+?[0-9]{1,20}$"
+START_TIME_PATTERN = r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$"
+END_TIME_PATTERN = r"^(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
 
 Strategy = Literal[
     "ring_all",
@@ -53,6 +58,9 @@ Strategy = Literal[
 STRATEGY_NAMES: tuple[str, ...] = get_args(Strategy)
 
 AgentState = Literal["available", "paused", "logged_out"]
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[str, ...] = get_args(Weekday)  # index = datetime.weekday()
 
 
 class ConfigError(ValueError):
@@ -117,6 +125,36 @@ Extension = Annotated[
     str, BeforeValidator(_extension_is_text), StringConstraints(pattern=EXTENSION_PATTERN)
 ]
 Aor = Annotated[str, StringConstraints(pattern=AOR_PATTERN)]
+
+
+def _number_is_text(value: object) -> object:
+    # YAML reads +493012345600 as the int 493012345600 (the + is lost) and 0030 as the octal 24.
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(
+            "must be a string of digits with an optional leading +; quote it in YAML, which "
+            f"drops an unquoted leading + and reads a leading 0 as octal (got the number {value})"
+        )
+    return value
+
+
+def _time_is_text(value: object) -> object:
+    # YAML 1.1 reads an unquoted 18:00 as the sexagesimal int 1080 (08:00 stays a string).
+    if isinstance(value, int) and not isinstance(value, bool):
+        hint = f"'{value // 60:02d}:{value % 60:02d}'" if 0 <= value <= 1440 else "'HH:MM'"
+        raise ValueError(f"must be a string 'HH:MM'; quote it in YAML: {hint}")
+    return value
+
+
+Did = Annotated[str, BeforeValidator(_number_is_text), StringConstraints(pattern=DID_PATTERN)]
+CallerPrefix = Annotated[
+    str, BeforeValidator(_number_is_text), StringConstraints(pattern=CALLER_PREFIX_PATTERN)
+]
+StartTime = Annotated[
+    str, BeforeValidator(_time_is_text), StringConstraints(pattern=START_TIME_PATTERN)
+]
+EndTime = Annotated[
+    str, BeforeValidator(_time_is_text), StringConstraints(pattern=END_TIME_PATTERN)
+]
 
 
 @functools.cache
@@ -373,6 +411,93 @@ class Agent(_Model):
         return self
 
 
+# --- inbound rules -----------------------------------------------------------------------------
+
+
+class TimeWindow(_Model):
+    """Local times on some days of the week, in the tenant's time zone.
+
+    `start` is inclusive, `end` exclusive, both "HH:MM" (`end` may be "24:00", the end of the
+    day). With `end` before `start` the window runs overnight: it opens at `start` on each of
+    its `days` and closes at `end` on the following day (`fri 18:00-08:00` covers Friday
+    evening to Saturday 08:00, not Friday morning). `start == end` is refused; a whole day is
+    `00:00`-`24:00`.
+    """
+
+    days: tuple[Weekday, ...]
+    start: StartTime
+    end: EndTime
+
+    @model_validator(mode="after")
+    def _check(self) -> TimeWindow:
+        # Emptiness is checked here, not with min_length: pydantic would also report an
+        # empty list for one whose only item is invalid.
+        problems = [] if self.days else [("days", "must name at least one day (mon..sun)")]
+        first_seen: dict[str, int] = {}
+        for index, day in enumerate(self.days):
+            if day in first_seen:
+                problems.append((f"days[{index}]", f"duplicate day {day!r}"))
+            else:
+                first_seen[day] = index
+        if self.start == self.end:
+            problems.append(
+                ("end", "must differ from start (a whole day is start '00:00', end '24:00')")
+            )
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
+class InboundRule(_Model):
+    """Where a call to a dialled number (DID) goes, by caller prefix and schedule.
+
+    `did` is compared with the Request-URI user as it arrives, exactly (a leading + counts).
+    `caller_prefixes`: the rule applies when the caller (From user) starts with one of them;
+    left out, to every caller. `schedule`: the rule applies within any of its windows (the
+    tenant's time zone); left out, at any time. `target` is a no-answer target: `group` offers
+    the call to that group, `forward`, `voicemail` (mailbox defaults to the DID) and `reply` as
+    for a group nobody answers. The first matching rule in file order wins (see
+    `dispatcher.inbound.match_inbound`).
+    """
+
+    did: Did
+    caller_prefixes: tuple[CallerPrefix, ...] | None = None
+    schedule: tuple[TimeWindow, ...] | None = None
+    target: NoAnswerTarget
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_mailbox(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or not isinstance(data.get("did"), str):
+            return data
+        target = data.get("target")
+        if isinstance(target, Mapping):
+            if target.get("kind") == "voicemail" and target.get("mailbox") is None:
+                return {**data, "target": {**target, "mailbox": data["did"]}}
+        elif isinstance(target, Voicemail) and target.mailbox is None:
+            return {**data, "target": target.model_copy(update={"mailbox": data["did"]})}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> InboundRule:
+        problems = []
+        if self.caller_prefixes == ():
+            problems.append(
+                ("caller_prefixes", "must list at least one prefix; leave it out for any caller")
+            )
+        if self.schedule == ():
+            problems.append(("schedule", "must list at least one window; leave it out for always"))
+        first_seen: dict[str, int] = {}
+        for index, prefix in enumerate(self.caller_prefixes or ()):
+            if prefix in first_seen:
+                problems.append((f"caller_prefixes[{index}]", f"duplicate prefix {prefix!r}"))
+            else:
+                first_seen[prefix] = index
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
 # --- tenant ------------------------------------------------------------------------------------
 
 
@@ -390,12 +515,99 @@ def _items(value: object) -> Sequence[object]:
     return value if isinstance(value, list | tuple) else ()
 
 
-def _tenant_problems(agents: object, groups: object) -> list[tuple[str, str]]:
-    """Cross-reference problems of a tenant: duplicates, unknown references, overflow cycles.
+def _rule_key(rule: object) -> Hashable | None:
+    """What an inbound rule matches on (did, caller prefixes, schedule), order-insensitive;
+    None when a value has the wrong type (raw data with a field error)."""
+
+    def strings(value: object) -> frozenset[str] | None:
+        items = [item for item in _items(value) if isinstance(item, str)]
+        return frozenset(items) if len(items) == len(_items(value)) else None
+
+    did = _field(rule, "did")
+    prefixes, schedule = _field(rule, "caller_prefixes"), _field(rule, "schedule")
+    if not isinstance(did, str):
+        return None
+    prefix_key = None if prefixes is None else strings(prefixes)
+    if prefixes is not None and prefix_key is None:
+        return None
+    if schedule is None:
+        return (did, prefix_key, None)
+    windows = []
+    for window in _items(schedule):
+        days, start, end = (
+            strings(_field(window, "days")),
+            _field(window, "start"),
+            _field(window, "end"),
+        )
+        if days is None or not isinstance(start, str) or not isinstance(end, str):
+            return None
+        windows.append((days, start, end))
+    return (did, prefix_key, frozenset(windows))
+
+
+def _inbound_problems(
+    inbound: object,
+    groups: Sequence[object],
+    group_index: Mapping[str, int],
+    extension_index: Mapping[str, int],
+) -> list[tuple[str, str]]:
+    """Problems of the inbound rules: unknown target groups, a DID that is also a group
+    extension, rules that can never match (a duplicate of an earlier rule, or after a rule that
+    takes every call to its DID). O(rules)."""
+    problems: list[tuple[str, str]] = []
+    seen: dict[Hashable, int] = {}
+    takes_all: dict[str, int] = {}  # did -> first rule without caller prefixes and schedule
+    for r, rule in enumerate(_items(inbound)):
+        did = _field(rule, "did")
+        if isinstance(did, str) and did in extension_index:
+            g = extension_index[did]
+            problems.append(
+                (
+                    f"inbound[{r}].did",
+                    f"ambiguous: {did!r} is also the extension of group "
+                    f"{_field(groups[g], 'id')!r} (groups[{g}])",
+                )
+            )
+        target = _field(rule, "target")
+        target_id = _field(target, "group")
+        if (
+            _field(target, "kind") == "group"
+            and isinstance(target_id, str)
+            and target_id not in group_index
+        ):
+            problems.append((f"inbound[{r}].target.group", f"unknown group {target_id!r}"))
+        key = _rule_key(rule)
+        if key is None or not isinstance(did, str):
+            continue
+        if key in seen:
+            problems.append(
+                (
+                    f"inbound[{r}]",
+                    "never matches: same did, caller_prefixes and schedule as "
+                    f"inbound[{seen[key]}]",
+                )
+            )
+            continue
+        seen[key] = r
+        if did in takes_all:
+            problems.append(
+                (
+                    f"inbound[{r}]",
+                    f"never matches: inbound[{takes_all[did]}] takes every call to {did!r}",
+                )
+            )
+        elif _field(rule, "caller_prefixes") is None and _field(rule, "schedule") is None:
+            takes_all[did] = r
+    return problems
+
+
+def _tenant_problems(agents: object, groups: object, inbound: object = ()) -> list[tuple[str, str]]:
+    """Cross-reference problems of a tenant: duplicates, unknown references, overflow cycles,
+    inbound rules that are ambiguous or never match.
 
     Works on validated models and on raw (possibly invalid) data alike, skipping values of the
     wrong type, so these problems can be reported together with field errors. O(agents +
-    members + groups).
+    members + groups + inbound rules).
     """
     problems: list[tuple[str, str]] = []
 
@@ -419,7 +631,7 @@ def _tenant_problems(agents: object, groups: object) -> list[tuple[str, str]]:
     agent_index = first_wins("agent", _items(agents), "id")
     group_list = _items(groups)
     group_index = first_wins("group", group_list, "id")
-    first_wins("group", group_list, "extension")
+    extension_index = first_wins("group", group_list, "extension")
 
     overflow: dict[str, str] = {}
     for g, group in enumerate(group_list):
@@ -458,6 +670,7 @@ def _tenant_problems(agents: object, groups: object) -> list[tuple[str, str]]:
                 )
             )
         done.update(chain)
+    problems += _inbound_problems(inbound, group_list, group_index, extension_index)
     return problems
 
 
@@ -469,11 +682,13 @@ class Tenant(_Model):
     timezone: TimeZoneName = "UTC"
     agents: tuple[Agent, ...] = ()
     groups: tuple[Group, ...] = ()
+    inbound: tuple[InboundRule, ...] = ()
     events_maxlen: int = Field(default=1_000_000, ge=1, le=2**63 - 1)  # Redis MAXLEN is int64
 
     _agents: dict[str, Agent] = PrivateAttr(default_factory=dict)
     _groups: dict[str, Group] = PrivateAttr(default_factory=dict)
     _extensions: dict[str, Group] = PrivateAttr(default_factory=dict)
+    _inbound: dict[str, tuple[InboundRule, ...]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -498,16 +713,21 @@ class Tenant(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> Tenant:
-        problems = _tenant_problems(self.agents, self.groups)
+        problems = _tenant_problems(self.agents, self.groups, self.inbound)
         if problems:
             raise ConfigError(problems)
         return self
 
     def model_post_init(self, context: Any, /) -> None:
-        """Build the lookup tables behind `agent`, `group` and `group_by_extension`."""
+        """Build the lookup tables behind `agent`, `group`, `group_by_extension` and
+        `inbound_rules`."""
         self._agents = {agent.id: agent for agent in self.agents}
         self._groups = {group.id: group for group in self.groups}
         self._extensions = {group.extension: group for group in self.groups}
+        by_did: dict[str, list[InboundRule]] = {}
+        for rule in self.inbound:
+            by_did.setdefault(rule.did, []).append(rule)
+        self._inbound = {did: tuple(rules) for did, rules in by_did.items()}
 
     def agent(self, agent_id: str) -> Agent | None:
         """The agent with this id, or None. O(1)."""
@@ -521,10 +741,14 @@ class Tenant(_Model):
         """The group reached by dialling `extension`, or None. O(1)."""
         return self._extensions.get(extension)
 
+    def inbound_rules(self, did: str) -> tuple[InboundRule, ...]:
+        """The inbound rules for dialled number `did`, in file order (empty if none). O(1)."""
+        return self._inbound.get(did, ())
+
 
 # --- turning pydantic errors into ConfigError --------------------------------------------------
 
-_TAGGED_UNION_FIELDS = frozenset({"no_answer"})
+_TAGGED_UNION_FIELDS = frozenset({"no_answer", "target"})
 
 
 def format_location(loc: Sequence[int | str]) -> str:
@@ -622,7 +846,9 @@ def validate_tenant(data: object) -> Tenant:
             flagged = {location for location, _ in problems}
             problems += [
                 problem
-                for problem in _tenant_problems(data.get("agents"), data.get("groups"))
+                for problem in _tenant_problems(
+                    data.get("agents"), data.get("groups"), data.get("inbound")
+                )
                 if problem[0] not in flagged
             ]
         raise ConfigError(sorted(problems, key=_document_order)) from None

@@ -1,4 +1,5 @@
-"""Child processes the project starts itself: redis-server now, kamailio and sipp later.
+"""Child processes the project starts itself: redis-server and the admin API (kamailio and
+sipp are in dispatcher.sipprocs).
 
 Used by the test fixtures and by `make run`, so both start servers the same way:
 on a free loopback port, in a folder of their own, stopped on exit.
@@ -11,7 +12,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 
@@ -123,3 +127,81 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class ApiProcess:
+    """The admin API (uvicorn) on 127.0.0.1:`port`, its log in `workdir`/api.log.
+
+    `env` adds to the environment it inherits (REDIS_URL, DISPATCHER_ADMIN_TOKEN,
+    PROMETHEUS_MULTIPROC_DIR, ...).
+    """
+
+    def __init__(
+        self, workdir: Path, port: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "api.log"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start uvicorn and wait until /healthz answers 200."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "dispatcher.api.app:app_from_env",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--no-access-log",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ProcessError(f"the admin API exited; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as reply:
+                    if reply.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise ProcessError(f"the admin API did not answer on port {self.port} in {timeout}s")
+
+    def stop(self) -> None:
+        """Stop uvicorn (SIGTERM, then SIGKILL after 5 s); harmless if stopped."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> ApiProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

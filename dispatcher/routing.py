@@ -20,7 +20,7 @@ A call to a group extension (R-URI user):
    `$avp(dsp_ctx)` and the wave's agents into `$avp(dsp_wave)` (transaction AVPs, seen by the
    reply and failure routes); `t_on_reply("ksr_onreply_group")`,
    `t_on_failure("ksr_failure_group")`; the dialog flag and `$dlg_var(dsp_call)` mark the call
-   for release.
+   for release, and the dialog properties `ka-src`/`ka-dst` have it keepalive both ends.
 2. Branch to agent: each branch carries `(index of the agent in ctx.tried) + 1` in its branch
    flags, bits 8..23 (`$bf`); tm restores a branch's flags before its reply route runs.
 3. Replies - `on_reply` (tm onreply route, every reply of every branch): a 2xx is
@@ -32,11 +32,13 @@ A call to a group extension (R-URI user):
    otherwise `Decider.next` gives the next wave (new branches, t_relay) or the no-answer
    target: `reply` its code, `forward` t_relay to its URI, `group` `Decider.start_group` for
    the overflow group, `voicemail` 480 for now (the queue issue builds voicemail).
-5. Release, exactly once per call: the dialog module's `dialog:end` (BYE, dialog timeout) or
-   `dialog:failed` (any negative final reply to the caller: CANCEL, no-answer reply, failed
-   forward) event calls `Decider.release(call_id)` - `dialog_event`. Only a call answered
-   with a reply before any dialog existed (Exhausted at once, in the request route) is
-   released right there.
+5. Release, exactly once per call: the dialog module's `dialog:end` (BYE, dialog timeout, an
+   end that stopped answering keepalives) or `dialog:failed` (any negative final reply to the
+   caller: CANCEL, no-answer reply, failed forward) event calls
+   `Decider.release(call_id, outcome=...)` - `dialog_event`; the outcome (answered /
+   abandoned / no_answer, `call_outcome`) is for reports. Only a call answered with a reply
+   before any dialog existed (Exhausted at once, in the request route) is released right
+   there.
 
 Redis unreachable or slower than REDIS_TIMEOUT_MS (connect and per command, no retries):
 the caller gets 503 with Retry-After, at most about two timeouts after the INVITE, and the
@@ -51,9 +53,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from dispatcher.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
+from dispatcher.inbound import match_inbound
 from dispatcher.model import Forward, Overflow, Reply
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.state import StateError, StateStore, StateUnavailable
+from dispatcher.state.keys import validate_call_id
 
 # Kamailio names shared with kamailio.cfg / kemi.py.
 FLT_DLG = 4
@@ -63,6 +67,7 @@ HTABLE = "dsp"
 AVP_CTX = "$avp(dsp_ctx)"
 AVP_WAVE = "$avp(dsp_wave)"
 DLG_CALL = "$dlg_var(dsp_call)"
+DLG_CANCELLED = "$dlg_var(dsp_cancelled)"
 ULC_PROFILE = "dsp"
 LOCATION = "location"
 
@@ -71,6 +76,19 @@ BRANCH_MASK = 0xFFFF
 RETRY_AFTER_S = 5
 # Overflow hops one call may take (the config refuses cycles; this is a belt).
 MAX_OVERFLOWS = 8
+
+
+def call_outcome(dialog_event: str, caller_cancelled: bool) -> str:
+    """The outcome a group call's `ended` event gets when its dialog ends with `dialog_event`.
+
+    dialog:end: answered (by an agent, or by a forward target: reports tell them apart by
+    the agent's answered event). dialog:failed: abandoned when the failure route saw the
+    caller's CANCEL while the group's phones rang, else no_answer (the no-answer target's
+    reply, or a forward target that failed).
+    """
+    if dialog_event == "dialog:end":
+        return "answered"
+    return "abandoned" if caller_cancelled else "no_answer"
 
 
 def failure_reason(code: int | None, caller_cancelled: bool) -> str:
@@ -113,18 +131,44 @@ class Router:
         store = StateStore(
             settings.redis_url, settings.tenant, socket_timeout=timeout, connect_timeout=timeout
         )
-        return cls(ksr, Decider(store, settings.clock_ms))
+        # Records each decision's latency and Redis errors for /metrics (dispatcher.metrics).
+        from dispatcher.metrics import MeteredDecider
+
+        return cls(ksr, MeteredDecider(store, settings.clock_ms))
 
     # -- request route ----------------------------------------------------------------
 
     def route_invite(self) -> bool:
-        """An initial INVITE: True if it was a group call and is handled (relayed/replied)."""
+        """An initial INVITE: True if it was a group call or matched an inbound rule and is
+        handled (relayed/replied).
+
+        Inbound rules come first (`dispatcher.inbound.match_inbound` on the Request-URI user,
+        the From user and the decision clock): a `group` target starts that group as if its
+        extension had been dialled; forward, voicemail and reply go through `_dispatch` like
+        a group's no-answer target. Without a matching rule the user is a group extension or
+        not ours.
+        """
         ksr = self.ksr
-        call_id = str(ksr.pv.get("$ci"))
-        user = str(ksr.pv.get("$rU") or "")
-        caller = str(ksr.pv.get("$fU") or "")
+        call_id, user, caller = (_pv_text(ksr, pv) for pv in ("$ci", "$rU", "$fU"))
+        if not _usable_call_id(call_id):
+            # RFC 3261 allows Call-IDs our Redis keys refuse (over 256 bytes, \x1f; not UTF-8,
+            # which app_python3 cannot even hand over): such calls reach registered users only.
+            if ksr.registrar.registered(LOCATION) > 0:
+                return False
+            ksr.info("dispatcher: INVITE refused, its Call-ID cannot be a state key\n")
+            self._reply(400, "Bad Request")
+            return True
         try:
-            started = self.decider.start(call_id, user, caller, self._reachable)
+            now_ms = self.decider.clock_ms()
+            rule = match_inbound(self.decider.view().tenant, user, caller, now_ms)
+            if rule is None:
+                started = self.decider.start(call_id, user, caller, self._reachable)
+            elif isinstance(rule.target, Overflow):
+                started = self.decider.start_group(
+                    call_id, rule.target.group, caller, self._reachable
+                )
+            else:  # nothing to claim: the target applies at once
+                started = CallContext(call_id, "", caller, now_ms), Exhausted("", rule.target)
             self._up()
         except StateUnavailable as exc:
             if ksr.registrar.registered(LOCATION) > 0:
@@ -143,6 +187,10 @@ class Router:
         ctx, decision = started
         ksr.setflag(FLT_DLG)
         ksr.pv.sets(DLG_CALL, call_id)
+        # In-dialog OPTIONS keepalives to both ends once answered (kamailio.cfg DLG_KA_*): an
+        # end that stops answering them ends the dialog like a timeout - BYEs, dialog:end.
+        ksr.dialog.dlg_set_property("ka-src")
+        ksr.dialog.dlg_set_property("ka-dst")
         try:
             self._dispatch(ctx, decision, in_failure=False)
         except StateUnavailable as exc:
@@ -200,6 +248,10 @@ class Router:
         ctx = CallContext.decode(str(text))
         wave = [a for a in str(ksr.pv.get(AVP_WAVE) or "").split(",") if a]
         cancelled = ksr.tm.t_is_canceled() > 0
+        if cancelled:
+            # For dialog:failed, whose event route cannot ask tm any more: tm sets the
+            # dialog context in failure routes (TMCB_ON_FAILURE), so the var sticks.
+            ksr.pv.sets(DLG_CANCELLED, "1")
         try:
             for agent in wave:
                 key = _code_key(ctx, agent)
@@ -225,8 +277,9 @@ class Router:
         call_id = self.ksr.pv.get(DLG_CALL)
         if not call_id:
             return
+        outcome = call_outcome(event, bool(self.ksr.pv.get(DLG_CANCELLED)))
         try:
-            self.decider.release(str(call_id))
+            self.decider.release(str(call_id), outcome=outcome)
             self._up()
         except StateUnavailable as exc:
             # Its reservations expire by themselves (TTL); a live call stays until swept.
@@ -259,7 +312,8 @@ class Router:
                 # Voicemail: the queue issue builds it; until then the caller hears 480.
                 self._reply(480, "Temporarily Unavailable", in_failure=in_failure)
             if not in_failure:
-                self.decider.release(ctx.call_id)  # no dialog yet: nobody else releases
+                # no dialog yet: nobody else releases
+                self.decider.release(ctx.call_id, outcome="no_answer")
             return
 
     def _relay_wave(self, ctx: CallContext, offer: Offer, in_failure: bool) -> bool:
@@ -315,14 +369,15 @@ class Router:
         ksr = self.ksr
         out: list[tuple[str, str]] = []
         if agent.targets.aor:
-            aor = f"sip:{agent.targets.aor}@{ksr.pv.get('$rd') or 'localhost'}"
+            aor = f"sip:{agent.targets.aor}@{_pv_text(ksr, '$rd') or 'localhost'}"
             if ksr.registrar.reg_fetch_contacts(LOCATION, aor, ULC_PROFILE) > 0:
                 count = int(ksr.pv.get(f"$ulc({ULC_PROFILE}=>count)") or 0)
                 for i in range(count):
-                    addr = ksr.pv.get(f"$(ulc({ULC_PROFILE}=>addr)[{i}])")
-                    received = ksr.pv.get(f"$(ulc({ULC_PROFILE}=>received)[{i}])")
+                    # a contact that is not UTF-8 cannot be handed to Python: not rung
+                    addr = _pv_text(ksr, f"$(ulc({ULC_PROFILE}=>addr)[{i}])")
+                    received = _pv_text(ksr, f"$(ulc({ULC_PROFILE}=>received)[{i}])")
                     if addr:
-                        out.append((str(addr), str(received or "")))
+                        out.append((addr, received))
                 ksr.registrar.reg_free_contacts(ULC_PROFILE)
         out += [(uri, "") for uri in agent.targets.uris]
         return out
@@ -363,6 +418,24 @@ class Router:
         if self._down:
             self._down = False
             self.ksr.info("dispatcher: Redis reachable again\n")
+
+
+def _pv_text(ksr: Any, name: str) -> str:
+    """A pseudo-variable as text, "" when unset or not UTF-8 (app_python3 raises
+    UnicodeDecodeError for such octets, which SIP allows in Call-IDs and URIs)."""
+    try:
+        return str(ksr.pv.get(name) or "")
+    except UnicodeDecodeError:
+        return ""
+
+
+def _usable_call_id(call_id: str) -> bool:
+    """Whether `call_id` can be part of the state's keys (dispatcher.state.keys)."""
+    try:
+        validate_call_id(call_id)
+    except ValueError:
+        return False
+    return True
 
 
 def _code_key(ctx: CallContext, agent: str) -> str:

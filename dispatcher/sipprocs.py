@@ -101,7 +101,10 @@ class KamailioProcess:
     redis_url=None the variable is removed, not inherited.
 
     `extra_defines` become `-A NAME=value` (`-A NAME` for None), verbatim: quote string
-    values yourself, e.g. {"FR_INV_TIMER": 2000, "WITH_DEBUG": None}.
+    values yourself, e.g. {"FR_INV_TIMER": 2000, "WITH_DEBUG": None}. `env` adds to (or
+    overrides) the environment Kamailio inherits, e.g. {"DISPATCHER_CLOCK_OFFSET_MS":
+    "86400000"} for a node that lives a day ahead; REDIS_URL and DISPATCHER_TENANT still
+    come from `redis_url` and `tenant`.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class KamailioProcess:
         extra_defines: Mapping[str, str | int | None] | None = None,
         children: int | None = None,
         listen_addr: str = "127.0.0.1",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.listen_addr = listen_addr
@@ -125,6 +129,7 @@ class KamailioProcess:
         self.kemi_script = Path(kemi_script).resolve()
         self.extra_defines = dict(extra_defines or {})
         self.children = children
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -180,6 +185,7 @@ class KamailioProcess:
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(self.env)
         env["DISPATCHER_TENANT"] = self.tenant
         if self.redis_url is None:
             env.pop("REDIS_URL", None)

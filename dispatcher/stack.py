@@ -5,7 +5,10 @@ up    the same in the background (log in .run/stack.log); returns once it is rea
 down  stops what `up` started.
 
 Redis is started here unless REDIS_URL names one to use; Kamailio listens on
-127.0.0.1:SIP_PORT (default 5060) with the KEMI script that routes group calls. The demo tenant
+127.0.0.1:SIP_PORT (default 5060) with the KEMI script that routes group calls; the admin API
+on 127.0.0.1:API_PORT (default 8080), its bootstrap token DISPATCHER_ADMIN_TOKEN or, unset, one
+generated for the session (printed, and in .run/admin-token). Kamailio and the API share
+PROMETHEUS_MULTIPROC_DIR (.run/metrics, emptied at start) for the workers' metrics. The demo tenant
 (dispatcher/demo/demo.yaml) is imported on every start, so the demo is always in a
 known state; a carrier points DISPATCHER_TENANT_FILE at its own file instead.
 """
@@ -13,6 +16,8 @@ known state; a carrier points DISPATCHER_TENANT_FILE at its own file instead.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +25,7 @@ import time
 from pathlib import Path
 
 from dispatcher.config_sync import import_tenant
-from dispatcher.procs import RedisProcess, pid_alive
+from dispatcher.procs import ApiProcess, RedisProcess, pid_alive
 from dispatcher.settings import Settings
 from dispatcher.sipprocs import KamailioProcess
 from dispatcher.state.store import StateStore
@@ -32,6 +37,8 @@ PID_FILE = RUN_DIR / "stack.pid"
 READY_FILE = RUN_DIR / "stack.ready"
 LOG_FILE = RUN_DIR / "stack.log"
 DEMO_FILE = Path(__file__).resolve().parent / "demo" / "demo.yaml"
+TOKEN_FILE = RUN_DIR / "admin-token"
+METRICS_DIR = RUN_DIR / "metrics"
 
 
 def _banner(redis_url: str, tenant_file: Path, sip: str) -> str:
@@ -49,6 +56,10 @@ def _banner(redis_url: str, tenant_file: Path, sip: str) -> str:
     for group in tenant.groups:
         agents = ", ".join(m.agent for m in group.canonical_members())
         lines.append(f"    {group.extension}  {group.name:<20} {group.strategy:<16} {agents}")
+    dids = list(dict.fromkeys(rule.did for rule in tenant.inbound))
+    if dids:
+        lines.append("  numbers with inbound rules (by caller and time, see the tenant file):")
+        lines += [f"    {did}  {len(tenant.inbound_rules(did))} rules" for did in dids]
     lines += [
         f"  logs:    {RUN_DIR}/",
         "  watch:   redis-cli -u "
@@ -60,6 +71,33 @@ def _banner(redis_url: str, tenant_file: Path, sip: str) -> str:
     return "\n".join(lines)
 
 
+def _api_banner(api_url: str, tenant: str, token: str | None) -> str:
+    """How to reach the admin API; `token` is shown when generated for this session."""
+    shown = (
+        f"{token}   (generated for this session, also in {TOKEN_FILE};"
+        " set DISPATCHER_ADMIN_TOKEN to choose one)"
+        if token
+        else "the value of DISPATCHER_ADMIN_TOKEN"
+    )
+    auth = f'-H "Authorization: Bearer $(cat {TOKEN_FILE})"'
+    return "\n".join(
+        [
+            f"  admin API: {api_url}   (OpenAPI docs {api_url}/docs, log {RUN_DIR}/api/api.log)",
+            f"  token:     {shown}",
+            f"             curl {auth} {api_url}/v1/tenants/{tenant}/live",
+            f"  metrics:   curl {auth} {api_url}/metrics",
+            f"  status:    .venv/bin/dispatcher status -t {tenant}   (with REDIS_URL set as above)",
+        ]
+    )
+
+
+def _fresh_metrics_dir() -> Path:
+    """An empty PROMETHEUS_MULTIPROC_DIR: files of an earlier run would add to the counts."""
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    METRICS_DIR.mkdir(parents=True)
+    return METRICS_DIR
+
+
 def run() -> int:
     """Start everything, import the tenant, wait for a signal, stop everything."""
     settings = Settings.from_env()
@@ -67,6 +105,7 @@ def run() -> int:
     tenant_file = Path(os.environ.get("DISPATCHER_TENANT_FILE") or DEMO_FILE)
     redis_proc: RedisProcess | None = None
     kamailio: KamailioProcess | None = None
+    api: ApiProcess | None = None
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -84,17 +123,33 @@ def run() -> int:
         tenant = load_tenant(tenant_file)
         store = StateStore(redis_url, tenant.id)
         version = import_tenant(store, tenant)
+        admin_token = settings.admin_token or secrets.token_urlsafe(32)
+        TOKEN_FILE.unlink(missing_ok=True)
+        TOKEN_FILE.touch(mode=0o600)
+        TOKEN_FILE.write_text(admin_token + "\n")
+        # Kamailio and the API inherit it; prometheus_client reads it at import.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_metrics_dir())
         kamailio = KamailioProcess(
             RUN_DIR / "kamailio", sip_port=settings.sip_port, redis_url=redis_url, tenant=tenant.id
         )
         kamailio.start()
+        api = ApiProcess(
+            RUN_DIR / "api",
+            port=settings.api_port,
+            env={"REDIS_URL": redis_url, "DISPATCHER_ADMIN_TOKEN": admin_token},
+        )
+        api.start()
         print(_banner(redis_url, tenant_file, kamailio.address), flush=True)
+        shown = None if settings.admin_token else admin_token
+        print(_api_banner(api.url, tenant.id, shown), flush=True)
         print(f"  config version {version}", flush=True)
         READY_FILE.write_text(redis_url)
         while not stopping:
             time.sleep(0.2)
     finally:
         READY_FILE.unlink(missing_ok=True)
+        if api is not None:
+            api.stop()
         if kamailio is not None:
             kamailio.stop()
         if redis_proc is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,23 @@ def _decode(text: str | bytes, fmt: str) -> object:
         raise ConfigError([(location, message or str(exc))]) from None
     except yaml.YAMLError as exc:  # e.g. bytes that are not UTF-8: the message has the position
         raise ConfigError([("", str(exc))]) from None
+
+
+def load_document(path: str) -> object:
+    """Plain data from a JSON or YAML file (format from the extension), or from standard
+    input for "-" (read as YAML, which JSON is a part of); ConfigError naming the source."""
+    source = "<stdin>" if path == "-" else path
+    try:
+        if path == "-":
+            return _decode(sys.stdin.buffer.read(), "yaml")
+        fmt = format_of(path)
+        try:
+            text = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError([("", f"cannot read: {exc.strerror or exc}")]) from None
+        return _decode(text, fmt)
+    except ConfigError as exc:
+        raise exc.with_source(source) from None
 
 
 def parse_tenant(text: str | bytes, fmt: str, source: str | None = None) -> Tenant:

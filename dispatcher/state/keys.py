@@ -16,6 +16,10 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 FIELD_SEPARATOR = "\x1f"
 MAX_CALL_ID_BYTES = 256
 DAY_PATTERN = re.compile(r"[0-9]{8}")
+# The set of tenant ids that have (had) a config: the admin API's tenant list and the metrics
+# scrape start from it. Outside every tenant's hash slot, so only plain commands touch it,
+# never a library function (those keep to one tenant's slot).
+TENANTS_KEY = "dispatcher:tenants"
 
 # Order of the agent columns inside TenantKeys.base; library.lua reads KEYS[5..14] in this order.
 AGENT_COLUMNS = (
@@ -57,7 +61,17 @@ class TenantKeys:
     reservations, live calls, then the agent columns in `AGENT_COLUMNS` order.
     """
 
-    __slots__ = ("agent", "base", "config", "events", "live", "prefix", "resv", "tenant")
+    __slots__ = (
+        "agent",
+        "base",
+        "config",
+        "events",
+        "live",
+        "prefix",
+        "resv",
+        "tenant",
+        "tokens",
+    )
 
     def __init__(self, tenant: str) -> None:
         self.tenant = validate_id(tenant, "tenant")
@@ -66,6 +80,7 @@ class TenantKeys:
         self.events = f"{self.prefix}:events"
         self.resv = f"{self.prefix}:resv"
         self.live = f"{self.prefix}:live"
+        self.tokens = f"{self.prefix}:tokens"  # admin API token id -> record (digest, role)
         self.agent = {column: f"{self.prefix}:a:{column}" for column in AGENT_COLUMNS}
         self.base = (
             self.config,
@@ -82,6 +97,10 @@ class TenantKeys:
     def call(self, call_id: str) -> str:
         """Set of the agents offered on `call_id`."""
         return f"{self.prefix}:call:{validate_call_id(call_id)}"
+
+    def ended(self, call_id: str) -> str:
+        """Marker that `call_id`'s ended event was emitted (disp_release), for a day."""
+        return f"{self.prefix}:ended:{validate_call_id(call_id)}"
 
     def sticky(self, gid: str, day: str) -> str:
         """Hash caller -> agent of group `gid` on local day `day` (yyyymmdd)."""

@@ -37,6 +37,8 @@ local CHUNK = 1000
 local MISS_REASONS = {busy = true, noanswer = true, declined = true, error = true}
 -- Failures that are not the agent's doing and so never count towards auto-pause.
 local NO_MISS_REASONS = {cancelled = true, unreachable = true}
+-- How a whole call ended (disp_release), for reports.
+local OUTCOMES = {answered = true, abandoned = true, no_answer = true, failed = true}
 
 local function raise(code, message)
   error({err = code .. ' ' .. message})
@@ -67,6 +69,40 @@ local function need_text(value, name)
     raise('BADARG', name .. ' must not be empty')
   end
   return value
+end
+
+-- A count kept as the decimal text it came as: tonumber() turns a big int64 (an
+-- events_maxlen near 2^63) into a float that Redis then refuses as MAXLEN, after the writes.
+local function need_count_text(value, name)
+  local text = tostring(value or '')
+  if not string.match(text, '^[1-9][0-9]*$') or #text > 19
+      or (#text == 19 and text > '9223372036854775807') then
+    raise('BADARG', name .. ' must be an integer between 1 and 2^63-1, got ' .. text)
+  end
+  return text
+end
+
+-- The optional audit argument of the functions that change config or state: a JSON object
+-- with string fields actor, action, object and detail (all optional). Decoded before the
+-- first write, so a malformed one changes nothing. nil when absent or ''.
+local AUDIT_FIELDS = {'actor', 'action', 'object', 'detail'}
+local function need_audit(text)
+  if text == nil or text == '' then
+    return nil
+  end
+  local ok, decoded = pcall(cjson.decode, text)
+  if not ok or type(decoded) ~= 'table' or decoded[1] ~= nil then
+    raise('BADARG', 'audit must be a JSON object')
+  end
+  local audit = {}
+  for _, name in ipairs(AUDIT_FIELDS) do
+    local value = decoded[name]
+    if value ~= nil and type(value) ~= 'string' then
+      raise('BADARG', 'audit field ' .. name .. ' must be a string')
+    end
+    audit[name] = value
+  end
+  return audit
 end
 
 local function split_csv(text)
@@ -119,6 +155,15 @@ local function emit(ctx, kind, ...)
     end
   end
   redis.call('XADD', ctx.keys[K_EVENTS], 'MAXLEN', '~', ctx.maxlen, '*', unpack(fields))
+end
+
+-- Appends an audit event (who changed what) when the caller passed one; extra name, value
+-- pairs follow the audit fields.
+local function emit_audit(ctx, audit, ...)
+  if audit then
+    emit(ctx, 'audit', 'actor', audit.actor, 'action', audit.action, 'object', audit.object,
+         'detail', audit.detail, ...)
+  end
 end
 
 -- An agent removed from the config keeps its live/resv counters until they drain; the last
@@ -224,24 +269,28 @@ end
 -- ARGV: 1 expected_version, 2 doc_json (opaque), 3 events_maxlen, 4 A (agent count),
 --       5 G (group count), then A records of 6: agent_id, max_calls, wrapup_s,
 --       auto_pause_after, status, reason; then G records of 2: group_id, members (comma list,
---       canonical order).
+--       canonical order); then optionally 1 audit JSON ({actor, action, object, detail},
+--       strings), appended as an audit event with the new version after config_changed.
 --       max/wrapup/autopause are written for every agent; status/reason only for agents new
 --       to Redis (the others keep their live state). Agents that are gone lose their columns,
 --       except live/resv counters that are not zero yet (they drain on release). A group's rr
 --       follows the agent it pointed at (-1 if that agent left the group).
 -- Returns: the new version (integer).
 -- Errors: CONFLICT when version != expected_version; BADARG for malformed records, duplicate
---         or unknown ids, a group key that does not match, a dropped group whose key is missing.
+--         or unknown ids, a group key that does not match, a dropped group whose key is missing,
+--         an events_maxlen that is not an int64 >= 1, a malformed audit JSON.
 local function config_put(keys, args)
   local ctx = open(keys, 0)
   local expected = need_int(args[1], 'expected_version', 0)
   local doc = args[2] or ''
-  local maxlen = need_int(args[3], 'events_maxlen', 1)
+  local maxlen = need_count_text(args[3], 'events_maxlen')
   local na = need_int(args[4], 'agent count', 0)
   local ng = need_int(args[5], 'group count', 0)
-  if #args ~= 5 + 6 * na + 2 * ng then
-    raise('BADARG', 'expected ' .. (5 + 6 * na + 2 * ng) .. ' arguments, got ' .. #args)
+  local nargs = 5 + 6 * na + 2 * ng
+  if #args ~= nargs and #args ~= nargs + 1 then
+    raise('BADARG', 'expected ' .. nargs .. ' arguments (+1 audit), got ' .. #args)
   end
+  local audit = need_audit(args[nargs + 1])
   if #keys < NBASE + ng then
     raise('BADARG', 'expected ' .. ng .. ' group keys after the common keys')
   end
@@ -358,6 +407,7 @@ local function config_put(keys, args)
              'groups', table.concat(gids, ','), 'events_maxlen', maxlen)
   ctx.maxlen = maxlen
   emit(ctx, 'config_changed', 'version', version)
+  emit_audit(ctx, audit, 'version', version)
   return version
 end
 
@@ -378,7 +428,8 @@ end
 --       now >= wrapuntil, live + resv < max) gets a reservation until now + ttl. Further
 --       candidate waves let a worker whose snapshot is stale still get the pick its plan
 --       would make on the current state, in the same round trip.
---       rr becomes the canonical index of the last agent claimed.
+--       rr becomes the canonical index of the last agent claimed (rr_prev keeps the value
+--       it replaced, so a withdrawal of that agent puts the cursor back).
 -- Returns: {version, now_ms, rr, sticky_agent or '', is_sticky 0/1, {claimed agent ids},
 --           {status, busy, max, wrapuntil, idle per member in canonical order}}
 --           rr and rows are the state after the sweep and the withdrawals but BEFORE this
@@ -416,6 +467,12 @@ local function claim(keys, args)
     -- An agent live on this call stays in the set: release(call, '') finds it there.
     if redis.call('HEXISTS', k[K_LIVE], call .. SEP .. agent) == 0 then
       redis.call('SREM', call_key, agent)
+    end
+    -- A withdrawn pick was never offered: the round-robin cursor goes back to where the
+    -- claim that took it found it, so the corrected plan continues the true rotation.
+    if index[agent] and rr == index[agent] - 1 then
+      rr = tonumber(redis.call('HGET', group_key, 'rr_prev')) or -1
+      redis.call('HSET', group_key, 'rr', rr)
     end
   end
   local s = read_members(ctx, members)
@@ -467,7 +524,7 @@ local function claim(keys, args)
     end
   end
   if #claimed > 0 then
-    redis.call('HSET', group_key, 'rr', rr)
+    redis.call('HSET', group_key, 'rr', rr, 'rr_prev', rr_before)
     redis.call('EXPIRE', call_key, CALL_TTL_S)
   end
   return {config_version(ctx), ctx.now, rr_before, sticky_agent, is_sticky, claimed, rows_before}
@@ -571,20 +628,38 @@ local function failed(keys, args)
 end
 
 -- disp_release: the call ended (or one agent's leg of it).
--- KEYS: 1..14 common; 15 call set {t:T}:call:<call>.
--- ARGV: 1 call, 2 agent, or '' for every agent offered on the call.
+-- KEYS: 1..14 common; 15 call set {t:T}:call:<call>; 16 end marker {t:T}:ended:<call>.
+-- ARGV: 1 call, 2 agent, or '' for every agent offered on the call; 3 (optional) outcome of
+--       the call for reports: answered | abandoned (the caller gave up before an answer) |
+--       no_answer (the group's no-answer target ended it) | failed | '' (unknown); only
+--       with agent ''.
 --       Releases all remaining reservations of the call without counting a miss (event
 --       released, reason call_released); ends the live call of the agent(s): live - 1,
 --       wrapuntil = now + wrapup * 1000, idle = now (event released, reason hangup). The call
---       set is deleted once no live call of the call is left. Repeating it changes nothing.
+--       set is deleted once no live call of the call is left. Releasing the whole call
+--       (agent '') also appends event ended {call, outcome} after those, once per call: the
+--       end marker (SET NX, expiring after CALL_TTL_S) remembers it was emitted, even for a
+--       call whose claims reserved nobody and so never had a call set. Repeating it changes
+--       nothing (within CALL_TTL_S).
 -- Returns: number of live calls ended.
--- Errors: BADARG for an empty call or a mismatching call key.
+-- Errors: BADARG for an empty call, a mismatching call or marker key, an unknown outcome or
+--         an outcome with an agent.
 local function release(keys, args)
-  local ctx = open(keys, 1)
+  local ctx = open(keys, 2)
   local call = need_text(args[1], 'call')
   local agent = args[2] or ''
-  local call_key = keys[NBASE + 1]
+  local outcome = args[3] or ''
+  local call_key, end_key = keys[NBASE + 1], keys[NBASE + 2]
   check_call_key(ctx, call_key, call)
+  if end_key ~= string.sub(ctx.keys[K_CONFIG], 1, -8) .. ':ended:' .. call then
+    raise('BADARG', 'end marker key ' .. tostring(end_key) .. ' does not belong to call ' .. call)
+  end
+  if outcome ~= '' and not OUTCOMES[outcome] then
+    raise('BADARG', 'unknown outcome ' .. outcome)
+  end
+  if outcome ~= '' and agent ~= '' then
+    raise('BADARG', 'an outcome ends the whole call: agent must be empty')
+  end
   local k = keys
 
   release_reservations(ctx, call_key, call, nil, 'call_released')
@@ -609,6 +684,9 @@ local function release(keys, args)
       emit(ctx, 'released', 'call', call, 'agent', a, 'group', gid, 'reason', 'hangup')
     end
   end
+  if agent == '' and redis.call('SET', end_key, 1, 'NX', 'EX', CALL_TTL_S) then
+    emit(ctx, 'ended', 'call', call, 'outcome', outcome)
+  end
   for _, a in ipairs(offered) do
     if redis.call('HEXISTS', k[K_LIVE], call .. SEP .. a) == 1 then
       return ended
@@ -620,16 +698,18 @@ end
 
 -- disp_set_state: login, logout, pause, unpause.
 -- KEYS: 1..14 common.
--- ARGV: 1 agent, 2 status (0 available, 1 paused, 2 logged out), 3 reason.
---       Available resets the missed-offer count. Event state_changed only when status or
---       reason changes.
+-- ARGV: 1 agent, 2 status (0 available, 1 paused, 2 logged out), 3 reason, 4 (optional)
+--       audit JSON as for disp_config_put.
+--       Available resets the missed-offer count. Event state_changed (with the audit's actor)
+--       only when status or reason changes; the audit event whenever one is passed.
 -- Returns: the previous status.
--- Errors: NOAGENT when the agent is not configured; BADARG for a bad status.
+-- Errors: NOAGENT when the agent is not configured; BADARG for a bad status or audit.
 local function set_state(keys, args)
   local ctx = open(keys, 0)
   local agent = need_text(args[1], 'agent')
   local status = need_int(args[2], 'status', 0)
   local reason = args[3] or ''
+  local audit = need_audit(args[4])
   if status > LOGGED_OUT then
     raise('BADARG', 'status must be 0, 1 or 2, got ' .. status)
   end
@@ -645,9 +725,40 @@ local function set_state(keys, args)
   if previous ~= status or previous_reason ~= reason then
     redis.call('HSET', k[C_STATUS], agent, status)
     redis.call('HSET', k[C_REASON], agent, reason)
-    emit(ctx, 'state_changed', 'agent', agent, 'status', status, 'reason', reason)
+    emit(ctx, 'state_changed', 'agent', agent, 'status', status, 'reason', reason,
+         'actor', audit and audit.actor)
   end
+  emit_audit(ctx, audit, 'status', status, 'reason', reason)
   return previous
+end
+
+-- disp_token_set: adds, replaces or revokes an admin API token of the tenant.
+-- KEYS: 1..14 common; 15 tokens hash {t:T}:tokens (token id -> record).
+-- ARGV: 1 token id, 2 record (opaque to the library: JSON with the token's digest and role;
+--       '' revokes), 3 (optional) audit JSON as for disp_config_put.
+--       The audit event is appended only when the hash changed.
+-- Returns: 1 when the hash changed (added, replaced, or an existing token revoked), else 0.
+-- Errors: BADARG for an empty id, a key that is not the tenant's tokens hash, a bad audit.
+local function token_set(keys, args)
+  local ctx = open(keys, 1)
+  local id = need_text(args[1], 'token id')
+  local record = args[2] or ''
+  local audit = need_audit(args[3])
+  local key = keys[NBASE + 1]
+  if key ~= string.sub(ctx.keys[K_CONFIG], 1, -8) .. ':tokens' then
+    raise('BADARG', 'key ' .. tostring(key) .. ' is not the tokens hash of this tenant')
+  end
+  local changed
+  if record == '' then
+    changed = redis.call('HDEL', key, id)
+  else
+    redis.call('HSET', key, id, record)
+    changed = 1
+  end
+  if changed == 1 then
+    emit_audit(ctx, audit)
+  end
+  return changed
 end
 
 -- disp_snapshot: a group's live state for planning, after sweeping like disp_claim.
@@ -683,3 +794,4 @@ redis.register_function('disp_release', release)
 redis.register_function('disp_set_state', set_state)
 redis.register_function('disp_snapshot', snapshot)
 redis.register_function('disp_sweep', sweep_expired)
+redis.register_function('disp_token_set', token_set)

@@ -3,19 +3,23 @@
 Every mutation is one FCALL into `library.lua` (library `dispatcher`), which keeps the
 invariant live + reservations <= max_calls per agent however many workers and nodes call it.
 The client is synchronous because Kamailio workers are; create the store in each worker
-after fork (the connection opens on first use).
+after fork (the connection opens on first use). The admin API's asyncio store
+(`dispatcher.api.async_store`) calls the same functions with the KEYS and ARGV built by the
+pure helpers at the end of this module (`config_put_request`, `set_state_args`,
+`token_set_request`) and maps errors with the same `translate_errors`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.resources import files
 from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -23,7 +27,8 @@ from redis.retry import Retry
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 
 from .errors import LIBRARY_ERRORS, ConfigConflict, StateError, StateUnavailable
-from .keys import TenantKeys, validate_call_id, validate_id
+from .keys import TENANTS_KEY, TenantKeys, validate_call_id, validate_id
+from .live import LiveState, parse_live, queue_live_reads
 
 LIBRARY_SOURCE = files(__package__).joinpath("library.lua").read_text(encoding="utf-8")
 
@@ -31,12 +36,18 @@ LIBRARY_SOURCE = files(__package__).joinpath("library.lua").read_text(encoding="
 # narrow redis-py's types, which cover both reply modes.
 
 FAILURE_REASONS = frozenset({"busy", "noanswer", "declined", "error", "cancelled", "unreachable"})
+# How a whole call ended (`StateStore.release`'s outcome, the `ended` event's).
+CALL_OUTCOMES = frozenset({"answered", "abandoned", "no_answer", "failed"})
 DEFAULT_EVENTS_MAXLEN = 1_000_000
 DEFAULT_SWEEP_LIMIT = 1000
 _PUT_ATTEMPTS = 5
 # Redis' reply when the library is gone, typically after a restart with empty memory.
 _MISSING_FUNCTION = "Function not found"
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+# Who changed what, appended as an `audit` event by the function that makes the change:
+# keys actor, action, object, detail (see need_audit in library.lua).
+Audit = Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,21 +168,8 @@ class StateStore:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    @contextmanager
-    def _reachable(self) -> Iterator[None]:
-        try:
-            yield
-        except _UNREACHABLE as exc:
-            url = _redacted(self.url)
-            timeout = max(self.socket_timeout, self.connect_timeout)
-            raise StateUnavailable(
-                f"Redis at {url} unavailable (socket timeout {self.socket_timeout}s, "
-                f"connect timeout {self.connect_timeout}s): {exc}",
-                url=url,
-                timeout=timeout,
-            ) from exc
-        except redis.ResponseError as exc:
-            _raise_library_error(exc)
+    def _reachable(self) -> AbstractContextManager[None]:
+        return translate_errors(self.url, self.socket_timeout, self.connect_timeout)
 
     def load_library(self) -> None:
         """FUNCTION LOAD REPLACE the library (1 round trip); done on first use anyway."""
@@ -203,32 +201,39 @@ class StateStore:
         *,
         expected_version: int | None = None,
         events_maxlen: int = DEFAULT_EVENTS_MAXLEN,
+        audit: Audit | None = None,
     ) -> int:
         """Replace the tenant config atomically; return the new version.
 
         `groups` are (group id, members in canonical order); every member must be in `agents`.
         With `expected_version` the put fails with `ConfigConflict` unless the stored version
         is that one; without it the current version is read and the put retried a few times
-        if another writer gets in between. Cost: 2 round trips (HMGET + FCALL) per attempt,
-        O(agents + group members) in Redis.
+        if another writer gets in between. `audit` adds an audit event in the same FCALL.
+        The tenant is added to the tenant list (TENANTS_KEY). Cost: 2 round trips (pipelined
+        SADD + HMGET, then FCALL) per attempt, O(agents + group members) in Redis.
         """
-        agent_ids = {a.id for a in agents}
-        args = _config_args(agents, groups, agent_ids, events_maxlen)
-        new_gids = {gid: self.keys.group(gid) for gid, _ in groups}
-        new_keys = [*self.keys.base, *new_gids.values()]
         attempt = 1
         while True:
             # The dropped groups' keys must be in KEYS; reading them with the version is safe
             # because the FCALL fails with CONFLICT if either changed in between.
-            with self._reachable():
-                reply = self._redis.hmget(self.keys.config, "version", "groups")
+            with self._reachable(), self._redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(TENANTS_KEY, self.tenant)
+                pipe.hmget(self.keys.config, "version", "groups")
+                _, reply = pipe.execute()
             raw_version, raw_groups = cast("list[bytes | None]", reply)
             current = int(raw_version or 0)
-            old_gids = raw_groups.decode().split(",") if raw_groups else []
-            keys = new_keys + [self.keys.group(g) for g in old_gids if g not in new_gids]
-            expected = current if expected_version is None else expected_version
+            keys, args = config_put_request(
+                self.keys,
+                doc_json,
+                agents,
+                groups,
+                expected_version=current if expected_version is None else expected_version,
+                old_groups=raw_groups.decode().split(",") if raw_groups else (),
+                events_maxlen=events_maxlen,
+                audit=audit,
+            )
             try:
-                return int(self._fcall("disp_config_put", keys, [expected, doc_json, *args]))
+                return int(self._fcall("disp_config_put", keys, args))
             except ConfigConflict:
                 if expected_version is not None or attempt == _PUT_ATTEMPTS:
                     raise
@@ -346,27 +351,34 @@ class StateStore:
         released, paused = self._fcall("disp_failed", self.keys.base, [call, agent, reason])
         return FailResult(released=bool(released), paused=bool(paused))
 
-    def release(self, call: str, agent: str | None = "") -> int:
+    def release(self, call: str, agent: str | None = "", outcome: str = "") -> int:
         """The call ended (or `agent`'s leg of it): release its reservations, end live calls.
 
-        `agent` "" or None: every agent offered on the call. Returns the number of live calls
-        ended; repeating it returns 0. Cost: exactly 1 FCALL.
+        `agent` "" or None: every agent offered on the call; then an `ended` event with
+        `outcome` (one of CALL_OUTCOMES, "" unknown) is appended once per call, for reports.
+        Returns the number of live calls ended; repeating it returns 0 and emits nothing.
+        Cost: exactly 1 FCALL.
         """
         validate_call_id(call)
         if agent:
             validate_id(agent, "agent id")
-        keys = [*self.keys.base, self.keys.call(call)]
-        return int(self._fcall("disp_release", keys, [call, agent or ""]))
+        if outcome and (outcome not in CALL_OUTCOMES or agent):
+            raise ValueError(
+                f"invalid outcome {outcome!r}: one of {sorted(CALL_OUTCOMES)}, whole calls only"
+            )
+        keys = [*self.keys.base, self.keys.call(call), self.keys.ended(call)]
+        return int(self._fcall("disp_release", keys, [call, agent or "", outcome]))
 
-    def set_state(self, agent: str, status: int, reason: str = "") -> int:
+    def set_state(
+        self, agent: str, status: int, reason: str = "", audit: Audit | None = None
+    ) -> int:
         """Log in (AVAILABLE), pause (PAUSED) or log out (LOGGED_OUT) `agent`.
 
-        Returns the previous status; `UnknownAgent` if not configured. Cost: exactly 1 FCALL.
+        Returns the previous status; `UnknownAgent` if not configured. `audit` adds an audit
+        event (and its actor to state_changed). Cost: exactly 1 FCALL.
         """
-        validate_id(agent, "agent id")
-        if status not in (AVAILABLE, PAUSED, LOGGED_OUT):
-            raise ValueError(f"invalid status {status!r}: 0, 1 or 2")
-        return int(self._fcall("disp_set_state", self.keys.base, [agent, status, reason]))
+        args = set_state_args(agent, status, reason, audit)
+        return int(self._fcall("disp_set_state", self.keys.base, args))
 
     def snapshot(self, gid: str) -> Snapshot:
         """The group's state for planning (after sweeping). Cost: exactly 1 FCALL."""
@@ -378,7 +390,38 @@ class StateStore:
         """Expire up to `limit` overdue reservations; return how many. Cost: 1 FCALL."""
         return int(self._fcall("disp_sweep", self.keys.base, [_positive(limit)]))
 
+    # -- admin API tokens and the tenant list ---------------------------------------------
+
+    def set_token(self, token_id: str, record: bytes | None, audit: Audit | None = None) -> bool:
+        """Store (record) or revoke (None) an API token; True if the hash changed.
+
+        The record is opaque here (`dispatcher.api.auth` defines it). Cost: exactly 1 FCALL.
+        """
+        keys, args = token_set_request(self.keys, token_id, record, audit)
+        return bool(self._fcall("disp_token_set", keys, args))
+
+    def tokens(self) -> dict[str, bytes]:
+        """Every API token record of the tenant by token id (1 round trip, HGETALL)."""
+        with self._reachable():
+            reply = cast("dict[bytes, bytes]", self._redis.hgetall(self.keys.tokens))
+        return {token_id.decode(): record for token_id, record in reply.items()}
+
+    def registered_tenants(self) -> list[str]:
+        """Ids of every tenant that has had a config put, sorted (1 round trip, SMEMBERS)."""
+        with self._reachable():
+            members = cast("set[bytes]", self._redis.smembers(TENANTS_KEY))
+        return sorted(member.decode() for member in members)
+
     # -- reads for monitoring and tests ---------------------------------------------------
+
+    def live(self) -> LiveState:
+        """Config and live counters of every agent and group at one instant.
+
+        1 round trip (MULTI/EXEC), O(agents + live calls) in Redis.
+        """
+        with self._reachable(), self._redis.pipeline(transaction=True) as pipe:
+            queue_live_reads(pipe, self.keys)
+            return parse_live(pipe.execute())
 
     def agent_counters(self, agent: str) -> dict[str, int | str | None]:
         """All columns of `agent` read atomically (1 round trip, MULTI/EXEC).
@@ -463,6 +506,68 @@ def _config_args(
                 raise ValueError(f"group {gid}: member {member!r} is not a configured agent")
         args += [gid, ",".join(members)]
     return args
+
+
+def audit_args(audit: Audit | None) -> list[bytes]:
+    """The optional trailing audit ARGV: [] or [the audit as JSON]."""
+    if not audit:
+        return []
+    return [orjson.dumps({name: str(value) for name, value in audit.items()})]
+
+
+def config_put_request(
+    keys: TenantKeys,
+    doc_json: bytes,
+    agents: Sequence[AgentLimits],
+    groups: Sequence[tuple[str, Sequence[str]]],
+    *,
+    expected_version: int,
+    old_groups: Sequence[str],
+    events_maxlen: int = DEFAULT_EVENTS_MAXLEN,
+    audit: Audit | None = None,
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of disp_config_put. `old_groups`: the group ids of the config at
+    `expected_version`, whose keys are passed so the groups it drops can be deleted."""
+    agent_ids = {a.id for a in agents}
+    args = _config_args(agents, groups, agent_ids, events_maxlen)
+    new_gids = {gid: keys.group(gid) for gid, _ in groups}
+    dropped = [keys.group(gid) for gid in old_groups if gid not in new_gids]
+    call_keys = [*keys.base, *new_gids.values(), *dropped]
+    expected = _non_negative(expected_version, "expected_version")
+    return call_keys, [expected, doc_json, *args, *audit_args(audit)]
+
+
+def set_state_args(agent: str, status: int, reason: str, audit: Audit | None) -> list[Any]:
+    """ARGV of disp_set_state (its KEYS are the common ones)."""
+    validate_id(agent, "agent id")
+    if status not in (AVAILABLE, PAUSED, LOGGED_OUT):
+        raise ValueError(f"invalid status {status!r}: 0, 1 or 2")
+    return [agent, status, reason, *audit_args(audit)]
+
+
+def token_set_request(
+    keys: TenantKeys, token_id: str, record: bytes | None, audit: Audit | None
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of disp_token_set; `record` None revokes."""
+    validate_id(token_id, "token id")
+    return [*keys.base, keys.tokens], [token_id, record or b"", *audit_args(audit)]
+
+
+@contextmanager
+def translate_errors(url: str, socket_timeout: float, connect_timeout: float) -> Iterator[None]:
+    """Turn redis-py's errors (sync or asyncio) into `StateUnavailable` / `StateError`s."""
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        shown = _redacted(url)
+        raise StateUnavailable(
+            f"Redis at {shown} unavailable (socket timeout {socket_timeout}s, "
+            f"connect timeout {connect_timeout}s): {exc}",
+            url=shown,
+            timeout=max(socket_timeout, connect_timeout),
+        ) from exc
+    except redis.ResponseError as exc:
+        _raise_library_error(exc)
 
 
 def _raise_library_error(exc: redis.ResponseError) -> NoReturn:

@@ -330,3 +330,18 @@ def test_arrival_is_recorded_once_per_call_and_group(store: StateStore) -> None:
     assert arrivals == [
         {**arrivals[0], "call": "c1", "group": "seq", "caller": "+491", "type": "arrived"}
     ]
+
+
+def test_idle_worker_confirms_its_config_version(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dispatcher.decision as decision
+
+    decider = Decider(store)
+    assert decider.view().tenant.group_by_extension("702") is not None
+    changed = TENANT_YAML.replace('extension: "702"', 'extension: "709"')
+    import_tenant(store, tenant(changed))
+    # within the recheck interval the cached config is used without asking Redis
+    assert decider.view().tenant.group_by_extension("702") is not None
+    monkeypatch.setattr(decision, "CONFIG_RECHECK_S", 0.0)
+    assert decider.view().tenant.group_by_extension("709") is not None

@@ -1,11 +1,12 @@
-"""The router's mapping of an agent's final SIP reply to a `Decider.failed` reason."""
+"""The router's mappings: an agent's final SIP reply to a `Decider.failed` reason, a dialog's
+end to the call's outcome."""
 
 from __future__ import annotations
 
 import pytest
 
-from dispatcher.routing import failure_reason
-from dispatcher.state.store import FAILURE_REASONS
+from dispatcher.routing import call_outcome, failure_reason
+from dispatcher.state.store import CALL_OUTCOMES, FAILURE_REASONS
 
 
 @pytest.mark.parametrize(
@@ -30,3 +31,17 @@ from dispatcher.state.store import FAILURE_REASONS
 def test_failure_reason(code: int | None, cancelled: bool, reason: str) -> None:
     assert failure_reason(code, cancelled) == reason
     assert reason in FAILURE_REASONS
+
+
+@pytest.mark.parametrize(
+    ("event", "cancelled", "outcome"),
+    [
+        ("dialog:end", False, "answered"),
+        ("dialog:end", True, "answered"),  # a CANCEL that lost the race with a 200 OK
+        ("dialog:failed", True, "abandoned"),
+        ("dialog:failed", False, "no_answer"),
+    ],
+)
+def test_call_outcome(event: str, cancelled: bool, outcome: str) -> None:
+    assert call_outcome(event, cancelled) == outcome
+    assert outcome in CALL_OUTCOMES

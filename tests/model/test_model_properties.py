@@ -7,7 +7,18 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.model import AOR_PATTERN, ID_PATTERN, STRATEGY_NAMES, Tenant, validate_tenant
+from dispatcher.model import (
+    AOR_PATTERN,
+    CALLER_PREFIX_PATTERN,
+    DID_PATTERN,
+    END_TIME_PATTERN,
+    ID_PATTERN,
+    START_TIME_PATTERN,
+    STRATEGY_NAMES,
+    WEEKDAYS,
+    Tenant,
+    validate_tenant,
+)
 from dispatcher.tenant_file import dump_tenant, parse_tenant, tenant_doc
 
 ids = st.from_regex(ID_PATTERN.removesuffix("$") + r"\Z", fullmatch=True)
@@ -47,6 +58,77 @@ def agents(draw: st.DrawFn, agent_id: str) -> dict[str, Any]:
     if state == "paused":
         agent["pause_reason"] = draw(st.none() | texts)
     return agent
+
+
+def _pattern(pattern: str) -> st.SearchStrategy[str]:
+    return st.from_regex(pattern.removesuffix("$") + r"\Z", fullmatch=True)
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> dict[str, Any]:
+    """One valid schedule window as raw data (overnight ones included)."""
+    start = draw(_pattern(START_TIME_PATTERN))
+    end = draw(_pattern(END_TIME_PATTERN).filter(lambda end: end != start))
+    days = draw(st.lists(st.sampled_from(WEEKDAYS), unique=True, min_size=1))
+    return {"days": days, "start": start, "end": end}
+
+
+@st.composite
+def inbound_rules(
+    draw: st.DrawFn, group_ids: list[str], extensions: list[str]
+) -> list[dict[str, Any]]:
+    """Valid inbound rules as raw data: DIDs that are no extension, targets among the groups,
+    no rule that repeats an earlier one or follows a catch-all for its DID."""
+    dids = draw(
+        st.lists(
+            _pattern(DID_PATTERN).filter(lambda did: did not in extensions),
+            unique=True,
+            min_size=1,
+            max_size=3,
+        )
+    )
+    targets = [
+        st.builds(lambda uri: {"kind": "forward", "uri": uri}, sip_uris),
+        st.builds(lambda box: {"kind": "voicemail", "mailbox": box}, st.none() | texts),
+        st.builds(
+            lambda code, reason: {"kind": "reply", "code": code, "reason": reason},
+            st.integers(400, 699),
+            st.none() | texts,
+        ),
+    ]
+    if group_ids:
+        targets.append(
+            st.builds(lambda g: {"kind": "group", "group": g}, st.sampled_from(group_ids))
+        )
+    rules: list[dict[str, Any]] = []
+    seen: set[object] = set()
+    catch_all: set[str] = set()
+    for _ in range(draw(st.integers(0, 5))):
+        did = draw(st.sampled_from(dids))
+        prefixes = draw(
+            st.none()
+            | st.lists(_pattern(CALLER_PREFIX_PATTERN), unique=True, min_size=1, max_size=3)
+        )
+        schedule = draw(st.none() | st.lists(windows(), min_size=1, max_size=3))
+        key = (
+            did,
+            None if prefixes is None else frozenset(prefixes),
+            None
+            if schedule is None
+            else frozenset((frozenset(w["days"]), w["start"], w["end"]) for w in schedule),
+        )
+        if key in seen or did in catch_all:
+            continue
+        seen.add(key)
+        if prefixes is None and schedule is None:
+            catch_all.add(did)
+        rule: dict[str, Any] = {"did": did, "target": draw(st.one_of(targets))}
+        if prefixes is not None:
+            rule["caller_prefixes"] = prefixes
+        if schedule is not None:
+            rule["schedule"] = schedule
+        rules.append(rule)
+    return rules
 
 
 @st.composite
@@ -117,6 +199,7 @@ def tenants(draw: st.DrawFn) -> Tenant:
             "timezone": draw(zones),
             "agents": [draw(agents(agent_id)) for agent_id in agent_ids],
             "groups": groups,
+            "inbound": draw(inbound_rules(group_ids, extensions)),
             "events_maxlen": draw(st.integers(1, 10**9)),
         }
     )
@@ -156,3 +239,8 @@ def test_validated_tenants_are_fully_resolved(tenant: Tenant) -> None:
         )
         assert tenant.group_by_extension(group.extension) is group
         assert tenant.group(group.id) is group
+    for rule in tenant.inbound:
+        if rule.target.kind == "voicemail":
+            assert rule.target.mailbox is not None
+        assert rule in tenant.inbound_rules(rule.did)
+        assert tenant.group_by_extension(rule.did) is None

@@ -29,7 +29,8 @@ Data = dict[str, Any]
 
 # Demo indices used below: agents alice=0 ... heidi=7; groups sales=0 (600, ring_all),
 # support=1, billing=2 (overflows to support), escalation=3 (voicemail), orders=4,
-# reception=5, partners=6, onboarding=7.
+# reception=5, partners=6, onboarding=7; inbound rules for +493012345600: VIP prefixes=0
+# (-> escalation), business hours mon-fri 08:00-18:00=1 (-> sales), catch-all voicemail=2.
 
 
 _PATH_PART = re.compile(r"(\w+)|\[(\d+)\]")
@@ -300,6 +301,42 @@ RULES = [
     rule("agents[5].auto_pause_after", 101, "less than or equal to 100"),
     rule("agents[4].name", DELETE, "missing"),
     rule("events_maxlen", 0, "greater than or equal to 1"),
+    # inbound rules (cross-rule checks: tests/model/test_inbound_matching.py)
+    rule("inbound[1].did", "12a", "pattern"),
+    rule("inbound[1].did", "+1", "pattern", id="did too short"),
+    rule("inbound[1].did", "+" + "1" * 21, "pattern", id="did too long"),
+    rule("inbound[1].did", 493012345600, "quote it in YAML"),
+    rule("inbound[1].did", "600", "ambiguous: '600' is also the extension of group 'sales'"),
+    rule("inbound[1].target.group", "nobody", "unknown group 'nobody'"),
+    rule("inbound[1].target.group", "no body", "pattern"),
+    rule("inbound[1].target", {"kind": "hangup"}, "unknown kind 'hangup'"),
+    rule("inbound[1].target", {"group": "sales"}, "needs a kind"),
+    rule(
+        "inbound[1].target",
+        {"kind": "forward", "uri": "tel:+4930"},
+        "not a SIP URI",
+        "inbound[1].target.uri",
+        id="inbound forward uri",
+    ),
+    rule("inbound[1].target", DELETE, "missing"),
+    rule("inbound[2].target.mailbox", "", "at least 1"),
+    rule("inbound[0].caller_prefixes", [], "leave it out for any caller"),
+    rule("inbound[0].caller_prefixes[1]", "+4940123", "duplicate prefix '+4940123'"),
+    rule("inbound[0].caller_prefixes[0]", 4940123, "quote it in YAML"),
+    rule("inbound[0].caller_prefixes[0]", "+49 40", "pattern"),
+    rule("inbound[1].schedule", [], "leave it out for always"),
+    rule("inbound[1].schedule[0].days", [], "at least one day"),
+    rule("inbound[1].schedule[0].days[5]", "tue", "duplicate day 'tue'"),
+    rule("inbound[1].schedule[0].days[0]", "monday", "'mon', 'tue', 'wed'"),
+    rule("inbound[1].schedule[0].start", "8:00", "pattern"),
+    rule("inbound[1].schedule[0].start", "24:00", "pattern"),
+    rule("inbound[1].schedule[0].start", 480, "quote it in YAML: '08:00'"),
+    rule("inbound[1].schedule[0].end", "18:60", "pattern"),
+    rule("inbound[1].schedule[0].end", "24:01", "pattern"),
+    rule("inbound[1].schedule[0].end", 1080, "quote it in YAML: '18:00'"),
+    rule("inbound[1].schedule[0].end", "08:00", "must differ from start"),
+    rule("inbound[1].schedule[0].end", DELETE, "missing"),
+    rule("inbound", {"did": "+49"}, "valid tuple"),
     # unknown fields, named by their location
     rule("colour", "red", "unknown field"),
     rule("agents[1].email", "bob@example.com", "unknown field"),
@@ -307,6 +344,9 @@ RULES = [
     rule("groups[0].members[0].prio", 1, "unknown field"),
     rule("groups[0].no_answer.delay", 1, "unknown field"),
     rule("groups[0].ringtimeout", 30, "unknown field"),
+    rule("inbound[1].priority", 1, "unknown field"),
+    rule("inbound[1].schedule[0].from", "08:00", "unknown field"),
+    rule("inbound[1].target.delay", 1, "unknown field"),
 ]
 
 

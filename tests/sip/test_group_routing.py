@@ -114,6 +114,18 @@ def happened(redis_url: str, kind: str, agent: str, reason: str | None = None) -
         )
 
 
+def call_outcome(redis_url: str) -> str | None:
+    """The outcome of the one call's `ended` event, once its release has landed."""
+    deadline = time.monotonic() + 3
+    with StateStore(redis_url, TENANT) as store:
+        while True:
+            ended = [e for e in store.events() if e.get("type") == "ended"]
+            if ended or time.monotonic() > deadline:
+                assert len(ended) <= 1, ended
+                return ended[0].get("outcome") if ended else None
+            time.sleep(0.05)
+
+
 def hang_up(*phones: SippProcess) -> None:
     """Stop agent phones; each handled its one call to the end of its scenario."""
     for phone in phones:
@@ -137,6 +149,7 @@ def test_ring_all_first_answer_wins_and_the_other_phone_is_cancelled(
     hang_up(agents["a2"])
     assert settled(client) == ZERO
     assert happened(redis_url, "answered", "a1")
+    assert call_outcome(redis_url) == "answered"
     assert not kamailio.python_errors()
 
 
@@ -178,6 +191,7 @@ def test_all_busy_gets_the_no_answer_reply(
     assert settled(client) == ZERO
     assert happened(redis_url, "failed", "a1", "busy")
     assert happened(redis_url, "failed", "a2", "busy")
+    assert call_outcome(redis_url) == "no_answer"
     assert not kamailio.python_errors()
 
 
@@ -200,6 +214,7 @@ def test_nobody_answers_within_the_ring_timeout(
     assert settled(client) == ZERO
     assert happened(redis_url, "failed", "a1", "noanswer")
     assert happened(redis_url, "failed", "a2", "noanswer")
+    assert call_outcome(redis_url) == "no_answer"
     assert not kamailio.python_errors()
 
 
@@ -248,6 +263,7 @@ def test_caller_cancel_releases_the_group_call(
     hang_up(*agents.values())
     assert settled(client) == ZERO
     assert happened(redis_url, "failed", "a1", "cancelled")
+    assert call_outcome(redis_url) == "abandoned"
     assert not kamailio.python_errors()
 
 

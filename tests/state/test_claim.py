@@ -370,14 +370,19 @@ def test_withdraw_keeps_an_agent_live_on_the_call(store: StateStore, client: red
     assert check_invariants(client, TENANT)["live"] == 0
 
 
-def test_withdraw_leaves_the_rr_cursor(store: StateStore) -> None:
-    assert store.claim("c1", "g1", "", ["a1", "a3"], 5000).claimed == ("a1", "a3")
-    result = store.claim("c1", "g1", "", [], 5000, withdraw=["a3"])
-    assert result.claimed == () and result.rr == 2
+def test_withdrawing_the_cursor_agent_puts_the_rr_cursor_back(store: StateStore) -> None:
+    assert store.claim("c0", "g1", "", ["a1"], 5000).claimed == ("a1",)
+    assert store.snapshot("g1").rr == 0
+    assert store.claim("c1", "g1", "", ["a2", "a3"], 5000).claimed == ("a2", "a3")
     assert store.snapshot("g1").rr == 2
-    moved = store.claim("c1", "g1", "", ["a2"], 5000, withdraw=["a1"])
-    assert moved.claimed == ("a2",) and moved.rr == 2
-    assert store.snapshot("g1").rr == 1
+    # a3 was a stale pick: never offered, so the rotation continues as if it was not taken
+    result = store.claim("c1", "g1", "", [], 5000, withdraw=["a3"])
+    assert result.claimed == () and result.rr == 0
+    assert store.snapshot("g1").rr == 0
+    # withdrawing an agent the cursor does not point at leaves the cursor alone
+    moved = store.claim("c1", "g1", "", ["a3"], 5000, withdraw=["a2"])
+    assert moved.claimed == ("a3",) and moved.rr == 0
+    assert store.snapshot("g1").rr == 2
 
 
 def test_argv_withdraw_count_splits_withdraw_from_wave(

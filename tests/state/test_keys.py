@@ -14,6 +14,7 @@ def test_every_key_has_the_tenant_hash_tag() -> None:
         *keys.base,
         keys.group("g1"),
         keys.call("abc@host"),
+        keys.ended("abc@host"),
         keys.sticky("g1", "20240131"),
     ]
     assert all(name.startswith("{t:acme}:") for name in names)
@@ -23,6 +24,7 @@ def test_every_key_has_the_tenant_hash_tag() -> None:
     assert keys.live == "{t:acme}:live"
     assert keys.group("sales") == "{t:acme}:g:sales"
     assert keys.call("x@y") == "{t:acme}:call:x@y"
+    assert keys.ended("x@y") == "{t:acme}:ended:x@y"
     assert keys.sticky("sales", "20240131") == "{t:acme}:sticky:sales:20240131"
 
 

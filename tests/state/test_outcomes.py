@@ -157,8 +157,8 @@ class TestRelease:
         a4 = store.agent_counters("a4")
         assert a4["live"] == 0 and a4["wrapuntil"] == a4["idle"] + 30_000
         assert not client.exists(store.keys.call("c1"))
-        ended = store.events(1)[0]
-        assert (ended["type"], ended["agent"], ended["group"], ended["reason"]) == (
+        hangup = store.events(2)[0]
+        assert (hangup["type"], hangup["agent"], hangup["group"], hangup["reason"]) == (
             "released",
             "a4",
             "g2",
@@ -174,7 +174,8 @@ class TestRelease:
         assert store.release("c1") == 0
         assert store.agent_counters("a1")["resv"] == 0
         assert store.agent_counters("a1")["missed"] is None
-        assert sorted(kinds(store, 2)) == [
+        assert sorted(kinds(store, 3)) == [
+            ("ended", "", ""),
             ("released", "a1", "call_released"),
             ("released", "a2", "call_released"),
         ]
@@ -204,6 +205,69 @@ class TestRelease:
             store.release("c1", None)
         assert store.agent_counters("a2")["live"] == 1
         assert check_invariants(client, TENANT)["live"] == 1
+
+
+class TestEnded:
+    """The `ended` event of a whole call's release: once per call, with its outcome."""
+
+    @staticmethod
+    def ended(store: StateStore) -> list[dict[str, str]]:
+        return [e for e in store.events(100) if e["type"] == "ended"]
+
+    def test_answered_call_ends_once_after_its_hangup(self, store: StateStore) -> None:
+        store.claim("c1", "g1", "", ["a1"], 5000, arrival=True)
+        store.answered("c1", "g1", "a1")
+        assert store.release("c1", outcome="answered") == 1
+        last = store.events(2)
+        assert [(e["type"], e.get("reason")) for e in last] == [
+            ("released", "hangup"),
+            ("ended", None),
+        ]
+        assert last[1]["call"] == "c1" and last[1]["outcome"] == "answered"
+        assert int(last[1]["ts"]) >= int(last[0]["ts"])
+        for outcome in ("answered", "abandoned", ""):
+            assert store.release("c1", outcome=outcome) == 0
+        assert len(self.ended(store)) == 1
+
+    def test_call_that_reserved_nobody_still_ends_once(
+        self, store: StateStore, client: redis.Redis
+    ) -> None:
+        store.claim("c0", "g1", "", ["a1"], 5000)
+        store.claim("c1", "g1", "", ["a1"], 5000, arrival=True)  # a1 (max 1) is full
+        assert not client.exists(store.keys.call("c1"))
+        store.release("c1", outcome="no_answer")
+        store.release("c1", outcome="no_answer")
+        assert [(e["call"], e["outcome"]) for e in self.ended(store)] == [("c1", "no_answer")]
+        assert 0 < client.ttl(store.keys.ended("c1")) <= 86400
+
+    def test_unknown_outcome_is_left_out(self, store: StateStore) -> None:
+        store.claim("c1", "g1", "", ["a1"], 5000)
+        store.release("c1")
+        [ended] = self.ended(store)
+        assert ended["call"] == "c1" and "outcome" not in ended
+
+    def test_one_leg_does_not_end_the_call(self, store: StateStore) -> None:
+        store.claim("c1", "g1", "", ["a2"], 5000)
+        store.answered("c1", "g1", "a2")
+        assert store.release("c1", "a2") == 1
+        assert self.ended(store) == []
+        store.release("c1", outcome="answered")
+        assert len(self.ended(store)) == 1
+
+    def test_bad_outcome(self, store: StateStore, client: redis.Redis) -> None:
+        with pytest.raises(ValueError, match="outcome"):
+            store.release("c1", outcome="hungup")
+        with pytest.raises(ValueError, match="whole calls only"):
+            store.release("c1", "a1", outcome="answered")
+        keys = [*store.keys.base, store.keys.call("c1"), store.keys.ended("c1")]
+        with pytest.raises(redis.ResponseError, match=r"^BADARG unknown outcome x"):
+            client.fcall("disp_release", 16, *keys, "c1", "", "x")
+        with pytest.raises(redis.ResponseError, match=r"^BADARG an outcome ends the whole"):
+            client.fcall("disp_release", 16, *keys, "c1", "a1", "answered")
+        wrong = [*store.keys.base, store.keys.call("c1"), store.keys.ended("c2")]
+        with pytest.raises(redis.ResponseError, match=r"^BADARG end marker key"):
+            client.fcall("disp_release", 16, *wrong, "c1", "", "")
+        assert self.ended(store) == []
 
 
 class TestSetState:

@@ -1,0 +1,413 @@
+"""Admin commands of the command line: the admin API's operations, straight on Redis.
+
+    dispatcher tenant list
+    dispatcher group list|show ID|set FILE|delete ID            [-t TENANT]
+    dispatcher agent list|show ID|set FILE|delete ID
+    dispatcher agent login|logout|unpause ID, agent pause ID [--reason TEXT]
+    dispatcher member add GROUP AGENT [--tier N] [--position N] [--weight N]
+    dispatcher member remove GROUP AGENT
+    dispatcher inbound show|set FILE
+    dispatcher token create --role admin|read-only [--label TEXT], token list, token revoke ID
+    dispatcher status [--once] [--interval SECONDS]
+
+The tenant is `-t/--tenant`, else DISPATCHER_TENANT (default demo); Redis is REDIS_URL. FILE
+is JSON or YAML (by its extension; `-` reads standard input) holding one group or agent as in
+a tenant file, or the list of inbound rules. Changes go through `dispatcher.admin_ops` and
+`config_sync.update_tenant`, exactly like the API's: atomic, live, with an audit event whose
+actor is `cli:<user>`. Exit status 1 for a reported error (invalid input with its location,
+unknown group or agent, Redis unavailable), 2 for a malformed command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from dispatcher import admin_ops
+from dispatcher.admin_ops import MemberSettings, NotFound
+from dispatcher.config_sync import update_tenant
+from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
+from dispatcher.live_summary import render, summarize
+from dispatcher.model import (
+    Agent,
+    ConfigError,
+    Group,
+    InboundRule,
+    Tenant,
+    problems_from_validation_error,
+)
+from dispatcher.settings import Settings, SettingsError
+from dispatcher.state.errors import StateError
+from dispatcher.state.store import StateStore
+from dispatcher.tenant_file import load_document, parse_tenant
+from dispatcher.tokens import ROLES, new_token, read_record, token_record
+
+_STATES = {"login": AVAILABLE, "logout": LOGGED_OUT, "pause": PAUSED, "unpause": AVAILABLE}
+
+
+class CommandError(Exception):
+    """A command that cannot be done as asked; printed as `error: ...`, exit status 1."""
+
+
+def store_for(tenant: str | None) -> StateStore:
+    """The store of `tenant` (else DISPATCHER_TENANT) on REDIS_URL."""
+    settings = Settings.from_env()
+    if settings.redis_url is None:
+        raise SettingsError("REDIS_URL is not set: which Redis holds the state?")
+    return StateStore(settings.redis_url, tenant or settings.tenant)
+
+
+def actor() -> str:
+    """How audit events name a command-line user: `cli:<login name>`."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name for this uid (containers)
+        return "cli"
+
+
+def _audit(action: str, obj: str, detail: str = "") -> dict[str, str]:
+    return {"actor": actor(), "action": action, "object": obj, "detail": detail}
+
+
+def _current(store: StateStore) -> tuple[int, Tenant]:
+    version, doc = store.config()
+    if doc is None:
+        raise NotFound(f"tenant {store.tenant!r} has no config in Redis")
+    return version, parse_tenant(doc, "json")
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _model(cls: type[_M], path: str) -> _M:
+    data = load_document(path)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        source = "<stdin>" if path == "-" else path
+        raise ConfigError(problems_from_validation_error(exc), source) from None
+
+
+def _yaml(value: Any) -> str:
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+
+
+def _change(
+    store: StateStore, op: Callable[[Tenant], Tenant], audit: dict[str, str]
+) -> tuple[int, Tenant]:
+    version, tenant = update_tenant(store, op, audit)
+    print(f"tenant {store.tenant!r}: config version {version}")
+    return version, tenant
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def _tenant_list(args: argparse.Namespace) -> int:
+    store = store_for(args.tenant)
+    for tenant in store.registered_tenants():
+        with StateStore(store.url, tenant) as other:
+            print(f"{tenant}  config version {other.config_version()}")
+    return 0
+
+
+def _group_list(args: argparse.Namespace) -> int:
+    _, tenant = _current(store_for(args.tenant))
+    for g in tenant.groups:
+        print(
+            f"{g.id:<20} {g.extension:>8}  {g.strategy:<16} {len(g.members):>3} members  {g.name}"
+        )
+    return 0
+
+
+def _group_show(args: argparse.Namespace) -> int:
+    _, tenant = _current(store_for(args.tenant))
+    group = tenant.group(args.id)
+    if group is None:
+        raise NotFound(f"group {args.id!r} does not exist")
+    sys.stdout.write(_yaml(group.model_dump(mode="json")))
+    return 0
+
+
+def _group_set(args: argparse.Namespace) -> int:
+    group = _model(Group, args.file)
+    _change(
+        store_for(args.tenant),
+        lambda t: admin_ops.upsert_group(t, group),
+        _audit("group.put", f"group:{group.id}"),
+    )
+    return 0
+
+
+def _group_delete(args: argparse.Namespace) -> int:
+    _change(
+        store_for(args.tenant),
+        lambda t: admin_ops.remove_group(t, args.id),
+        _audit("group.delete", f"group:{args.id}"),
+    )
+    return 0
+
+
+def _agent_list(args: argparse.Namespace) -> int:
+    store = store_for(args.tenant)
+    _, tenant = _current(store)
+    live = store.live()
+    for a in tenant.agents:
+        state = live.agents[a.id].activity(live.now_ms) if a.id in live.agents else "-"
+        print(f"{a.id:<20} {state:<12} max {a.max_calls:<3} {a.name}")
+    return 0
+
+
+def _agent_show(args: argparse.Namespace) -> int:
+    store = store_for(args.tenant)
+    _, tenant = _current(store)
+    agent = tenant.agent(args.id)
+    if agent is None:
+        raise NotFound(f"agent {args.id!r} does not exist")
+    sys.stdout.write(_yaml(agent.model_dump(mode="json")))
+    view = summarize(store.tenant, store.live(), tenant)
+    live = next(a for a in view.agents if a.agent == args.id)
+    sys.stdout.write(_yaml({"live": live.model_dump(exclude={"agent", "name"})}))
+    return 0
+
+
+def _agent_set(args: argparse.Namespace) -> int:
+    agent = _model(Agent, args.file)
+    _change(
+        store_for(args.tenant),
+        lambda t: admin_ops.upsert_agent(t, agent),
+        _audit("agent.put", f"agent:{agent.id}"),
+    )
+    return 0
+
+
+def _agent_delete(args: argparse.Namespace) -> int:
+    _change(
+        store_for(args.tenant),
+        lambda t: admin_ops.remove_agent(t, args.id),
+        _audit("agent.delete", f"agent:{args.id}"),
+    )
+    return 0
+
+
+def _agent_state(args: argparse.Namespace) -> int:
+    store = store_for(args.tenant)
+    reason = getattr(args, "reason", None) or ""
+    if args.action == "unpause":
+        counters = store.agent_counters(args.id)
+        if counters["max"] is None:
+            raise NotFound(f"agent {args.id!r} does not exist")
+        if counters["status"] != PAUSED:
+            raise CommandError(f"agent {args.id!r} is not paused")
+    store.set_state(
+        args.id,
+        _STATES[args.action],
+        reason,
+        _audit(f"agent.{args.action}", f"agent:{args.id}", reason),
+    )
+    print(f"agent {args.id!r}: {args.action} done")
+    return 0
+
+
+def _member_add(args: argparse.Namespace) -> int:
+    try:
+        settings = MemberSettings(tier=args.tier, position=args.position, weight=args.weight)
+    except ValidationError as exc:
+        raise ConfigError(problems_from_validation_error(exc)) from None
+    _change(
+        store_for(args.tenant),
+        lambda t: admin_ops.set_member(t, args.group, args.agent, settings),
+        _audit("member.put", f"member:{args.group}/{args.agent}"),
+    )
+    return 0
+
+
+def _member_remove(args: argparse.Namespace) -> int:
+    _change(
+        store_for(args.tenant),
+        lambda t: admin_ops.remove_member(t, args.group, args.agent),
+        _audit("member.delete", f"member:{args.group}/{args.agent}"),
+    )
+    return 0
+
+
+def _inbound_show(args: argparse.Namespace) -> int:
+    _, tenant = _current(store_for(args.tenant))
+    sys.stdout.write(_yaml([rule.model_dump(mode="json") for rule in tenant.inbound]))
+    return 0
+
+
+def _inbound_set(args: argparse.Namespace) -> int:
+    data = load_document(args.file)
+    if not isinstance(data, list):
+        raise ConfigError([("", "expected a list of inbound rules")], args.file)
+    rules = []
+    problems: list[tuple[str, str]] = []
+    for index, item in enumerate(data):
+        try:
+            rules.append(InboundRule.model_validate(item))
+        except ValidationError as exc:
+            problems += [
+                (f"[{index}]" + (f".{loc}" if loc else ""), message)
+                for loc, message in problems_from_validation_error(exc)
+            ]
+    if problems:
+        raise ConfigError(problems, args.file)
+    _change(
+        store_for(args.tenant),
+        lambda t: admin_ops.set_inbound(t, rules),
+        _audit("inbound.put", "inbound", f"{len(rules)} rules"),
+    )
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    store = store_for(args.tenant)
+    _current(store)
+    token_id, token = new_token(store.tenant)
+    store.set_token(
+        token_id,
+        token_record(token, args.role, args.label or ""),
+        _audit("token.create", f"token:{token_id}", args.role),
+    )
+    print(f"token {token_id} ({args.role}) of tenant {store.tenant!r}; shown only now:")
+    print(token)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    for token_id, raw in sorted(store_for(args.tenant).tokens().items()):
+        _, role, label, _ = read_record(raw)
+        print(f"{token_id}  {role:<10} {label}")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    store = store_for(args.tenant)
+    if not store.set_token(args.id, None, _audit("token.revoke", f"token:{args.id}")):
+        raise NotFound(f"token {args.id!r} does not exist")
+    print(f"token {args.id} revoked")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Print the live summary; with --once a single time, else every --interval seconds
+    until Ctrl-C (a Redis outage shows as a line and the display goes on)."""
+    store = store_for(args.tenant)
+    if args.once:
+        live = store.live()
+        if live.doc is None:
+            raise NotFound(f"tenant {store.tenant!r} has no config in Redis")
+        sys.stdout.write(render(summarize(store.tenant, live)))
+        return 0
+    try:
+        while True:
+            try:
+                text = render(summarize(store.tenant, store.live()))
+            except StateError as exc:
+                text = f"tenant {store.tenant}: {exc}\n"
+            clock = time.strftime("%H:%M:%S")
+            # Clear the screen and home the cursor (ANSI), then the new summary.
+            sys.stdout.write(
+                f"\x1b[H\x1b[2J{text}\n{clock}  refreshing every {args.interval}s, Ctrl-C ends\n"
+            )
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        print()
+        return 0
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError("must be between 0.1 and 3600 seconds")
+    return value
+
+
+def add_commands(sub: Any) -> None:
+    """Add the admin commands to the `dispatcher` command's subparsers."""
+    tenant = argparse.ArgumentParser(add_help=False)
+    tenant.add_argument("-t", "--tenant", help="tenant id (default: DISPATCHER_TENANT, else demo)")
+
+    def command(parent: Any, name: str, func: Callable[..., int], help: str) -> Any:
+        p = parent.add_parser(name, parents=[tenant], help=help)
+        p.set_defaults(func=func)
+        return p
+
+    def group_of(name: str, help: str) -> Any:
+        p = sub.add_parser(name, help=help)
+        return p.add_subparsers(dest=f"{name}_command", required=True)
+
+    tenants = group_of("tenant", "tenants in Redis")
+    command(tenants, "list", _tenant_list, "every tenant with its config version")
+
+    groups = group_of("group", "call groups")
+    command(groups, "list", _group_list, "the tenant's groups")
+    command(groups, "show", _group_show, "one group as YAML").add_argument("id")
+    command(groups, "set", _group_set, "create or replace a group from FILE").add_argument("file")
+    command(groups, "delete", _group_delete, "delete a group").add_argument("id")
+
+    agents = group_of("agent", "agents and their state")
+    command(agents, "list", _agent_list, "the tenant's agents with their activity")
+    command(agents, "show", _agent_show, "one agent's config and live state").add_argument("id")
+    command(agents, "set", _agent_set, "create or replace an agent from FILE").add_argument("file")
+    command(agents, "delete", _agent_delete, "delete an agent (leaves its groups)").add_argument(
+        "id"
+    )
+    for action, help in (
+        ("login", "make the agent available"),
+        ("logout", "log the agent out"),
+        ("pause", "pause the agent"),
+        ("unpause", "make a paused agent available again"),
+    ):
+        p = command(agents, action, _agent_state, help)
+        p.add_argument("id")
+        p.set_defaults(action=action)
+        if action == "pause":
+            p.add_argument("--reason", help="why (shown to supervisors)")
+
+    members = group_of("member", "group memberships")
+    p = command(members, "add", _member_add, "make an agent a member (or change its settings)")
+    p.add_argument("group")
+    p.add_argument("agent")
+    p.add_argument("--tier", type=int, default=1, help="priority tier, lower rings first")
+    p.add_argument("--position", type=int, default=0, help="order within the group")
+    p.add_argument("--weight", type=int, default=1, help="share for weighted_random")
+    p = command(members, "remove", _member_remove, "remove an agent from a group")
+    p.add_argument("group")
+    p.add_argument("agent")
+
+    inbound = group_of("inbound", "inbound rules (DIDs)")
+    command(inbound, "show", _inbound_show, "the rules as YAML")
+    command(inbound, "set", _inbound_set, "replace the rules with the list in FILE").add_argument(
+        "file"
+    )
+
+    tokens = group_of("token", "admin API tokens")
+    p = command(tokens, "create", _token_create, "create a token (printed once)")
+    p.add_argument("--role", choices=ROLES, required=True)
+    p.add_argument("--label", help="what the token is for")
+    command(tokens, "list", _token_list, "token ids, roles and labels")
+    command(tokens, "revoke", _token_revoke, "revoke a token").add_argument("id")
+
+    p = command(sub, "status", _status, "live summary: groups, agents, calls")
+    p.add_argument("--once", action="store_true", help="print once and exit")
+    p.add_argument("--interval", type=_interval, default=1.0, help="seconds between refreshes")
+
+
+# Errors the command line reports as `error: ...` with exit status 1.
+REPORTED = (CommandError, NotFound, admin_ops.StillReferenced, StateError)

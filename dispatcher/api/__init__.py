@@ -1,0 +1,10 @@
+"""The admin API: REST over the tenants' config and live state, OpenAPI, metrics.
+
+app.py            `create_app(settings)`: routers, orjson responses, error handlers
+auth.py           bearer tokens (tenant admin / read-only, bootstrap super-admin)
+async_store.py    redis.asyncio calling the same FUNCTION library as the workers
+config_io.py      read-apply-put with retries and If-Match, parsed-config cache
+schemas.py        request and response bodies besides the config model
+routes_*.py       one router per resource; more (queues, prompts, voicemail, dashboard,
+                  reports) are mounted the same way
+"""

@@ -1,0 +1,187 @@
+"""`/metrics` (Prometheus text format) and `/healthz`.
+
+`/metrics` needs the bootstrap token (it covers every tenant; Prometheus sends it with
+`authorization: {credentials: ...}`). A scrape returns:
+
+- the processes' own metrics (`dispatcher.metrics.exposition`): decision latency histogram of
+  the Kamailio workers, Redis errors of workers and API — summed over processes in
+  multiprocess mode;
+- read from Redis for every registered tenant, one atomic read each:
+  `dispatcher_agents{tenant,state}` (state: on_call, ringing, paused, logged_out, wrapup,
+  available), `dispatcher_live_calls{tenant,group}`, `dispatcher_queue_length` and
+  `dispatcher_queue_longest_wait_seconds{tenant,group}` (0 until queues exist),
+  `dispatcher_config_version{tenant}`, `dispatcher_redis_up`;
+- counted from each tenant's event stream since this API process started (`StreamCounts`):
+  `dispatcher_calls_total{tenant,outcome}` (event `ended`: answered, abandoned, no_answer,
+  failed, unknown), `dispatcher_offers_total{tenant,outcome}` (an agent's offer: answered,
+  or the failure reason busy, noanswer, declined, error, cancelled, unreachable; expired),
+  `dispatcher_events_total{tenant,type}`. The stream is the record every node appends to
+  inside the library, so these are exact and the same whichever node's API is scraped; a
+  restart of the API starts them again from 0 (a counter reset, which rate() handles).
+
+Cost of a scrape: per tenant 1 round trip for the live read plus 1 per STREAM_BATCH events
+appended since the last scrape (at most STREAM_CAP per scrape; the rest waits for the next).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from dispatcher.live_summary import summarize
+from dispatcher.metrics import exposition
+from dispatcher.state.errors import StateError
+from dispatcher.state.live import ACTIVITIES
+
+from . import config_io
+from .async_store import AsyncRedis, AsyncStateStore
+from .auth import SuperAdmin
+
+log = logging.getLogger("dispatcher.api")
+
+router = APIRouter(tags=["operations"])
+
+STREAM_BATCH = 10_000
+STREAM_CAP = 200_000
+_OFFER_OUTCOMES = {"answered": "answered", "expired": "expired"}
+
+
+class StreamCounts:
+    """Events counted per tenant from its stream, incrementally (`catch_up`).
+
+    Tenants known when the API starts (`prime`) are counted from their newest event then;
+    tenants seen later from the start of their stream.
+    """
+
+    def __init__(self) -> None:
+        self.cursor: dict[str, str] = {}
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.offers: Counter[tuple[str, str]] = Counter()
+        self.events: Counter[tuple[str, str]] = Counter()
+
+    async def prime(self, redis: AsyncRedis) -> None:
+        """Start every registered tenant at its newest event (1 round trip per tenant)."""
+        for tenant in await redis.registered_tenants():
+            self.cursor[tenant] = await redis.tenant(tenant).last_event_id()
+
+    async def catch_up(self, store: AsyncStateStore) -> None:
+        """Count the tenant's events since the last call (see the module's cost note)."""
+        tenant = store.tenant
+        counted = 0
+        while counted < STREAM_CAP:
+            batch = await store.events_after(self.cursor.get(tenant, "0-0"), STREAM_BATCH)
+            for entry_id, fields in batch:
+                self._count(tenant, fields)
+                self.cursor[tenant] = entry_id
+            counted += len(batch)
+            if len(batch) < STREAM_BATCH:
+                return
+
+    def _count(self, tenant: str, fields: dict[bytes, bytes]) -> None:
+        kind = fields.get(b"type", b"").decode()
+        self.events[tenant, kind] += 1
+        if kind == "ended":
+            self.calls[tenant, fields.get(b"outcome", b"").decode() or "unknown"] += 1
+        elif kind == "failed":
+            self.offers[tenant, fields.get(b"reason", b"").decode() or "unknown"] += 1
+        elif kind in _OFFER_OUTCOMES:
+            self.offers[tenant, _OFFER_OUTCOMES[kind]] += 1
+
+
+class _Families:
+    """A collector that hands out families built beforehand (the reads are async)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+async def _redis_families(redis: AsyncRedis, counts: StreamCounts) -> list[Metric]:
+    up = GaugeMetricFamily("dispatcher_redis_up", "1 when this scrape could read Redis")
+    agents = GaugeMetricFamily(
+        "dispatcher_agents", "Agents by what they are doing now", labels=["tenant", "state"]
+    )
+    live_calls = GaugeMetricFamily(
+        "dispatcher_live_calls", "Answered calls in progress", labels=["tenant", "group"]
+    )
+    queue_length = GaugeMetricFamily(
+        "dispatcher_queue_length",
+        "Callers waiting in the group's queue",
+        labels=["tenant", "group"],
+    )
+    longest_wait = GaugeMetricFamily(
+        "dispatcher_queue_longest_wait_seconds",
+        "Wait of the longest-waiting caller in the group's queue",
+        labels=["tenant", "group"],
+    )
+    version = GaugeMetricFamily(
+        "dispatcher_config_version", "Config version in Redis", labels=["tenant"]
+    )
+    try:
+        for tenant in await redis.registered_tenants():
+            store = redis.tenant(tenant)
+            live = await store.live()
+            await counts.catch_up(store)
+            if live.doc is None:
+                continue
+            view = summarize(tenant, live, config_io.parsed(tenant, live.doc))
+            version.add_metric([tenant], live.version)
+            by_state = Counter(agent.activity for agent in view.agents)
+            for state in ACTIVITIES:
+                agents.add_metric([tenant, state], by_state[state])
+            for group in view.groups:
+                live_calls.add_metric([tenant, group.id], group.live_calls)
+                queue_length.add_metric([tenant, group.id], group.queue_length)
+                longest_wait.add_metric([tenant, group.id], group.longest_wait_s)
+    except StateError as exc:
+        log.warning("metrics: Redis read failed: %s", exc)
+        up.add_metric([], 0)
+        return [up]
+    up.add_metric([], 1)
+    calls = CounterMetricFamily(
+        "dispatcher_calls", "Calls by how they ended (event ended)", labels=["tenant", "outcome"]
+    )
+    offers = CounterMetricFamily(
+        "dispatcher_offers", "Offers to agents by outcome", labels=["tenant", "outcome"]
+    )
+    events = CounterMetricFamily(
+        "dispatcher_events", "Events appended to the tenant's stream", labels=["tenant", "type"]
+    )
+    for family, counter in (
+        (calls, counts.calls),
+        (offers, counts.offers),
+        (events, counts.events),
+    ):
+        for labels, value in sorted(counter.items()):
+            family.add_metric(list(labels), value)
+    return [up, agents, live_calls, queue_length, longest_wait, version, calls, offers, events]
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (bootstrap token)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def metrics(request: Request, _: SuperAdmin) -> Response:
+    own, content_type = exposition()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        _Families(await _redis_families(request.app.state.redis, request.app.state.stream_counts))
+    )
+    return Response(own + generate_latest(registry), media_type=content_type)
+
+
+@router.get("/healthz", summary="Liveness: the API answers and reaches Redis")
+async def healthz(request: Request) -> dict[str, str]:
+    """200 when Redis answers a PING, 503 (StateUnavailable) when not. No token needed."""
+    redis: AsyncRedis = request.app.state.redis
+    await redis.ping()
+    return {"status": "ok"}
