@@ -6,7 +6,8 @@ PYTHON_SYS  := /usr/bin/python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
 APT_PACKAGES := kamailio kamailio-python3-modules kamailio-extra-modules \
-                rtpengine-daemon sip-tester redis-server python3-venv python3-dev
+                rtpengine-daemon sip-tester redis-server python3-venv python3-dev \
+                chromium chromium-driver
 RUN_DIR     := .run
 STAMP       := $(VENV)/.installed
 EXT_STAMP   := $(VENV)/.ext-built

@@ -76,10 +76,14 @@ def _audit(action: str, obj: str, detail: str = "") -> dict[str, str]:
     return {"actor": actor(), "action": action, "object": obj, "detail": detail}
 
 
+def _no_config(store: StateStore) -> NotFound:
+    return NotFound(f"tenant {store.tenant!r} has no config in Redis")
+
+
 def _current(store: StateStore) -> tuple[int, Tenant]:
     version, doc = store.config()
     if doc is None:
-        raise NotFound(f"tenant {store.tenant!r} has no config in Redis")
+        raise _no_config(store)
     return version, parse_tenant(doc, "json")
 
 
@@ -99,12 +103,52 @@ def _yaml(value: Any) -> str:
     return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
 
 
+def _show(item: BaseModel | None, what: str) -> None:
+    """Print `item` as YAML; NotFound when it is None (`what`: how the message names it)."""
+    if item is None:
+        raise NotFound(f"{what} does not exist")
+    sys.stdout.write(_yaml(item.model_dump(mode="json")))
+
+
 def _change(
-    store: StateStore, op: Callable[[Tenant], Tenant], audit: dict[str, str]
-) -> tuple[int, Tenant]:
-    version, tenant = update_tenant(store, op, audit)
+    args: argparse.Namespace,
+    op: Callable[[Tenant], Tenant],
+    action: str,
+    obj: str,
+    detail: str = "",
+) -> int:
+    """Apply `op` to the config of the command's tenant, with an audit event of `action` on
+    `obj`; prints the new version. The command's exit status (0)."""
+    store = store_for(args.tenant)
+    version, _ = update_tenant(store, op, _audit(action, obj, detail))
     print(f"tenant {store.tenant!r}: config version {version}")
-    return version, tenant
+    return 0
+
+
+_Item = TypeVar("_Item", Group, Agent)
+
+
+def _set_command(
+    cls: type[_Item], upsert: Callable[[Tenant, _Item], Tenant], kind: str
+) -> Callable[[argparse.Namespace], int]:
+    """`<kind> set FILE`: create or replace the group or agent in FILE."""
+
+    def command(args: argparse.Namespace) -> int:
+        item = _model(cls, args.file)
+        return _change(args, lambda t: upsert(t, item), f"{kind}.put", f"{kind}:{item.id}")
+
+    return command
+
+
+def _delete_command(
+    remove: Callable[[Tenant, str], Tenant], kind: str
+) -> Callable[[argparse.Namespace], int]:
+    """`<kind> delete ID`: delete the group or agent ID."""
+
+    def command(args: argparse.Namespace) -> int:
+        return _change(args, lambda t: remove(t, args.id), f"{kind}.delete", f"{kind}:{args.id}")
+
+    return command
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -129,30 +173,12 @@ def _group_list(args: argparse.Namespace) -> int:
 
 def _group_show(args: argparse.Namespace) -> int:
     _, tenant = _current(store_for(args.tenant))
-    group = tenant.group(args.id)
-    if group is None:
-        raise NotFound(f"group {args.id!r} does not exist")
-    sys.stdout.write(_yaml(group.model_dump(mode="json")))
+    _show(tenant.group(args.id), f"group {args.id!r}")
     return 0
 
 
-def _group_set(args: argparse.Namespace) -> int:
-    group = _model(Group, args.file)
-    _change(
-        store_for(args.tenant),
-        lambda t: admin_ops.upsert_group(t, group),
-        _audit("group.put", f"group:{group.id}"),
-    )
-    return 0
-
-
-def _group_delete(args: argparse.Namespace) -> int:
-    _change(
-        store_for(args.tenant),
-        lambda t: admin_ops.remove_group(t, args.id),
-        _audit("group.delete", f"group:{args.id}"),
-    )
-    return 0
+_group_set = _set_command(Group, admin_ops.upsert_group, "group")
+_group_delete = _delete_command(admin_ops.remove_group, "group")
 
 
 def _agent_list(args: argparse.Namespace) -> int:
@@ -168,33 +194,15 @@ def _agent_list(args: argparse.Namespace) -> int:
 def _agent_show(args: argparse.Namespace) -> int:
     store = store_for(args.tenant)
     _, tenant = _current(store)
-    agent = tenant.agent(args.id)
-    if agent is None:
-        raise NotFound(f"agent {args.id!r} does not exist")
-    sys.stdout.write(_yaml(agent.model_dump(mode="json")))
+    _show(tenant.agent(args.id), f"agent {args.id!r}")
     view = summarize(store.tenant, store.live(), tenant)
     live = next(a for a in view.agents if a.agent == args.id)
     sys.stdout.write(_yaml({"live": live.model_dump(exclude={"agent", "name"})}))
     return 0
 
 
-def _agent_set(args: argparse.Namespace) -> int:
-    agent = _model(Agent, args.file)
-    _change(
-        store_for(args.tenant),
-        lambda t: admin_ops.upsert_agent(t, agent),
-        _audit("agent.put", f"agent:{agent.id}"),
-    )
-    return 0
-
-
-def _agent_delete(args: argparse.Namespace) -> int:
-    _change(
-        store_for(args.tenant),
-        lambda t: admin_ops.remove_agent(t, args.id),
-        _audit("agent.delete", f"agent:{args.id}"),
-    )
-    return 0
+_agent_set = _set_command(Agent, admin_ops.upsert_agent, "agent")
+_agent_delete = _delete_command(admin_ops.remove_agent, "agent")
 
 
 def _agent_state(args: argparse.Namespace) -> int:
@@ -221,21 +229,21 @@ def _member_add(args: argparse.Namespace) -> int:
         settings = MemberSettings(tier=args.tier, position=args.position, weight=args.weight)
     except ValidationError as exc:
         raise ConfigError(problems_from_validation_error(exc)) from None
-    _change(
-        store_for(args.tenant),
+    return _change(
+        args,
         lambda t: admin_ops.set_member(t, args.group, args.agent, settings),
-        _audit("member.put", f"member:{args.group}/{args.agent}"),
+        "member.put",
+        f"member:{args.group}/{args.agent}",
     )
-    return 0
 
 
 def _member_remove(args: argparse.Namespace) -> int:
-    _change(
-        store_for(args.tenant),
+    return _change(
+        args,
         lambda t: admin_ops.remove_member(t, args.group, args.agent),
-        _audit("member.delete", f"member:{args.group}/{args.agent}"),
+        "member.delete",
+        f"member:{args.group}/{args.agent}",
     )
-    return 0
 
 
 def _inbound_show(args: argparse.Namespace) -> int:
@@ -260,12 +268,13 @@ def _inbound_set(args: argparse.Namespace) -> int:
             ]
     if problems:
         raise ConfigError(problems, args.file)
-    _change(
-        store_for(args.tenant),
+    return _change(
+        args,
         lambda t: admin_ops.set_inbound(t, rules),
-        _audit("inbound.put", "inbound", f"{len(rules)} rules"),
+        "inbound.put",
+        "inbound",
+        f"{len(rules)} rules",
     )
-    return 0
 
 
 def _token_create(args: argparse.Namespace) -> int:
@@ -304,7 +313,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.once:
         live = store.live()
         if live.doc is None:
-            raise NotFound(f"tenant {store.tenant!r} has no config in Redis")
+            raise _no_config(store)
         sys.stdout.write(render(summarize(store.tenant, live)))
         return 0
     try:

@@ -185,8 +185,15 @@ class Decider:
         if remaining_s <= 0:
             return Exhausted(group.id, group.no_answer)
         timeout = min(group.ring_timeout, remaining_s)
-        caller = ctx.caller if (group.sticky and not ctx.tried) else ""
-        day = sticky_day(now, group.timezone)[0] if caller else ""
+        # The caller goes with every claim, for the events (the dashboard and reports show
+        # it); the sticky day only with a sticky group's first one, which alone looks up and
+        # claims the caller's agent of the day.
+        caller = ctx.caller
+        day = (
+            sticky_day(now, group.timezone)[0]
+            if (group.sticky and not ctx.tried and caller)
+            else ""
+        )
         seed = ctx.seed
         unreachable = (
             frozenset(a for a in self.view().tables[group.id].agent_ids if not reachable(a))

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import ClassVar, Self
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -30,12 +31,16 @@ class ProcessError(RuntimeError):
     """A child server did not start or stopped unexpectedly."""
 
 
-class RedisProcess:
-    """A redis-server on 127.0.0.1:`port` with its files in `workdir`.
+class _ServerProcess:
+    """A child server on 127.0.0.1:`port` with its files (log included) in `workdir`.
 
-    Persistence is off: the dispatcher's state is rebuilt from the tenant
-    config, and a restart test wants an empty server, like a crashed one.
+    A subclass's `start` launches `self.proc` and calls `_wait_ready`; stopping, and use as
+    a context manager (started on entry, stopped on exit), are shared.
     """
+
+    name: ClassVar[str]  # how errors name the server
+    log_name: ClassVar[str]  # its log file in `workdir`
+    poll_interval: ClassVar[float] = 0.1  # seconds between readiness checks while starting
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = Path(workdir)
@@ -43,12 +48,64 @@ class RedisProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+    def log_path(self) -> Path:
+        return self.workdir / self.log_name
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server and wait until it answers."""
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        """True once the server answers."""
+        raise NotImplementedError
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Wait until `_ready`; ProcessError when the server exits first or does not answer
+        within `timeout` seconds (then it is stopped)."""
+        assert self.proc is not None, "start the process first"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ProcessError(f"{self.name} exited; see {self.log_path}")
+            if self._ready():
+                return
+            time.sleep(self.poll_interval)
+        self.stop()
+        raise ProcessError(f"{self.name} did not answer on port {self.port} in {timeout}s")
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s); harmless if stopped."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisProcess(_ServerProcess):
+    """A redis-server on 127.0.0.1:`port` with its files in `workdir`.
+
+    Persistence is off: the dispatcher's state is rebuilt from the tenant
+    config, and a restart test wants an empty server, like a crashed one.
+    """
+
+    name = "redis-server"
+    log_name = "redis.log"
+    poll_interval = 0.02
 
     @property
-    def log_path(self) -> Path:
-        return self.workdir / "redis.log"
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and wait until it answers PING."""
@@ -76,17 +133,10 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ProcessError(f"redis-server exited; see {self.log_path}")
-            if self._answers_ping():
-                return
-            time.sleep(0.02)
-        self.stop()
-        raise ProcessError(f"redis-server did not answer on port {self.port} in {timeout}s")
+        self._wait_ready(timeout)
 
-    def _answers_ping(self) -> bool:
+    def _ready(self) -> bool:
+        """True when the server answers PING."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                 sock.sendall(b"PING\r\n")
@@ -94,28 +144,10 @@ class RedisProcess:
         except OSError:
             return False
 
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 5 s); harmless if stopped."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
     def restart(self) -> None:
         """Stop and start again on the same port, with empty memory."""
         self.stop()
         self.start()
-
-    def __enter__(self) -> RedisProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def pid_alive(pid: int) -> bool:
@@ -129,28 +161,29 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class ApiProcess:
+# Seconds uvicorn lets open requests finish on SIGTERM before it cancels them.
+GRACEFUL_SHUTDOWN_S = 2
+
+
+class ApiProcess(_ServerProcess):
     """The admin API (uvicorn) on 127.0.0.1:`port`, its log in `workdir`/api.log.
 
     `env` adds to the environment it inherits (REDIS_URL, DISPATCHER_ADMIN_TOKEN,
     PROMETHEUS_MULTIPROC_DIR, ...).
     """
 
+    name = "the admin API"
+    log_name = "api.log"
+
     def __init__(
         self, workdir: Path, port: int | None = None, env: dict[str, str] | None = None
     ) -> None:
-        self.workdir = Path(workdir)
-        self.port = port or free_port()
+        super().__init__(workdir, port)
         self.env = dict(env or {})
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "api.log"
 
     def start(self, timeout: float = 20.0) -> None:
         """Start uvicorn and wait until /healthz answers 200."""
@@ -168,40 +201,22 @@ class ApiProcess:
                     "--port",
                     str(self.port),
                     "--no-access-log",
+                    # open event streams (the dashboard's SSE) never end by themselves:
+                    # without a limit a graceful shutdown would wait for them forever
+                    "--timeout-graceful-shutdown",
+                    str(GRACEFUL_SHUTDOWN_S),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env},
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ProcessError(f"the admin API exited; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as reply:
-                    if reply.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise ProcessError(f"the admin API did not answer on port {self.port} in {timeout}s")
+        self._wait_ready(timeout)
 
-    def stop(self) -> None:
-        """Stop uvicorn (SIGTERM, then SIGKILL after 5 s); harmless if stopped."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
+    def _ready(self) -> bool:
+        """True when /healthz answers 200."""
         try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> ApiProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as reply:
+                return bool(reply.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False

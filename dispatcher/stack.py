@@ -85,6 +85,7 @@ def _api_banner(api_url: str, tenant: str, token: str | None) -> str:
             f"  admin API: {api_url}   (OpenAPI docs {api_url}/docs, log {RUN_DIR}/api/api.log)",
             f"  token:     {shown}",
             f"             curl {auth} {api_url}/v1/tenants/{tenant}/live",
+            f"  dashboard: {api_url}/dashboard   (tenant {tenant}, sign in with the token)",
             f"  metrics:   curl {auth} {api_url}/metrics",
             f"  status:    .venv/bin/dispatcher status -t {tenant}   (with REDIS_URL set as above)",
         ]

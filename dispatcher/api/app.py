@@ -39,6 +39,7 @@ from dispatcher.tokens import digest
 
 from . import (
     routes_agents,
+    routes_dashboard,
     routes_groups,
     routes_inbound,
     routes_live,
@@ -103,6 +104,7 @@ def create_app(settings: Settings, extra_routers: Sequence[APIRouter] = ()) -> F
         routes_inbound.router,
         routes_tokens.router,
         routes_live.router,
+        routes_dashboard.router,
         routes_metrics.router,
         *extra_routers,
     ):

@@ -16,18 +16,19 @@ from typing import Any, cast
 
 import redis
 import redis.asyncio as aredis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from dispatcher.metrics import count_redis_error
 from dispatcher.state.errors import StateError
 from dispatcher.state.keys import TENANTS_KEY, TenantKeys
 from dispatcher.state.live import (
     AgentLive,
+    CallsState,
     LiveState,
     parse_agent,
+    parse_calls,
     parse_live,
     queue_agent_reads,
+    queue_calls_reads,
     queue_live_reads,
 )
 from dispatcher.state.store import (
@@ -35,13 +36,17 @@ from dispatcher.state.store import (
     LIBRARY_SOURCE,
     AgentLimits,
     Audit,
+    client_options,
     config_put_request,
+    is_missing_function,
+    parse_config_reply,
+    parse_events_reply,
+    parse_tenants_reply,
+    parse_tokens_reply,
     set_state_args,
     token_set_request,
     translate_errors,
 )
-
-_MISSING_FUNCTION = "Function not found"
 
 
 class AsyncRedis:
@@ -50,12 +55,7 @@ class AsyncRedis:
     def __init__(self, url: str, *, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
-        self._redis = aredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._redis = aredis.Redis.from_url(url, **client_options(timeout, timeout))
         self._loaded = False
 
     @property
@@ -91,7 +91,7 @@ class AsyncRedis:
             try:
                 return await self._redis.fcall(function, len(keys), *keys, *args)
             except redis.ResponseError as exc:
-                if _MISSING_FUNCTION not in str(exc):
+                if not is_missing_function(exc):
                     raise
             await self._redis.function_load(LIBRARY_SOURCE, replace=True)
             return await self._redis.fcall(function, len(keys), *keys, *args)
@@ -99,8 +99,7 @@ class AsyncRedis:
     async def registered_tenants(self) -> list[str]:
         """Every tenant that has had a config put, sorted (1 round trip)."""
         async with self.guard():
-            members = cast("set[bytes]", await self._redis.smembers(TENANTS_KEY))
-        return sorted(member.decode() for member in members)
+            return parse_tenants_reply(await self._redis.smembers(TENANTS_KEY))
 
     def tenant(self, tenant: str) -> AsyncStateStore:
         """A view of one tenant's state (no I/O)."""
@@ -118,9 +117,9 @@ class AsyncStateStore:
     async def config(self) -> tuple[int, bytes | None]:
         """(version, doc) read together, (0, None) when none (1 round trip)."""
         async with self.client.guard():
-            reply = await self.client.client.hmget(self.keys.config, ["version", "doc"])
-        version, doc = cast("list[bytes | None]", reply)
-        return int(version or 0), doc
+            return parse_config_reply(
+                await self.client.client.hmget(self.keys.config, ["version", "doc"])
+            )
 
     async def put_config(
         self,
@@ -170,14 +169,20 @@ class AsyncStateStore:
     async def tokens(self) -> dict[str, bytes]:
         """Every token record by id (1 round trip)."""
         async with self.client.guard():
-            reply = cast("dict[bytes, bytes]", await self.client.client.hgetall(self.keys.tokens))
-        return {token_id.decode(): record for token_id, record in reply.items()}
+            return parse_tokens_reply(await self.client.client.hgetall(self.keys.tokens))
 
     async def live(self) -> LiveState:
         """Config and live counters at one instant (1 round trip, MULTI/EXEC)."""
         async with self.client.guard(), self.client.client.pipeline(transaction=True) as pipe:
             queue_live_reads(pipe, self.keys)
             return parse_live(await pipe.execute())
+
+    async def calls(self) -> CallsState:
+        """Calls ringing and in progress at one instant, with what the newest events tell
+        about them (1 round trip, MULTI/EXEC; see `queue_calls_reads`)."""
+        async with self.client.guard(), self.client.client.pipeline(transaction=True) as pipe:
+            queue_calls_reads(pipe, self.keys)
+            return parse_calls(await pipe.execute())
 
     async def agent(self, agent: str) -> tuple[int, AgentLive | None]:
         """(Redis time ms, one agent's counters or None if not configured); 1 round trip."""
@@ -205,11 +210,6 @@ class AsyncStateStore:
     async def recent_events(self, count: int) -> list[dict[str, str]]:
         """The last `count` events, oldest first, each with its "id" (1 round trip)."""
         async with self.client.guard():
-            reply = await self.client.client.xrevrange(self.keys.events, count=count)
-        entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", reply)
-        out = []
-        for entry_id, fields in reversed(entries):
-            event = {k.decode(): v.decode() for k, v in fields.items()}
-            event["id"] = entry_id.decode()
-            out.append(event)
-        return out
+            return parse_events_reply(
+                await self.client.client.xrevrange(self.keys.events, count=count)
+            )

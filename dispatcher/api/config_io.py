@@ -14,14 +14,14 @@ number reused after Redis lost its data cannot serve a stale tenant.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
-from fastapi import Header
+from fastapi import Header, Response
 
 from dispatcher.admin_ops import NotFound
 from dispatcher.config_sync import UPDATE_ATTEMPTS, config_records
-from dispatcher.model import Tenant
+from dispatcher.model import ConfigError, Tenant
 from dispatcher.state.errors import ConfigConflict
 from dispatcher.state.store import AgentLimits, Audit
 from dispatcher.tenant_file import parse_tenant
@@ -32,6 +32,8 @@ from .async_store import AsyncStateStore
 # tenants costs parsing, never memory).
 _CACHE_LIMIT = 256
 _parsed: dict[str, tuple[bytes, Tenant]] = {}
+
+_T = TypeVar("_T")
 
 
 class PreconditionFailed(Exception):
@@ -107,6 +109,26 @@ async def _put(
     )
 
 
+def _check_version(version: int, if_match: int | None) -> None:
+    if if_match is not None and version != if_match:
+        raise PreconditionFailed(f"config version is {version}, not {if_match}")
+
+
+async def _retried(attempt: Callable[[], Awaitable[_T]], if_match: int | None) -> _T:
+    """`attempt()` again while another writer gets in between (ConfigConflict), UPDATE_ATTEMPTS
+    in all, then the conflict; with `if_match`, PreconditionFailed at the first conflict."""
+    number = 1
+    while True:
+        try:
+            return await attempt()
+        except ConfigConflict:
+            if if_match is not None:
+                raise PreconditionFailed("the config changed meanwhile") from None
+            if number == UPDATE_ATTEMPTS:
+                raise
+            number += 1
+
+
 async def update(
     store: AsyncStateStore,
     op: Callable[[Tenant], Tenant],
@@ -117,31 +139,25 @@ async def update(
 
     A change that changes nothing is not written. Cost: 3 round trips per attempt.
     """
-    attempt = 1
-    while True:
+
+    async def attempt() -> tuple[int, Tenant]:
         version, doc, current = await _read(store)
-        if if_match is not None and version != if_match:
-            raise PreconditionFailed(f"config version is {version}, not {if_match}")
+        _check_version(version, if_match)
         tenant = op(current)
         records = config_records(tenant)
         if records[0] == doc:
             return version, current
-        try:
-            new_version = await _put(
-                store,
-                records,
-                tenant.events_maxlen,
-                expected=version,
-                old_groups=[g.id for g in current.groups],
-                audit=audit,
-            )
-            return new_version, tenant
-        except ConfigConflict:
-            if if_match is not None:
-                raise PreconditionFailed("the config changed meanwhile") from None
-            if attempt == UPDATE_ATTEMPTS:
-                raise
-            attempt += 1
+        new_version = await _put(
+            store,
+            records,
+            tenant.events_maxlen,
+            expected=version,
+            old_groups=[g.id for g in current.groups],
+            audit=audit,
+        )
+        return new_version, tenant
+
+    return await _retried(attempt, if_match)
 
 
 async def replace(
@@ -153,24 +169,59 @@ async def replace(
     conflict like `update`). Cost: 3 round trips per attempt.
     """
     records = config_records(tenant)
-    attempt = 1
-    while True:
+
+    async def attempt() -> int:
         version, doc = await store.config()
-        if if_match is not None and version != if_match:
-            raise PreconditionFailed(f"config version is {version}, not {if_match}")
+        _check_version(version, if_match)
         old_groups = [g.id for g in parsed(store.tenant, doc).groups] if doc else []
-        try:
-            return await _put(
-                store,
-                records,
-                tenant.events_maxlen,
-                expected=version,
-                old_groups=old_groups,
-                audit=audit,
-            )
-        except ConfigConflict:
-            if if_match is not None:
-                raise PreconditionFailed("the config changed meanwhile") from None
-            if attempt == UPDATE_ATTEMPTS:
-                raise
-            attempt += 1
+        return await _put(
+            store,
+            records,
+            tenant.events_maxlen,
+            expected=version,
+            old_groups=old_groups,
+            audit=audit,
+        )
+
+    return await _retried(attempt, if_match)
+
+
+# --- for the routes: lookups, the path's id, the config version as the response's ETag ------
+
+
+def found(item: _T | None, what: str) -> _T:
+    """`item`; NotFound ("`what` does not exist") when it is None."""
+    if item is None:
+        raise NotFound(f"{what} does not exist")
+    return item
+
+
+def check_path_id(body_id: str, path_id: str, what: str) -> None:
+    """ConfigError unless a body's `id` is the `what` of the path."""
+    if body_id != path_id:
+        raise ConfigError([("id", f"must be the {what} of the path ({path_id!r})")])
+
+
+def set_etag(response: Response, version: int) -> None:
+    """Make config `version` the ETag of `response`."""
+    response.headers["ETag"] = etag(version)
+
+
+async def load_tagged(store: AsyncStateStore, response: Response) -> tuple[int, Tenant]:
+    """`load`, its version the ETag of `response`."""
+    version, tenant = await load(store)
+    set_etag(response, version)
+    return version, tenant
+
+
+async def update_tagged(
+    store: AsyncStateStore,
+    op: Callable[[Tenant], Tenant],
+    audit: Audit,
+    if_match: str | None,
+    response: Response,
+) -> tuple[int, Tenant]:
+    """`update` under the request's If-Match header, the new version the ETag of `response`."""
+    version, tenant = await update(store, op, audit, expected_version(if_match))
+    set_etag(response, version)
+    return version, tenant

@@ -11,13 +11,13 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from dispatcher import admin_ops
-from dispatcher.admin_ops import NotFound
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 from dispatcher.model import ID_PATTERN, Agent, ConfigError, Tenant
+from dispatcher.state.live import AgentLive
 
 from . import config_io
-from .auth import ReadAccess, WriteAccess
-from .config_io import IfMatch, etag, expected_version
+from .auth import ReadAccess, TenantAccess, WriteAccess
+from .config_io import IfMatch, check_path_id, found
 from .schemas import AgentList, AgentOut, AgentState, StateChange, Versioned
 
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["agents"])
@@ -28,23 +28,24 @@ _STATUS = {"login": AVAILABLE, "logout": LOGGED_OUT, "pause": PAUSED, "unpause":
 
 
 def _agent(tenant: Tenant, agent_id: str) -> Agent:
-    agent = tenant.agent(agent_id)
-    if agent is None:
-        raise NotFound(f"agent {agent_id!r} does not exist")
-    return agent
+    return found(tenant.agent(agent_id), f"agent {agent_id!r}")
+
+
+async def _live(access: TenantAccess, agent_id: str) -> tuple[int, AgentLive]:
+    """(Redis time ms, the agent's live counters); NotFound for an agent not configured."""
+    now_ms, live = await access.store.agent(agent_id)
+    return now_ms, found(live, f"agent {agent_id!r}")
 
 
 @router.get("/agents", summary="List the agents")
 async def list_agents(access: ReadAccess, response: Response) -> AgentList:
-    version, tenant = await config_io.load(access.store)
-    response.headers["ETag"] = etag(version)
+    version, tenant = await config_io.load_tagged(access.store, response)
     return AgentList(version=version, agents=list(tenant.agents))
 
 
 @router.get("/agents/{agent_id}", summary="One agent's config")
 async def get_agent(access: ReadAccess, agent_id: AgentId, response: Response) -> AgentOut:
-    version, tenant = await config_io.load(access.store)
-    response.headers["ETag"] = etag(version)
+    version, tenant = await config_io.load_tagged(access.store, response)
     return AgentOut(version=version, agent=_agent(tenant, agent_id))
 
 
@@ -57,15 +58,14 @@ async def put_agent(
     if_match: IfMatch = None,
 ) -> AgentOut:
     """An agent that exists keeps its live state; `state` applies to a new agent only."""
-    if agent.id != agent_id:
-        raise ConfigError([("id", f"must be the agent id of the path ({agent_id!r})")])
-    version, tenant = await config_io.update(
+    check_path_id(agent.id, agent_id, "agent id")
+    version, tenant = await config_io.update_tagged(
         access.store,
         lambda t: admin_ops.upsert_agent(t, agent),
         access.audit("agent.put", f"agent:{agent_id}"),
-        expected_version(if_match),
+        if_match,
+        response,
     )
-    response.headers["ETag"] = etag(version)
     return AgentOut(version=version, agent=_agent(tenant, agent_id))
 
 
@@ -74,21 +74,19 @@ async def delete_agent(
     access: WriteAccess, agent_id: AgentId, response: Response, if_match: IfMatch = None
 ) -> Versioned:
     """The agent also leaves every group; a call it is on runs to its end."""
-    version, _ = await config_io.update(
+    version, _ = await config_io.update_tagged(
         access.store,
         lambda t: admin_ops.remove_agent(t, agent_id),
         access.audit("agent.delete", f"agent:{agent_id}"),
-        expected_version(if_match),
+        if_match,
+        response,
     )
-    response.headers["ETag"] = etag(version)
     return Versioned(version=version)
 
 
 @router.get("/agents/{agent_id}/state", summary="An agent's live state")
 async def get_state(access: ReadAccess, agent_id: AgentId) -> AgentState:
-    now_ms, live = await access.store.agent(agent_id)
-    if live is None:
-        raise NotFound(f"agent {agent_id!r} does not exist")
+    now_ms, live = await _live(access, agent_id)
     return AgentState.of(agent_id, live, now_ms)
 
 
@@ -99,9 +97,7 @@ async def change_state(access: WriteAccess, agent_id: AgentId, change: StateChan
     if change.reason is not None and change.action != "pause":
         raise ConfigError([("reason", "only allowed with action 'pause'")])
     if change.action == "unpause":
-        _, before = await access.store.agent(agent_id)
-        if before is None:
-            raise NotFound(f"agent {agent_id!r} does not exist")
+        _, before = await _live(access, agent_id)
         if before.status != PAUSED:
             raise HTTPException(
                 status.HTTP_409_CONFLICT, f"agent {agent_id!r} is {before.status_name}, not paused"
@@ -113,7 +109,5 @@ async def change_state(access: WriteAccess, agent_id: AgentId, change: StateChan
         reason,
         access.audit(f"agent.{change.action}", f"agent:{agent_id}", reason),
     )
-    now_ms, live = await access.store.agent(agent_id)
-    if live is None:  # removed from the config in between
-        raise NotFound(f"agent {agent_id!r} does not exist")
+    now_ms, live = await _live(access, agent_id)  # NotFound if removed from the config meanwhile
     return AgentState.of(agent_id, live, now_ms)

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from dispatcher import admin_ops
-from dispatcher.admin_ops import MemberSettings, NotFound
-from dispatcher.model import ID_PATTERN, ConfigError, Group, Tenant
+from dispatcher.admin_ops import MemberSettings
+from dispatcher.model import ID_PATTERN, Group, Tenant
 
 from . import config_io
 from .auth import ReadAccess, WriteAccess
-from .config_io import IfMatch, etag, expected_version
+from .config_io import IfMatch, check_path_id, found
 from .schemas import GroupList, GroupOut, MemberList, MemberOut, Versioned
 
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["groups"])
@@ -23,23 +23,18 @@ AgentId = Annotated[str, Path(pattern=ID_PATTERN, description="agent id")]
 
 
 def _group(tenant: Tenant, group_id: str) -> Group:
-    group = tenant.group(group_id)
-    if group is None:
-        raise NotFound(f"group {group_id!r} does not exist")
-    return group
+    return found(tenant.group(group_id), f"group {group_id!r}")
 
 
 @router.get("/groups", summary="List the groups")
 async def list_groups(access: ReadAccess, response: Response) -> GroupList:
-    version, tenant = await config_io.load(access.store)
-    response.headers["ETag"] = etag(version)
+    version, tenant = await config_io.load_tagged(access.store, response)
     return GroupList(version=version, groups=list(tenant.groups))
 
 
 @router.get("/groups/{group_id}", summary="One group")
 async def get_group(access: ReadAccess, group_id: GroupId, response: Response) -> GroupOut:
-    version, tenant = await config_io.load(access.store)
-    response.headers["ETag"] = etag(version)
+    version, tenant = await config_io.load_tagged(access.store, response)
     return GroupOut(version=version, group=_group(tenant, group_id))
 
 
@@ -53,15 +48,14 @@ async def put_group(
 ) -> GroupOut:
     """The whole group, members included, in one atomic change: no call ever sees half of
     it, and the next call to it uses it. A group without `timezone` gets the tenant's."""
-    if group.id != group_id:
-        raise ConfigError([("id", f"must be the group id of the path ({group_id!r})")])
-    version, tenant = await config_io.update(
+    check_path_id(group.id, group_id, "group id")
+    version, tenant = await config_io.update_tagged(
         access.store,
         lambda t: admin_ops.upsert_group(t, group),
         access.audit("group.put", f"group:{group_id}"),
-        expected_version(if_match),
+        if_match,
+        response,
     )
-    response.headers["ETag"] = etag(version)
     return GroupOut(version=version, group=_group(tenant, group_id))
 
 
@@ -70,20 +64,19 @@ async def delete_group(
     access: WriteAccess, group_id: GroupId, response: Response, if_match: IfMatch = None
 ) -> Versioned:
     """409 while another group overflows to it or an inbound rule targets it."""
-    version, _ = await config_io.update(
+    version, _ = await config_io.update_tagged(
         access.store,
         lambda t: admin_ops.remove_group(t, group_id),
         access.audit("group.delete", f"group:{group_id}"),
-        expected_version(if_match),
+        if_match,
+        response,
     )
-    response.headers["ETag"] = etag(version)
     return Versioned(version=version)
 
 
 @router.get("/groups/{group_id}/members", summary="A group's members")
 async def list_members(access: ReadAccess, group_id: GroupId, response: Response) -> MemberList:
-    version, tenant = await config_io.load(access.store)
-    response.headers["ETag"] = etag(version)
+    version, tenant = await config_io.load_tagged(access.store, response)
     return MemberList(version=version, members=list(_group(tenant, group_id).members))
 
 
@@ -96,14 +89,14 @@ async def put_member(
     response: Response,
     if_match: IfMatch = None,
 ) -> MemberOut:
-    version, tenant = await config_io.update(
+    version, tenant = await config_io.update_tagged(
         access.store,
         lambda t: admin_ops.set_member(t, group_id, agent_id, settings),
         access.audit("member.put", f"member:{group_id}/{agent_id}"),
-        expected_version(if_match),
+        if_match,
+        response,
     )
     member = next(m for m in _group(tenant, group_id).members if m.agent == agent_id)
-    response.headers["ETag"] = etag(version)
     return MemberOut(version=version, member=member)
 
 
@@ -115,11 +108,11 @@ async def delete_member(
     response: Response,
     if_match: IfMatch = None,
 ) -> Versioned:
-    version, _ = await config_io.update(
+    version, _ = await config_io.update_tagged(
         access.store,
         lambda t: admin_ops.remove_member(t, group_id, agent_id),
         access.audit("member.delete", f"member:{group_id}/{agent_id}"),
-        expected_version(if_match),
+        if_match,
+        response,
     )
-    response.headers["ETag"] = etag(version)
     return Versioned(version=version)

@@ -10,7 +10,7 @@ from dispatcher.model import InboundRule
 
 from . import config_io
 from .auth import ReadAccess, WriteAccess
-from .config_io import IfMatch, etag, expected_version
+from .config_io import IfMatch
 from .schemas import InboundList
 
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["inbound"])
@@ -18,8 +18,7 @@ router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["inbound"])
 
 @router.get("/inbound", summary="The inbound rules, in order")
 async def get_inbound(access: ReadAccess, response: Response) -> InboundList:
-    version, tenant = await config_io.load(access.store)
-    response.headers["ETag"] = etag(version)
+    version, tenant = await config_io.load_tagged(access.store, response)
     return InboundList(version=version, inbound=list(tenant.inbound))
 
 
@@ -27,11 +26,11 @@ async def get_inbound(access: ReadAccess, response: Response) -> InboundList:
 async def put_inbound(
     access: WriteAccess, rules: list[InboundRule], response: Response, if_match: IfMatch = None
 ) -> InboundList:
-    version, tenant = await config_io.update(
+    version, tenant = await config_io.update_tagged(
         access.store,
         lambda t: admin_ops.set_inbound(t, rules),
         access.audit("inbound.put", "inbound", f"{len(rules)} rules"),
-        expected_version(if_match),
+        if_match,
+        response,
     )
-    response.headers["ETag"] = etag(version)
     return InboundList(version=version, inbound=list(tenant.inbound))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from dispatcher.model import ConfigError, Tenant
+from dispatcher.model import Tenant
 
 from . import config_io
 from .async_store import AsyncRedis
 from .auth import Caller, ReadAccess, SuperAdmin, WriteAccess
-from .config_io import IfMatch, PreconditionFailed, etag, expected_version
+from .config_io import IfMatch, PreconditionFailed, check_path_id, expected_version
 from .schemas import TenantList, TenantOut
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
@@ -38,15 +38,14 @@ async def create_tenant(
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"tenant {config.id!r} already exists"
         ) from None
-    response.headers["ETag"] = etag(version)
+    config_io.set_etag(response, version)
     response.headers["Location"] = f"/v1/tenants/{config.id}"
     return TenantOut(version=version, tenant=config)
 
 
 @router.get("/{tenant}", summary="A tenant's whole config")
 async def get_tenant(access: ReadAccess, response: Response) -> TenantOut:
-    version, tenant = await config_io.load(access.store)
-    response.headers["ETag"] = etag(version)
+    version, tenant = await config_io.load_tagged(access.store, response)
     return TenantOut(version=version, tenant=tenant)
 
 
@@ -55,9 +54,8 @@ async def replace_tenant(
     access: WriteAccess, config: Tenant, response: Response, if_match: IfMatch = None
 ) -> TenantOut:
     """Agents already known keep their live state; new agents start in their `state`."""
-    if config.id != access.tenant:
-        raise ConfigError([("id", f"must be the tenant of the path ({access.tenant!r})")])
+    check_path_id(config.id, access.tenant, "tenant")
     audit = access.audit("tenant.replace", f"tenant:{access.tenant}")
     version = await config_io.replace(access.store, config, audit, expected_version(if_match))
-    response.headers["ETag"] = etag(version)
+    config_io.set_etag(response, version)
     return TenantOut(version=version, tenant=config)

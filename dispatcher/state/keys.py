@@ -16,6 +16,7 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 FIELD_SEPARATOR = "\x1f"
 MAX_CALL_ID_BYTES = 256
 DAY_PATTERN = re.compile(r"[0-9]{8}")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 # The set of tenant ids that have (had) a config: the admin API's tenant list and the metrics
 # scrape start from it. Outside every tenant's hash slot, so only plain commands touch it,
 # never a library function (those keep to one tenant's slot).
@@ -107,6 +108,13 @@ class TenantKeys:
         if not isinstance(day, str) or DAY_PATTERN.fullmatch(day) is None:
             raise ValueError(f"invalid sticky day {day!r}: must be yyyymmdd")
         return f"{self.prefix}:sticky:{validate_id(gid, 'group id')}:{day}"
+
+    def ticket(self, ticket_digest: str) -> str:
+        """String holding one admin API event-stream ticket (by its SHA-256 hex digest) until
+        it is redeemed or expires."""
+        if not isinstance(ticket_digest, str) or _HEX_DIGEST.fullmatch(ticket_digest) is None:
+            raise ValueError(f"invalid ticket digest {ticket_digest!r}: must be SHA-256 hex")
+        return f"{self.prefix}:ticket:{ticket_digest}"
 
     def __repr__(self) -> str:
         return f"TenantKeys({self.tenant!r})"

@@ -157,3 +157,160 @@ def parse_live(replies: Sequence[Any]) -> LiveState:
         calls=calls,
         oldest_call_ms=oldest,
     )
+
+
+# --- calls ringing and in progress ---------------------------------------------------------
+
+# How many of the newest events the calls read looks through for a call's caller, group and
+# arrival: the reservation zset and the live hash do not hold them. A call whose events are
+# older than that (a long call on a busy tenant) still shows, with caller unknown.
+CALL_EVENTS_WINDOW = 1000
+CallState = Literal["ringing", "in_progress"]
+LegState = Literal["ringing", "talking"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallLeg:
+    """One agent of a call: ringing (a reservation, `deadline_ms` its end) or talking (a live
+    call). `since_ms`: when the offer was made (ringing; None when its event is out of the
+    window) or answered (talking)."""
+
+    agent: str
+    state: LegState
+    since_ms: int | None
+    deadline_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCall:
+    """A call that rings agents or is in progress, as the reservation zset and the live hash
+    hold it at one instant, with what the recent events tell about it.
+
+    `state`: in_progress once an agent talks on it, else ringing. `group`: the live call's
+    group, else the group of its newest offer. `started_ms`: its arrival at the group, else
+    its first offer, else its answer (None only for a ringing call whose events are out of the
+    window). `answered_ms`: the earliest talking leg's start.
+    """
+
+    call: str
+    state: CallState
+    group: str | None
+    caller: str | None
+    started_ms: int | None
+    answered_ms: int | None
+    legs: tuple[CallLeg, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CallsState:
+    """The calls of a tenant at one instant (`now_ms`, Redis time), oldest first, with the
+    config version of that instant (0: the tenant has no config)."""
+
+    version: int
+    now_ms: int
+    calls: tuple[LiveCall, ...]
+
+
+def queue_calls_reads(pipe: Any, keys: TenantKeys, window: int = CALL_EVENTS_WINDOW) -> None:
+    """Queue the reads of `parse_calls` on a transaction pipeline (sync or asyncio).
+
+    Cost when executed: 1 round trip, O(reservations + live calls + window) in Redis.
+    """
+    pipe.time()
+    pipe.hget(keys.config, "version")
+    pipe.zrange(keys.resv, 0, -1, withscores=True)
+    pipe.hgetall(keys.live)
+    pipe.xrevrange(keys.events, count=window)
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What the events in the window say about one call."""
+
+    caller: str = ""
+    group: str = ""
+    arrived_ms: int | None = None
+    first_offer_ms: int | None = None
+    offered_ms: dict[str, int] | None = None
+
+
+def _events_about(
+    entries: Sequence[tuple[Any, dict[Any, Any]]], wanted: set[str]
+) -> dict[str, _Seen]:
+    """Caller, group, arrival and offer times of the calls in `wanted` from the newest-first
+    stream entries. O(len(entries))."""
+    seen: dict[str, _Seen] = {}
+    for _, raw in reversed(entries):  # oldest first: the newest offer's group wins
+        fields = {_text(k): v for k, v in raw.items()}
+        call = _text(fields.get("call"))
+        kind = _text(fields.get("type"))
+        if call not in wanted or kind not in ("arrived", "offered", "answered"):
+            continue
+        info = seen.setdefault(call, _Seen())
+        caller, group = _text(fields.get("caller")), _text(fields.get("group"))
+        info.caller = caller or info.caller
+        info.group = group or info.group
+        try:
+            ts: int | None = int(_text(fields.get("ts")))
+        except ValueError:
+            ts = None
+        if kind == "arrived" and info.arrived_ms is None:
+            info.arrived_ms = ts
+        elif kind == "offered" and ts is not None:
+            if info.first_offer_ms is None:
+                info.first_offer_ms = ts
+            if info.offered_ms is None:
+                info.offered_ms = {}
+            info.offered_ms[_text(fields.get("agent"))] = ts
+    return seen
+
+
+def parse_calls(replies: Sequence[Any]) -> CallsState:
+    """The `CallsState` from the replies of the reads `queue_calls_reads` queued, in order."""
+    (seconds, micros), version, reservations, live, entries = replies
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    ringing: dict[str, list[tuple[str, int]]] = {}
+    for member, deadline in reservations:
+        call, _, agent = _text(member).partition(FIELD_SEPARATOR)
+        ringing.setdefault(call, []).append((agent, int(deadline)))
+    talking: dict[str, list[tuple[str, str, int]]] = {}
+    for field, value in live.items():
+        call, _, agent = _text(field).partition(FIELD_SEPARATOR)
+        group, _, start = _text(value).partition(FIELD_SEPARATOR)
+        talking.setdefault(call, []).append((agent, group, int(start or 0)))
+    seen = _events_about(entries, set(ringing) | set(talking))
+
+    calls = []
+    for call in set(ringing) | set(talking):
+        info = seen.get(call, _Seen())
+        offered = info.offered_ms or {}
+        legs = [
+            CallLeg(agent, "talking", start, None)
+            for agent, _, start in sorted(talking.get(call, ()), key=lambda t: (t[2], t[0]))
+        ] + [
+            CallLeg(agent, "ringing", offered.get(agent), deadline)
+            for agent, deadline in sorted(ringing.get(call, ()), key=lambda r: (r[1], r[0]))
+        ]
+        live_legs = talking.get(call, [])
+        answered_ms = min((start for _, _, start in live_legs), default=None)
+        group = live_legs[0][1] if live_legs else info.group
+        started = info.arrived_ms if info.arrived_ms is not None else info.first_offer_ms
+        calls.append(
+            LiveCall(
+                call=call,
+                state="in_progress" if live_legs else "ringing",
+                group=group or None,
+                caller=info.caller or None,
+                started_ms=started if started is not None else answered_ms,
+                answered_ms=answered_ms,
+                legs=tuple(legs),
+            )
+        )
+    calls.sort(key=lambda c: (c.started_ms if c.started_ms is not None else now_ms, c.call))
+    return CallsState(version=int(version or 0), now_ms=now_ms, calls=tuple(calls))

@@ -6,7 +6,8 @@ The client is synchronous because Kamailio workers are; create the store in each
 after fork (the connection opens on first use). The admin API's asyncio store
 (`dispatcher.api.async_store`) calls the same functions with the KEYS and ARGV built by the
 pure helpers at the end of this module (`config_put_request`, `set_state_args`,
-`token_set_request`) and maps errors with the same `translate_errors`.
+`token_set_request`), connects with the same `client_options`, reads replies with the same
+`parse_*_reply` and maps errors with the same `translate_errors`.
 """
 
 from __future__ import annotations
@@ -144,13 +145,7 @@ class StateStore:
         self.url = url
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
-        self._redis = redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            # No retries at all (timeouts included): a worker waits one timeout, not several.
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._redis = redis.Redis.from_url(url, **client_options(socket_timeout, connect_timeout))
         self._loaded = False
 
     def close(self) -> None:
@@ -184,7 +179,7 @@ class StateStore:
             try:
                 return self._redis.fcall(function, len(keys), *keys, *args)
             except redis.ResponseError as exc:
-                if _MISSING_FUNCTION not in str(exc):
+                if not is_missing_function(exc):
                     raise
             self._loaded = False
         self.load_library()
@@ -242,9 +237,7 @@ class StateStore:
     def config(self) -> tuple[int, bytes | None]:
         """(version, doc) read together, (0, None) when none (1 round trip)."""
         with self._reachable():
-            reply = self._redis.hmget(self.keys.config, "version", "doc")
-        version, doc = cast("list[bytes | None]", reply)
-        return int(version or 0), doc
+            return parse_config_reply(self._redis.hmget(self.keys.config, "version", "doc"))
 
     def config_version(self) -> int:
         """The stored config version, 0 when none (1 round trip)."""
@@ -403,14 +396,12 @@ class StateStore:
     def tokens(self) -> dict[str, bytes]:
         """Every API token record of the tenant by token id (1 round trip, HGETALL)."""
         with self._reachable():
-            reply = cast("dict[bytes, bytes]", self._redis.hgetall(self.keys.tokens))
-        return {token_id.decode(): record for token_id, record in reply.items()}
+            return parse_tokens_reply(self._redis.hgetall(self.keys.tokens))
 
     def registered_tenants(self) -> list[str]:
         """Ids of every tenant that has had a config put, sorted (1 round trip, SMEMBERS)."""
         with self._reachable():
-            members = cast("set[bytes]", self._redis.smembers(TENANTS_KEY))
-        return sorted(member.decode() for member in members)
+            return parse_tenants_reply(self._redis.smembers(TENANTS_KEY))
 
     # -- reads for monitoring and tests ---------------------------------------------------
 
@@ -449,14 +440,9 @@ class StateStore:
         1 round trip (XREVRANGE).
         """
         with self._reachable():
-            reply = self._redis.xrevrange(self.keys.events, count=_positive(count))
-        entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", reply)
-        out = []
-        for entry_id, fields in reversed(entries):
-            event = {k.decode(): v.decode() for k, v in fields.items()}
-            event["id"] = entry_id.decode()
-            out.append(event)
-        return out
+            return parse_events_reply(
+                self._redis.xrevrange(self.keys.events, count=_positive(count))
+            )
 
 
 def _positive(value: int) -> int:
@@ -551,6 +537,49 @@ def token_set_request(
     """KEYS and ARGV of disp_token_set; `record` None revokes."""
     validate_id(token_id, "token id")
     return [*keys.base, keys.tokens], [token_id, record or b"", *audit_args(audit)]
+
+
+def client_options(socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
+    """Keyword arguments of `Redis.from_url` (sync or asyncio) for a store's client."""
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        # No retries at all (timeouts included): a worker waits one timeout, not several.
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
+def is_missing_function(exc: redis.ResponseError) -> bool:
+    """True when Redis answered that a function is missing (the library must be loaded)."""
+    return _MISSING_FUNCTION in str(exc)
+
+
+def parse_config_reply(reply: Any) -> tuple[int, bytes | None]:
+    """(version, doc) from HMGET of the config's version and doc; (0, None) when none."""
+    version, doc = cast("list[bytes | None]", reply)
+    return int(version or 0), doc
+
+
+def parse_tokens_reply(reply: Any) -> dict[str, bytes]:
+    """Token records by token id from HGETALL of the tokens hash."""
+    records = cast("dict[bytes, bytes]", reply)
+    return {token_id.decode(): record for token_id, record in records.items()}
+
+
+def parse_tenants_reply(reply: Any) -> list[str]:
+    """Sorted tenant ids from SMEMBERS of the tenant list."""
+    return sorted(member.decode() for member in cast("set[bytes]", reply))
+
+
+def parse_events_reply(reply: Any) -> list[dict[str, str]]:
+    """Events from XREVRANGE (newest first), oldest first; each its fields plus "id"."""
+    entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", reply)
+    out = []
+    for entry_id, fields in reversed(entries):
+        event = {k.decode(): v.decode() for k, v in fields.items()}
+        event["id"] = entry_id.decode()
+        out.append(event)
+    return out
 
 
 @contextmanager
