@@ -31,7 +31,7 @@ apt:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,admin]'
+	$(PY) -m pip install -q -e '.[dev,admin,bench]'
 	touch $@
 
 $(EXT_STAMP): $(STAMP) dispatcher/_core.pyx dispatcher/_core.pxd setup.py
@@ -50,8 +50,11 @@ down:
 test: setup
 	$(PY) -m pytest -q
 
+# Core and Redis figures (about 30 s), then SIP load against Kamailio's native dispatcher
+# (about 8 min); results and plots in bench/results/.
 bench: setup
 	$(PY) bench/core.py
+	$(PY) bench/sip_load.py
 
 lint: setup
 	$(VENV)/bin/ruff check dispatcher tests bench kamailio

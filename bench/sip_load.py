@@ -1,0 +1,982 @@
+"""SIP load benchmark: the dispatcher stack against Kamailio's native call-load dispatcher.
+
+One run on one machine, the same SIPp scenario against two Kamailio instances that run side
+by side, step after step, alternating (the stack that goes first swaps every step):
+
+- native: kamailio/native-dispatcher.cfg - the dispatcher module, `ds_select_dst("1", "10")`
+  (call load distribution: fewest active calls), dialog tracking, `ds_load_update` /
+  `ds_load_unset` keeping the load right; the agents are listed in a dispatcher.list that
+  this benchmark writes into the instance's run dir (`maxload` = the agents' max_calls);
+- dispatcher: kamailio/kamailio.cfg + the KEMI script + Redis, a least_busy group (sticky
+  off) of the same agents, each registered with REGISTER as its AOR (the real path, not
+  static URIs).
+
+Both have the same number of SIP workers (--children) and memory (-m 1024 -M 32: the
+default 64 MB of shared memory runs out at a few hundred calls per second). The agents
+are 20 SIPp UAS processes (tests/sip/scenarios/uas_answer.xml: 180 and 200 at once),
+max_calls 100 each, so capacity never limits the steps; the load is one SIPp UAC
+(tests/sip/scenarios/uac_call.xml, with a 100/180 that arrives after the 200 absorbed: the
+proxy's workers may relay them out of order) calling the group number at a fixed rate (-r)
+for --step-seconds, each call held --hold-ms (1 s) before the caller's BYE.
+
+The offered rate ramps through the steps while a stack stays under 0.1% failed calls (a
+call fails when it does not end with the caller's BYE answered: an error reply, a timeout,
+or never finished) and SIPp placed the calls at >= 90% of the offered rate; the best passing
+step is then confirmed by a second run (a failed confirmation tries the next lower passing
+step, once). A failed run leaves calls behind (the UAC drops a call without BYE), so the
+stack and the phones are restarted with clean state after it. Before every run the
+benchmark waits (up to 8 s) for other jobs on the machine to use under 0.3 cores, and a
+failed run while they used more runs once more (the first is kept, marked superseded).
+
+Measured per run: Kamailio CPU ms per successful call - utime + stime from /proc/<pid>/stat
+of every process of the instance (its process group: the main process and all it forked),
+read before the UAC starts and after the calls have ended and Kamailio is idle again -, the
+failure rate, the setup time (INVITE to 200), each core's busy share and the cores other
+jobs used meanwhile (both from /proc/stat, which under-counts short bursts of work: a rough
+noise gauge, never used for the figures), and for the dispatcher the Redis server's CPU per
+call (reported next to Kamailio's, not added to it) and its FCALLs per call.
+
+The headline cpu_ms_per_call of both is taken at the same offered rate: the highest step
+both stacks passed in the ramp. max_cps is the confirmed step. Ratios are dispatcher /
+native.
+
+Pinning (on a machine with >= 2 usable cores, unless --no-pin): Kamailio - both instances,
+every process - on the first core; the SIPp UAC and UAS processes, redis-server and this
+script on the other cores (--redis-on-kamailio-core moves Redis to Kamailio's). Done with
+sched_setaffinity (what `taskset -c` does): this process pins itself to the load cores, so
+what it starts inherits them, and switches to the Kamailio core only while starting each
+Kamailio. So the Kamailio CPU ceiling is one core for both stacks.
+
+    .venv/bin/python bench/sip_load.py [--json] [--quick] [--results DIR] [--steps 50,100,...]
+
+Writes sip_load.json and sip_load.png (CPU per call and failure rate against offered CPS)
+to bench/results/ (--quick: sip_load-quick.*); prints a table, or the JSON with --json.
+Bounded: every run has a SIPp timeout, the ramp stops at the first failed step of each
+stack or when --budget seconds are used up (confirmations may take a quarter more); the
+default run takes about 6-10 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SCENARIOS = ROOT / "tests" / "sip" / "scenarios"
+NATIVE_CFG = ROOT / "kamailio" / "native-dispatcher.cfg"
+
+# Run as a script from a checkout, where the package is not installed.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from dispatcher.procs import RedisProcess  # noqa: E402
+from dispatcher.sipprocs import KamailioProcess, SippProcess, run_sipp, sipp_uas  # noqa: E402
+
+TENANT = "sip-load"
+EXTENSION = "800"
+MAX_FAILED = 0.001  # a step passes with under 0.1% failed calls
+MIN_PLACED = 0.9  # ... and SIPp placed the calls at >= 90% of the offered rate
+# Other jobs on the machine using this many cores make a run "noisy": the benchmark waits
+# for a quieter moment before each run, and runs a failed noisy step once more.
+NOISY = 0.3
+STACKS = ("native", "dispatcher")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# 20 agents x max_calls 100 take 2000 calls at once: 1500 cps x ~1.05 s per call fits
+DEFAULT_STEPS = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one benchmark run does; `quick()` is the smoke test's tiny run."""
+
+    steps: tuple[int, ...] = DEFAULT_STEPS
+    step_seconds: float = 10.0
+    hold_ms: int = 1000
+    agents: int = 20
+    max_calls: int = 100
+    children: int = 4
+    shm_mb: int = 1024  # Kamailio -m, both stacks
+    pkg_mb: int = 32  # Kamailio -M, both stacks
+    settle_s: float = 1.5
+    warmup_calls: int = 200
+    budget_s: float = 450.0
+    pin: bool = True
+    noise_wait: bool = True  # wait for other jobs to calm down before each run
+    redis_on_kamailio_core: bool = False  # Redis shares the Kamailio core, not SIPp's
+    keep: bool = False  # keep the work folder (logs, SIPp traces) for inspection
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(
+            steps=(5, 10),
+            step_seconds=3.0,
+            hold_ms=500,
+            agents=4,
+            children=2,
+            shm_mb=128,
+            settle_s=0.5,
+            warmup_calls=10,
+            budget_s=50.0,
+            noise_wait=False,
+        )
+
+
+# -- CPU accounting from /proc --------------------------------------------------------------
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (index 0 = state); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_cpu_ms(pid: int) -> float:
+    """utime + stime of one process (all its threads), in ms; 0 if it is gone."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) * 1000 / CLK_TCK
+
+
+def group_pids(leader: int) -> list[int]:
+    """The leader and every process of its process group or forked by it (Kamailio's
+    workers, timers, RPC processes): pgrp == leader or ppid == leader."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(entry)
+        if fields is not None and leader in (int(entry), int(fields[1]), int(fields[2])):
+            pids.append(int(entry))
+    return pids
+
+
+def group_cpu_ms(leader: int) -> float:
+    """utime + stime of all of `group_pids(leader)`, in ms."""
+    return sum(process_cpu_ms(pid) for pid in group_pids(leader))
+
+
+def core_times() -> dict[str, tuple[int, int]]:
+    """Per core (cpu0, cpu1, ...): (busy, total) jiffies from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as stat:
+        for line in stat:
+            name, *values = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                ticks = [int(v) for v in values[:8]]
+                idle = ticks[3] + ticks[4]  # idle + iowait
+                out[name] = (sum(ticks) - idle, sum(ticks))
+    return out
+
+
+def core_busy(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict:
+    """Busy share (0..1) of each core between two `core_times()`."""
+    busy = {}
+    for core, (b1, t1) in after.items():
+        b0, t0 = before.get(core, (0, 0))
+        busy[core] = round((b1 - b0) / (t1 - t0), 3) if t1 > t0 else 0.0
+    return busy
+
+
+# -- pinning --------------------------------------------------------------------------------
+
+
+@dataclass
+class Pinning:
+    """Kamailio on `kamailio` cores, everything else (SIPp, Redis, this script) on `load`."""
+
+    kamailio: set[int]
+    load: set[int]
+    original: set[int]
+
+    @classmethod
+    def plan(cls, enabled: bool) -> Pinning | None:
+        cpus = sorted(os.sched_getaffinity(0))
+        if not enabled or len(cpus) < 2:
+            return None
+        return cls({cpus[0]}, set(cpus[1:]), set(cpus))
+
+    def describe(self, redis_on_kamailio_core: bool = False) -> str:
+        if redis_on_kamailio_core:
+            return (
+                f"kamailio (both instances, all processes) and redis-server on cpu "
+                f"{_cpus(self.kamailio)}; sipp UAC + UAS and the benchmark on cpu "
+                f"{_cpus(self.load)} (sched_setaffinity, as taskset -c)"
+            )
+        return (
+            f"kamailio (both instances, all processes) on cpu {_cpus(self.kamailio)}; "
+            f"sipp UAC + UAS, redis-server and the benchmark on cpu {_cpus(self.load)} "
+            "(sched_setaffinity, as taskset -c)"
+        )
+
+    @contextlib.contextmanager
+    def for_kamailio(self) -> Iterator[None]:
+        """While starting Kamailio: what it forks inherits the Kamailio core."""
+        os.sched_setaffinity(0, self.kamailio)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, self.load)
+
+
+def _cpus(cpus: set[int]) -> str:
+    return ",".join(map(str, sorted(cpus)))
+
+
+def affinity_of(pids: Sequence[int]) -> list[str]:
+    """Distinct Cpus_allowed_list values of the processes: how they are really pinned."""
+    seen = set()
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Cpus_allowed_list:"):
+                    seen.add(line.split(":", 1)[1].strip())
+    return sorted(seen)
+
+
+# -- the two stacks -------------------------------------------------------------------------
+
+
+def tenant_doc(agents: int, max_calls: int) -> dict[str, Any]:
+    """The agents a01.. (registered AORs) and one least_busy group of all, sticky off."""
+    ids = [f"a{i:02d}" for i in range(1, agents + 1)]
+    return {
+        "id": TENANT,
+        "name": "SIP load",
+        "agents": [
+            {
+                "id": a,
+                "name": a.upper(),
+                "targets": {"aor": a},
+                "state": "available",
+                "max_calls": max_calls,
+            }
+            for a in ids
+        ],
+        "groups": [
+            {
+                "id": "load",
+                "extension": EXTENSION,
+                "name": "Least busy",
+                "strategy": "least_busy",
+                "sticky": False,
+                "ring_timeout": 20,
+                "members": [{"agent": a} for a in ids],
+                "no_answer": {"kind": "reply", "code": 480},
+            }
+        ],
+    }
+
+
+def uac_scenario(workdir: Path) -> Path:
+    """tests/sip/scenarios/uac_call.xml, but a 100 or 180 that arrives after the 200 is
+    absorbed instead of failing the call: the proxy's workers relay the agent's 180 and 200
+    in parallel, so over UDP the 200 sometimes overtakes the 180 (a phone ignores that)."""
+    text = (SCENARIOS / "uac_call.xml").read_text()
+    for code in ("100", "180"):
+        old = f'<recv response="{code}" optional="true"/>'
+        if old not in text:
+            raise RuntimeError(f"{SCENARIOS / 'uac_call.xml'}: no {old!r} to relax")
+        text = text.replace(
+            old, f'<recv response="{code}" optional="global" advance_state="false"/>'
+        )
+    path = workdir / "uac_call_load.xml"
+    path.write_text(text)
+    return path
+
+
+def dispatcher_list(phones: Sequence[SippProcess], max_calls: int) -> str:
+    """Set 1: every agent's phone, a unique duid (algorithm 10 needs it), maxload."""
+    lines = ["# set destination flags priority attrs (written by bench/sip_load.py)"]
+    for i, phone in enumerate(phones, 1):
+        uri = f"sip:{phone.local_ip}:{phone.local_port}"
+        lines.append(f"1 {uri} 0 0 duid=a{i:02d};maxload={max_calls}")
+    return "\n".join(lines) + "\n"
+
+
+class BenchKamailio(KamailioProcess):
+    """KamailioProcess with larger memory pools, the same for both stacks: the default 64 MB
+    of shared memory runs out at a few hundred calls per second (every call holds an INVITE
+    and a BYE transaction until tm's wait timer, a dialog, and for the native dispatcher the
+    failover XAVPs), and a stack out of memory fails calls for that reason, not its speed."""
+
+    def __init__(self, *args: Any, shm_mb: int, pkg_mb: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shm_mb = shm_mb
+        self.pkg_mb = pkg_mb
+
+    def command(self) -> list[str]:
+        return [*super().command(), "-m", str(self.shm_mb), "-M", str(self.pkg_mb)]
+
+
+@dataclass
+class Stack:
+    name: str
+    kamailio: KamailioProcess
+    redis: RedisProcess | None = None
+
+    @property
+    def leader(self) -> int:
+        assert self.kamailio.proc is not None
+        return self.kamailio.proc.pid
+
+    def cpu_ms(self) -> float:
+        return group_cpu_ms(self.leader)
+
+    def redis_cpu_ms(self) -> float:
+        if self.redis is None or self.redis.proc is None:
+            return 0.0
+        return process_cpu_ms(self.redis.proc.pid)
+
+    def fcalls(self) -> tuple[int, float]:
+        """(FCALLs, their server-side µs) the dispatcher's Redis ran so far; (0, 0) native."""
+        if self.redis is None:
+            return 0, 0.0
+        import redis
+
+        with redis.Redis.from_url(self.redis.url) as client:
+            stat = client.info("commandstats").get("cmdstat_fcall", {})
+        return int(stat.get("calls", 0)), float(stat.get("usec", 0))
+
+
+@dataclass
+class Topology:
+    """Redis, the agents' phones and both Kamailio instances, all started; `stop()` ends
+    them."""
+
+    workdir: Path
+    settings: Settings
+    pinning: Pinning | None
+    phones: list[SippProcess] = field(default_factory=list)
+    stacks: dict[str, Stack] = field(default_factory=dict)
+    redis: RedisProcess | None = None
+    uac_xml: Path = Path()
+
+    def start(self) -> None:
+        s = self.settings
+        self.uac_xml = uac_scenario(self.workdir)
+        if self.pinning is not None:
+            os.sched_setaffinity(0, self.pinning.load)
+        self.redis = RedisProcess(self.workdir / "redis")
+        with self._pinned(s.redis_on_kamailio_core):
+            self.redis.start()
+        self._import_tenant()
+        phone_dir = self.workdir / "phones"
+        for _ in range(s.agents):
+            self.phones.append(sipp_uas(phone_dir, SCENARIOS / "uas_answer.xml"))
+
+        memory = {"children": s.children, "shm_mb": s.shm_mb, "pkg_mb": s.pkg_mb}
+        native = BenchKamailio(self.workdir / "nat", cfg=NATIVE_CFG, **memory)
+        native.run_dir.mkdir(parents=True, exist_ok=True)
+        (native.run_dir / "dispatcher.list").write_text(dispatcher_list(self.phones, s.max_calls))
+        ours = BenchKamailio(
+            self.workdir / "dsp", redis_url=self.redis.url, tenant=TENANT, **memory
+        )
+        self.stacks = {
+            "native": Stack("native", native),
+            "dispatcher": Stack("dispatcher", ours, self.redis),
+        }
+        for name in STACKS:
+            with self._pinned(True):
+                self.stacks[name].kamailio.start()
+        self._register()
+
+    def reset(self, name: str) -> None:
+        """Restart one stack and the phones with clean state: calls a failed run left
+        behind (the UAC gives up on a call without BYE) would hold agent capacity - the
+        native load table or the dispatcher's live calls - and the phones would still be
+        retransmitting their 200s, skewing the next runs."""
+        kamailio = self.stacks[name].kamailio
+        kamailio.stop()
+        self._restart_phones()
+        if name == "dispatcher":
+            assert self.redis is not None
+            import redis
+
+            with redis.Redis.from_url(self.redis.url) as client:
+                client.flushall()
+            self._import_tenant()
+        with self._pinned(True):
+            kamailio.start()
+        if name == "dispatcher":
+            self._register()
+        warm_up(self, [name])
+
+    def _restart_phones(self) -> None:
+        """New phones on the same ports: registrations and dispatcher.list stay valid."""
+        ports = [phone.local_port for phone in self.phones]
+        for phone in self.phones:
+            if phone.proc is not None and phone.proc.returncode is None:
+                phone.stop(timeout=1.0)
+        self.phones = [
+            sipp_uas(self.workdir / "phones", SCENARIOS / "uas_answer.xml", local_port=port)
+            for port in ports
+        ]
+
+    def _pinned(self, on_kamailio_core: bool) -> contextlib.AbstractContextManager[None]:
+        if self.pinning is not None and on_kamailio_core:
+            return self.pinning.for_kamailio()
+        return contextlib.nullcontext()
+
+    def _import_tenant(self) -> None:
+        from dispatcher.config_sync import import_tenant
+        from dispatcher.model import Tenant
+        from dispatcher.state import StateStore
+
+        assert self.redis is not None
+        doc = tenant_doc(self.settings.agents, self.settings.max_calls)
+        with StateStore(self.redis.url, TENANT) as store:
+            import_tenant(store, Tenant.model_validate(doc))
+
+    def _register(self) -> None:
+        """Each phone REGISTERs as its agent's AOR at the dispatcher's Kamailio."""
+        ours = self.stacks["dispatcher"].kamailio
+        for i, phone in enumerate(self.phones, 1):
+            result = run_sipp(
+                self.workdir / "register",
+                SCENARIOS / "register.xml",
+                ours.address,
+                calls=1,
+                service=f"a{i:02d}",
+                keys={"contact_port": phone.local_port, "expires": 3600},
+                timeout=10,
+            )
+            if not result.ok:
+                raise RuntimeError(f"REGISTER a{i:02d} failed: {result.errors or result.output}")
+
+    def stop(self) -> None:
+        for stack in self.stacks.values():
+            stack.kamailio.stop()
+        for phone in self.phones:
+            if phone.proc is not None and phone.proc.returncode is None:
+                phone.stop(timeout=2.0)
+        if self.redis is not None:
+            self.redis.stop()
+        if self.pinning is not None:
+            os.sched_setaffinity(0, self.pinning.original)
+
+    def leftovers(self, name: str) -> dict[str, int]:
+        """Calls still held after the runs: active dialogs, and the native load table or the
+        dispatcher's live calls and reservations in Redis - all 0 when every call ended."""
+        kamailio = self.stacks[name].kamailio
+        stats = [str(v) for v in kamailio.rpc("stats.get_statistics", "dialog:")]
+        active = [v for v in stats if v.startswith("dialog:active_dialogs ")]
+        out = {f"{name}_active_dialogs": int(active[0].rsplit("=", 1)[1])}
+        if name == "native":
+            # algorithm 10's own call table: the load each destination still carries
+            sets = kamailio.rpc("dispatcher.list")["RECORDS"]
+            out["native_ds_load"] = sum(
+                target["DEST"]["RUNTIME"]["DLGLOAD"]
+                for record in sets
+                for target in record["SET"]["TARGETS"]
+            )
+        else:
+            import redis
+
+            assert self.redis is not None
+            with redis.Redis.from_url(self.redis.url) as client:
+                out["dispatcher_redis_live"] = int(client.hlen(f"{{t:{TENANT}}}:live"))
+                out["dispatcher_redis_resv"] = int(client.zcard(f"{{t:{TENANT}}}:resv"))
+        return out
+
+
+# -- one step -------------------------------------------------------------------------------
+
+
+def _sipp_rows(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="") as stat_file:
+            return list(csv.DictReader(stat_file, delimiter=";"))
+    except FileNotFoundError:
+        return []
+
+
+def _seconds(text: str) -> float:
+    """SIPp's "HH:MM:SS:micro" (also "HH:MM:SS" ElapsedTime) as seconds."""
+    parts = text.strip().split(":")
+    h, m, s = (int(p) for p in parts[:3])
+    micro = int(parts[3]) if len(parts) > 3 else 0
+    return h * 3600 + m * 60 + s + micro / 1e6
+
+
+def placement_seconds(rows: list[dict[str, str]], calls: int) -> float | None:
+    """When SIPp had created all `calls` calls (1 s resolution: its -fd 1 rows)."""
+    for row in rows:
+        if int(row.get("TotalCallCreated", 0) or 0) >= calls:
+            return _seconds(row["ElapsedTime(C)"])
+    return None
+
+
+def ours_cpu_ms(topology: Topology) -> float:
+    """CPU ms so far of everything this benchmark runs: both Kamailio instances, Redis, the
+    phones, the UAC runs that ended (reaped children) and this process."""
+    total = sum(stack.cpu_ms() for stack in topology.stacks.values())
+    if topology.redis is not None and topology.redis.proc is not None:
+        total += process_cpu_ms(topology.redis.proc.pid)
+    total += sum(process_cpu_ms(p.proc.pid) for p in topology.phones if p.proc is not None)
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += (usage.ru_utime + usage.ru_stime) * 1000
+    return total
+
+
+def other_load(topology: Topology, seconds: float) -> float:
+    """Cores the machine spent on anything but this benchmark over the next `seconds`."""
+    cores0, ours0, t0 = core_times(), ours_cpu_ms(topology), time.monotonic()
+    time.sleep(seconds)
+    cores1, ours1, window = core_times(), ours_cpu_ms(topology), time.monotonic() - t0
+    busy_ms = sum(b1 - cores0[c][0] for c, (b1, _) in cores1.items()) * 1000 / CLK_TCK
+    return max(0.0, busy_ms - (ours1 - ours0)) / 1000 / window
+
+
+def wait_for_quiet(topology: Topology, max_wait_s: float = 8.0) -> float:
+    """Wait (at most `max_wait_s`) until other jobs on the machine use under NOISY cores;
+    returns the last figure seen."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        load = other_load(topology, 1.0)
+        if load < NOISY or time.monotonic() >= deadline:
+            return load
+
+
+def drain(stack: Stack, max_wait_s: float = 10.0) -> None:
+    """Wait (at most `max_wait_s`) until Kamailio is idle: after an overloaded step it still
+    works off retransmissions, which belong to that step's cost, not the next one's."""
+    deadline = time.monotonic() + max_wait_s
+    while time.monotonic() < deadline:
+        cpu0 = stack.cpu_ms()
+        time.sleep(0.5)
+        if stack.cpu_ms() - cpu0 < 0.05 * 500:  # under 5% of a core
+            return
+
+
+def run_step(
+    topology: Topology, name: str, settings: Settings, rate: float, phase: str
+) -> dict[str, Any]:
+    """`rate` calls per second to the group for step_seconds; the run's figures."""
+    stack = topology.stacks[name]
+    calls = max(1, round(rate * settings.step_seconds))
+    hold_s = settings.hold_ms / 1000
+    ideal_s = calls / rate + hold_s
+    cpu0, redis0, cores0 = stack.cpu_ms(), stack.redis_cpu_ms(), core_times()
+    ours0, fcalls0 = ours_cpu_ms(topology), stack.fcalls()
+    started = time.monotonic()
+    uac = SippProcess(
+        topology.workdir / "uac",
+        topology.uac_xml,
+        stack.kamailio.address,
+        calls=calls,
+        rate=rate,
+        # far above the concurrency the rate needs, so SIPp never throttles silently
+        limit=int(rate * (hold_s + 5)) + 50,
+        duration_ms=settings.hold_ms,
+        service=EXTENSION,
+        keys={"caller": "bob"},
+        timeout=ideal_s + 10,
+    )
+    uac.start()
+    result = uac.wait()
+    wall_s = time.monotonic() - started
+    time.sleep(settings.settle_s)  # BYE transactions, dialog ends, releases
+    drain(stack)
+    cpu1, redis1, cores1 = stack.cpu_ms(), stack.redis_cpu_ms(), core_times()
+    window_s = time.monotonic() - started
+    fcalls1 = stack.fcalls()
+    # CPU the machine spent on anything else meanwhile (other users' jobs), in cores
+    busy_ms = sum(b1 - cores0[c][0] for c, (b1, _) in cores1.items()) * 1000 / CLK_TCK
+    other_cores = max(0.0, busy_ms - (ours_cpu_ms(topology) - ours0)) / 1000 / window_s
+
+    rows = _sipp_rows(uac.stat_path)
+    successful = result.stats.successful
+    failed_calls = calls - successful  # error replies, timeouts and calls never finished
+    placed_s = placement_seconds(rows, calls)
+    # 1 s resolution: a step placed in time shows up to ~1 s late, so allow for that
+    placed_cps = calls / max(placed_s - 1.0, calls / rate) if placed_s else None
+    setup_ms = None
+    if rows and rows[-1].get("ResponseTime1(C)"):
+        setup_ms = round(_seconds(rows[-1]["ResponseTime1(C)"]) * 1000, 2)
+    fail_rate = failed_calls / calls
+    step = {
+        "stack": stack.name,
+        "phase": phase,
+        "offered_cps": rate,
+        "calls": calls,
+        "successful": successful,
+        "failed": failed_calls,
+        "fail_rate": round(fail_rate, 5),
+        "retransmissions": result.stats.retransmissions,
+        "placed_cps": round(placed_cps, 1) if placed_cps else None,
+        "setup_ms_avg": setup_ms,
+        "kamailio_cpu_ms": round(cpu1 - cpu0, 1),
+        "cpu_ms_per_call": round((cpu1 - cpu0) / successful, 4) if successful else None,
+        "kamailio_core_share": round((cpu1 - cpu0) / 1000 / window_s, 3),
+        "core_busy": core_busy(cores0, cores1),
+        "other_load_cores": round(other_cores, 2),
+        "wall_s": round(wall_s, 2),
+        "sipp_returncode": result.returncode,
+    }
+    if stack.redis is not None:
+        step["redis_cpu_ms_per_call"] = (
+            round((redis1 - redis0) / successful, 4) if successful else None
+        )
+        fcalls = fcalls1[0] - fcalls0[0]
+        # round trips of the workers per offered call, and Redis' own time per FCALL
+        step["fcalls_per_call"] = round(fcalls / calls, 2)
+        step["fcall_server_us"] = round((fcalls1[1] - fcalls0[1]) / fcalls, 1) if fcalls else None
+    step["passed"] = fail_rate < MAX_FAILED and (
+        placed_cps is not None and placed_cps >= MIN_PLACED * rate
+    )
+    return step
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def warm_up(topology: Topology, names: Sequence[str] = STACKS) -> None:
+    """A few calls per stack, unmeasured: every worker imports, loads the config, connects."""
+    s = topology.settings
+    for name in names:
+        stack = topology.stacks[name]
+        rate = max(5, s.warmup_calls // 2)
+        run_sipp(
+            topology.workdir / "warmup",
+            topology.uac_xml,
+            stack.kamailio.address,
+            calls=s.warmup_calls,
+            rate=rate,
+            duration_ms=100,
+            service=EXTENSION,
+            keys={"caller": "bob"},
+            timeout=s.warmup_calls / rate + 15,
+        )
+    time.sleep(s.settle_s)
+
+
+def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
+    """Start everything, ramp both stacks alternately, confirm, return the report."""
+
+    def say(text: str) -> None:
+        if log is not None:
+            print(text, file=log, flush=True)
+
+    deadline = time.monotonic() + settings.budget_s
+    pinning = Pinning.plan(settings.pin)
+    workdir = Path(tempfile.mkdtemp(prefix="sipload-"))
+    topology = Topology(workdir, settings, pinning)
+    steps: list[dict[str, Any]] = []
+    restarts = 0
+    try:
+        topology.start()
+        where = pinning.describe(settings.redis_on_kamailio_core) if pinning else "no pinning"
+        say(f"started in {workdir}; {where}")
+        warm_up(topology)
+
+        def run_once(name: str, rate: float, phase: str) -> dict[str, Any]:
+            before = wait_for_quiet(topology) if settings.noise_wait else 0.0
+            step = run_step(topology, name, settings, rate, phase)
+            step["other_load_before"] = round(before, 2)
+            steps.append(step)
+            if step["failed"]:
+                nonlocal restarts
+                restarts += 1
+                topology.reset(name)
+            say(
+                f"{phase:<7} {name:<10} {rate:>6g} cps: fail {step['fail_rate']:.4%} "
+                f"cpu {step['cpu_ms_per_call']} ms/call, placed {step['placed_cps']} cps, "
+                f"setup {step['setup_ms_avg']} ms, cores {step['core_busy']}, "
+                f"other load {step['other_load_cores']} cores"
+            )
+            return step
+
+        def run(name: str, rate: float, phase: str) -> dict[str, Any]:
+            """One run; a failed one while other jobs were busy runs once more."""
+            step = run_once(name, rate, phase)
+            if not step["passed"] and step["other_load_cores"] >= NOISY:
+                step["superseded"] = True
+                step = run_once(name, rate, phase)
+                step["retry_of_noisy_run"] = True
+            return step
+
+        ramping = set(STACKS)
+        for index, rate in enumerate(settings.steps):
+            order = STACKS if index % 2 == 0 else STACKS[::-1]
+            for name in order:
+                in_time = time.monotonic() < deadline
+                if name in ramping and in_time and not run(name, rate, "ramp")["passed"]:
+                    ramping.discard(name)
+            if not ramping or time.monotonic() >= deadline:
+                break
+
+        max_cps: dict[str, float | None] = {}
+        candidates = {
+            name: sorted(
+                (
+                    s["offered_cps"]
+                    for s in steps
+                    if s["stack"] == name and s["passed"] and not s.get("superseded")
+                ),
+                reverse=True,
+            )[:2]
+            for name in STACKS
+        }
+        for name in STACKS:
+            max_cps[name] = None
+            for rate in candidates[name]:  # best passing step, then the one below, once
+                if time.monotonic() >= deadline + settings.budget_s * 0.25:
+                    break
+                if run(name, rate, "confirm")["passed"]:
+                    max_cps[name] = rate
+                    break
+        leftovers = {k: v for name in STACKS for k, v in topology.leftovers(name).items()}
+        leftovers["restarts_after_failed_runs"] = restarts
+        python_errors = len(topology.stacks["dispatcher"].kamailio.python_errors())
+        kamailio_affinity = sorted(
+            {a for st in topology.stacks.values() for a in affinity_of(group_pids(st.leader))}
+        )
+    finally:
+        topology.stop()
+    if not settings.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return build_report(settings, steps, max_cps, pinning, leftovers, python_errors,
+                        kamailio_affinity)  # fmt: skip
+
+
+def build_report(
+    settings: Settings,
+    steps: list[dict[str, Any]],
+    max_cps: dict[str, float | None],
+    pinning: Pinning | None,
+    leftovers: dict[str, int],
+    python_errors: int,
+    kamailio_affinity: list[str],
+) -> dict[str, Any]:
+    ramp = [s for s in steps if s["phase"] == "ramp" and not s.get("superseded")]
+    passed = {
+        name: {s["offered_cps"] for s in ramp if s["stack"] == name and s["passed"]}
+        for name in STACKS
+    }
+    common = passed["native"] & passed["dispatcher"]
+    # CPU per call at one offered rate for both: the highest both passed, else the lowest run
+    reference = max(common) if common else min((s["offered_cps"] for s in ramp), default=None)
+
+    def at_reference(name: str, key: str) -> float | None:
+        for s in ramp:
+            if s["stack"] == name and s["offered_cps"] == reference:
+                return s.get(key)
+        return None
+
+    report: dict[str, Any] = {}
+    for name in STACKS:
+        report[name] = {
+            "cpu_ms_per_call": at_reference(name, "cpu_ms_per_call"),
+            "max_cps": max_cps.get(name),
+            # passed the last step offered: its real limit is higher than max_cps
+            "max_cps_is_top_step": max_cps.get(name) == max(settings.steps),
+        }
+    report["dispatcher"]["redis_cpu_ms_per_call"] = at_reference(
+        "dispatcher", "redis_cpu_ms_per_call"
+    )
+    nat, dsp = report["native"], report["dispatcher"]
+    report["cpu_ratio"] = (
+        round(dsp["cpu_ms_per_call"] / nat["cpu_ms_per_call"], 2)
+        if dsp["cpu_ms_per_call"] and nat["cpu_ms_per_call"]
+        else None
+    )
+    report["cps_ratio"] = (
+        round(dsp["max_cps"] / nat["max_cps"], 2) if dsp["max_cps"] and nat["max_cps"] else None
+    )
+    report["cpu_reference_cps"] = reference
+    report["setup"] = {
+        "agents": settings.agents,
+        "agent_max_calls": settings.max_calls,
+        "kamailio_children": settings.children,
+        "kamailio_memory_mb": {"shm": settings.shm_mb, "pkg": settings.pkg_mb},
+        "hold_ms": settings.hold_ms,
+        "step_seconds": settings.step_seconds,
+        "steps_cps": list(settings.steps),
+        "pass_rule": f"failed < {MAX_FAILED:.1%} and placed >= {MIN_PLACED:.0%} of offered",
+        "noise_rule": f"wait up to 8 s for other jobs < {NOISY} cores before a run; "
+        "a failed run with other jobs >= that runs once more (the first is superseded)",
+        "agent_targets": "registered AORs (REGISTER), least_busy group, sticky off",
+        "native": "ds_select_dst(1, 10), dialog, ds_load_update/ds_load_unset, maxload",
+        "pinning": pinning.describe(settings.redis_on_kamailio_core) if pinning else "none",
+        "kamailio_cpus_allowed": kamailio_affinity,
+        "cpus": os.cpu_count(),
+        "source": _git_revision(),
+    }
+    report["checks"] = {**leftovers, "dispatcher_python_errors": python_errors}
+    report["steps"] = steps
+    return report
+
+
+def _git_revision() -> str:
+    """The checkout measured: commit, and "-dirty" with uncommitted changes."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = [
+        f"{'stack':<11} {'phase':<8} {'offered':>7} {'placed':>7} {'calls':>6} {'failed':>7} "
+        f"{'cpu ms/call':>11} {'redis ms':>9} {'setup ms':>9} {'kam core':>8} {'cores':>11} "
+        f"{'other':>6}"
+    ]
+    for s in report["steps"]:
+        cores = "/".join(f"{v:.0%}" for v in s["core_busy"].values())
+        redis_ms = s.get("redis_cpu_ms_per_call")
+        lines.append(
+            f"{s['stack']:<11} {s['phase'] + ('*' if s.get('superseded') else ''):<8} "
+            f"{s['offered_cps']:>7g} "
+            f"{s['placed_cps'] or 0:>7g} {s['calls']:>6} {s['fail_rate']:>7.2%} "
+            f"{s['cpu_ms_per_call'] or 0:>11.3f} "
+            f"{'' if redis_ms is None else f'{redis_ms:.3f}':>9} "
+            f"{s['setup_ms_avg'] or 0:>9.1f} {s['kamailio_core_share']:>8.0%} {cores:>11} "
+            f"{s['other_load_cores']:>6.2f}"
+        )
+    nat, dsp = report["native"], report["dispatcher"]
+    lines += [
+        "",
+        f"{'':<11} {'cpu ms/call':>11} {'max cps':>8}   (cpu at {report['cpu_reference_cps']} cps)",
+        f"{'native':<11} {nat['cpu_ms_per_call'] or 0:>11.3f} {nat['max_cps'] or 0:>8g}"
+        + ("   (the top step: a lower bound)" if nat["max_cps_is_top_step"] else ""),
+        f"{'dispatcher':<11} {dsp['cpu_ms_per_call'] or 0:>11.3f} {dsp['max_cps'] or 0:>8g}"
+        f"   + redis {dsp['redis_cpu_ms_per_call'] or 0:.3f} ms/call",
+        f"cpu_ratio {report['cpu_ratio']} (target <= 1.5), "
+        f"cps_ratio {report['cps_ratio']} (target >= 0.8)",
+        "* a failed run while other jobs used >= "
+        f"{NOISY} cores ('other'), run once more; not counted",
+        f"pinning: {report['setup']['pinning']}",
+        f"checks: {report['checks']}",
+    ]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """CPU per call and failure rate against offered CPS, both stacks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (cpu_ax, fail_ax) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    for name, color in (("native", "tab:blue"), ("dispatcher", "tab:orange")):
+        for phase, marker, line in (("ramp", "o", "-"), ("confirm", "s", "")):
+            runs = sorted(
+                (
+                    s
+                    for s in report["steps"]
+                    if s["stack"] == name and s["phase"] == phase and not s.get("superseded")
+                ),
+                key=lambda s: s["offered_cps"],
+            )
+            if not runs:
+                continue
+            x = [s["offered_cps"] for s in runs]
+            label = f"{name} ({phase})"
+            cpu_ax.plot(x, [s["cpu_ms_per_call"] for s in runs], marker=marker,
+                        linestyle=line, color=color, label=label)  # fmt: skip
+            fail_ax.plot(x, [100 * s["fail_rate"] for s in runs], marker=marker,
+                         linestyle=line, color=color, label=label)  # fmt: skip
+            failed = [s for s in runs if not s["passed"]]
+            if failed:  # a red cross on every failed run
+                x_failed = [s["offered_cps"] for s in failed]
+                cpu_ax.scatter(x_failed, [s["cpu_ms_per_call"] for s in failed], marker="x",
+                               color="red", zorder=3, s=60)  # fmt: skip
+                fail_ax.scatter(x_failed, [100 * s["fail_rate"] for s in failed], marker="x",
+                                color="red", zorder=3, s=60)  # fmt: skip
+    fail_ax.axhline(100 * MAX_FAILED, color="grey", linestyle="--", label="0.1% limit")
+    fail_ax.set_yscale("symlog", linthresh=0.1)
+    fail_ax.set_ylim(bottom=0)
+    cpu_ax.set_ylabel("Kamailio CPU ms per call")
+    fail_ax.set_ylabel("failed calls %")
+    fail_ax.set_xlabel("offered calls per second")
+    cpu_ax.set_title(
+        f"SIP load: cpu_ratio {report['cpu_ratio']}, cps_ratio {report['cps_ratio']} "
+        f"(max {report['dispatcher']['max_cps']} vs {report['native']['max_cps']} cps)"
+    )
+    cpu_ax.set_ylim(bottom=0)
+    for ax in (cpu_ax, fail_ax):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--quick", action="store_true", help="2 tiny steps (smoke test)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
+    parser.add_argument("--steps", help="comma-separated offered CPS steps")
+    parser.add_argument("--step-seconds", type=float, help="seconds of calls per step")
+    parser.add_argument("--agents", type=int, help="agents (SIPp UAS processes)")
+    parser.add_argument("--children", type=int, help="Kamailio SIP workers, both stacks")
+    parser.add_argument("--budget", type=float, help="seconds for the ramp")
+    parser.add_argument("--no-pin", action="store_true", help="no CPU pinning")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--redis-on-kamailio-core",
+        action="store_true",
+        help="pin redis-server with Kamailio instead of with SIPp",
+    )
+    args = parser.parse_args(argv)
+    settings = Settings.quick() if args.quick else Settings()
+    overrides: dict[str, Any] = {
+        "pin": not args.no_pin,
+        "keep": args.keep,
+        "redis_on_kamailio_core": args.redis_on_kamailio_core,
+    }
+    if args.steps:
+        overrides["steps"] = tuple(int(v) for v in args.steps.split(","))
+    for key, value in (
+        ("step_seconds", args.step_seconds),
+        ("agents", args.agents),
+        ("children", args.children),
+        ("budget_s", args.budget),
+    ):
+        if value is not None:
+            overrides[key] = value
+    settings = Settings(**{**asdict(settings), **overrides})
+
+    report = measure(settings, log=sys.stderr)
+    stem = "sip_load-quick" if args.quick else "sip_load"
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, args.results / f"{stem}.png")
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
