@@ -36,9 +36,11 @@ A call to a group extension (R-URI user):
    end that stopped answering keepalives) or `dialog:failed` (any negative final reply to the
    caller: CANCEL, no-answer reply, failed forward) event calls
    `Decider.release(call_id, outcome=...)` - `dialog_event`; the outcome (answered /
-   abandoned / no_answer, `call_outcome`) is for reports. Only a call answered with a reply
-   before any dialog existed (Exhausted at once, in the request route) is released right
-   there.
+   abandoned / no_answer, `call_outcome`) is for reports. A dialog the module ends itself is
+   also released on its first BYE (tm:local-request, kemi.py): Kamailio 5.6 skips that
+   dialog:end when a reply to the BYEs beats it; repeated releases change nothing. Only a
+   call answered with a reply before any dialog existed (Exhausted at once, in the request
+   route) is released right there.
 
 Redis unreachable or slower than REDIS_TIMEOUT_MS (connect and per command, no retries):
 the caller gets 503 with Retry-After, at most about two timeouts after the INVITE, and the

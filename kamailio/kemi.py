@@ -224,6 +224,17 @@ class KamailioRoutes:
             router.dialog_event(evname)
         return 1
 
+    # -- event_route[tm:local-request] (modparam "tm" "event_callback"): every request
+    # Kamailio sends itself, i.e. the dialog module's keepalive OPTIONS and the BYEs with
+    # which it ends a dialog that timed out or whose keepalives failed. Such a BYE releases
+    # the call before it leaves: dialog:end alone may be skipped then (see kamailio.cfg).
+    def ksr_tm_event(self, msg, evname):
+        if evname == "tm:local-request" and KSR.is_BYE():
+            router = self.open_worker_state()
+            if router is not None:
+                router.dialog_event("dialog:end")
+        return 1
+
     # -- route[RELAY]
     def ksr_route_relay(self, msg):
         if KSR.tm.t_relay() < 0:

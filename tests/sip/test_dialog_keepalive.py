@@ -5,7 +5,8 @@ properties ka-src/ka-dst, so once answered the dialog module sends OPTIONS insid
 to both ends every DLG_KA_INTERVAL seconds. An end that does not answer one within FR_TIMER
 (408) counts as failed; after DLG_KA_FAILED_LIMIT failures in a row the module sets the
 dialog's remaining lifetime to 10 s (fixed in 5.6), and then ends it like a dialog timeout:
-BYEs to both ends (send_bye) and dialog:end, which releases the agent.
+BYEs to both ends (send_bye); the first of them (tm:local-request) releases the agent, and
+dialog:end, when 5.6 does not skip it, changes nothing more.
 
 Kamailio 5.6 refuses ka_interval below 30 s, so one keepalive round takes 30 s and the test
 about 45 s: both calls run at once, the one whose phone goes silent and the control whose
@@ -242,14 +243,15 @@ def test_keepalives_end_the_call_of_a_silent_phone_and_keep_an_answering_one(
 
     wait_for(
         lambda: agent_column(client, "live", "k1") == 0,
-        timeout=KA_INTERVAL_S + KA_FAILED_LIFETIME_S + 8,
+        timeout=2 * KA_INTERVAL_S,
         what="the keepalive to end k1's call",
     )
     ended_after = time.monotonic() - answered_at
-    # the first keepalive (30 s) went unanswered (408 at 31 s), the dialog ended 10 s later;
-    # both module timers count whole seconds, so each may fire up to 1 s early. Past the upper
-    # bound a second keepalive would have had to fail too (DLG_KA_FAILED_LIMIT ignored).
-    assert KA_INTERVAL_S + KA_FAILED_LIFETIME_S - 2 < ended_after < KA_INTERVAL_S + 16
+    # The first keepalive (30 s) went unanswered (408 at 31 s), the dialog ended 10 s later:
+    # about 41 s. Both module timers count whole seconds, so each may fire up to 1 s early;
+    # the upper bound leaves room for a loaded machine, yet with the cfg's default
+    # DLG_KA_FAILED_LIMIT of 2 a second keepalive (60 s) would have had to fail too (~71 s).
+    assert KA_INTERVAL_S + KA_FAILED_LIFETIME_S - 2 < ended_after < 2 * KA_INTERVAL_S
     assert lost_phone.got["OPTIONS"] >= 1
     # the module ended both legs: a BYE to the caller, who answered it, and one to the phone
     wait_for(lambda: lost_caller.got["BYE"] == 1 and lost_phone.got["BYE"] >= 1, what="BYEs")
@@ -273,6 +275,7 @@ def test_keepalives_end_the_call_of_a_silent_phone_and_keep_an_answering_one(
 
     assert settled(client) == ZERO
     assert len(events(client, "released", agent="k1")) == 1  # nothing released it again
+    assert [e["outcome"] for e in events(client, "ended")] == ["answered", "answered"]
     wait_for(
         lambda: "dialog:active_dialogs = 0" in kamailio.rpc("stats.get_statistics", "dialog:"),
         what="no dialog left",

@@ -962,12 +962,15 @@ def test_dialog_timeout_releases_a_call_nobody_hangs_up(
     assert gone.proc is not None
     gone.proc.kill()
     gone.proc.wait()
-    wait_for(lambda: live(client, "t1") == 0, timeout=6, what="the dialog timeout")
+    # the dialog timer ticks in whole seconds, so a 2 s timeout fires after 1 to 3 s; under
+    # a loaded machine it was seen firing late, hence the generous upper bound
+    wait_for(lambda: live(client, "t1") == 0, timeout=20, what="the dialog timeout")
 
-    assert 1.5 < time.monotonic() - answered_at < 6
+    assert 1.0 < time.monotonic() - answered_at < 20
     assert settled(client) == ZERO
     assert of("released", events(client), agent="t1", reason="hangup")
-    # the phone still waits for a BYE (the dialog module sends none on timeout)
+    # the dialog module ends both legs with a BYE (send_bye); the phone's scenario may or
+    # may not have consumed it by now, so it is stopped either way
     assert t1.proc is not None
     with contextlib.suppress(ProcessLookupError):
         t1.proc.send_signal(signal.SIGKILL)
