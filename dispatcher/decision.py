@@ -277,8 +277,9 @@ class Decider:
         """The wave the core picks on `live` (tried: the call's, unless given)."""
         table = self.view().tables[group_id]
         for agent in unreachable:
-            if agent in table.agent_ids:  # a config reload may have dropped it
-                live.set_reachable(table.index(agent), False)
+            index = _member_index(table, agent)
+            if index is not None:  # a config reload may have dropped it
+                live.set_reachable(index, False)
         return core.next_wave(
             table, live, now, seed, ctx.tried if tried is None else tried, ctx.sticky
         )
@@ -316,8 +317,11 @@ class Decider:
             after[rr * core.LIVE_FIELDS + 1] += 1
             for other_id, (other_rows, _) in self._live.items():
                 other = tables.get(other_id)
-                if other_id != group_id and other is not None and agent in other.agent_ids:
-                    other_rows[other.index(agent) * core.LIVE_FIELDS + 1] += 1
+                index = (
+                    None if other_id == group_id or other is None else _member_index(other, agent)
+                )
+                if index is not None:
+                    other_rows[index * core.LIVE_FIELDS + 1] += 1
         self._live[group_id] = (after, rr)
         return core.LiveTable(rows, result.rr)
 
@@ -345,3 +349,11 @@ class Decider:
         `ended` event for reports (see `StateStore.release`).
         """
         return self.store.release(call_id, agent, outcome)
+
+
+def _member_index(table: core.GroupTable, agent: str) -> int | None:
+    """The agent's index in the table, None when not a member (O(1), the table's dict)."""
+    try:
+        return table.index(agent)
+    except KeyError:
+        return None

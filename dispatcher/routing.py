@@ -217,9 +217,8 @@ class Router:
             return
         # Answered: the failure route will not run for this wave; drop its codes. The
         # answer releases the others' reservations without counting a miss.
-        for other in str(ksr.pv.get(AVP_WAVE) or "").split(","):
-            if other:
-                ksr.htable.sht_rm(HTABLE, _code_key(ctx, other))
+        for other in self._wave_agents():
+            ksr.htable.sht_rm(HTABLE, _code_key(ctx, other))
         try:
             outcome = self.decider.answered(ctx, agent)
             self._up()
@@ -228,6 +227,10 @@ class Router:
             return
         if outcome != "ok":
             ksr.info(f"dispatcher: answer by {agent} on {ctx.call_id}: {outcome}\n")
+
+    def _wave_agents(self) -> list[str]:
+        """The agents of the transaction's current wave (set by `_relay_wave`)."""
+        return [a for a in str(self.ksr.pv.get(AVP_WAVE) or "").split(",") if a]
 
     def _branch_agent(self) -> tuple[CallContext, str] | None:
         text = self.ksr.pv.get(AVP_CTX)
@@ -248,7 +251,7 @@ class Router:
         if not text:
             return
         ctx = CallContext.decode(str(text))
-        wave = [a for a in str(ksr.pv.get(AVP_WAVE) or "").split(",") if a]
+        wave = self._wave_agents()
         cancelled = ksr.tm.t_is_canceled() > 0
         if cancelled:
             # For dialog:failed, whose event route cannot ask tm any more: tm sets the
