@@ -240,10 +240,18 @@ local function flat_rows(s)
   return rows
 end
 
+-- Removes the call's reservation of the agent and counts it down; true if there was one.
+local function drop_reservation(ctx, call, agent)
+  if redis.call('ZREM', ctx.keys[K_RESV], call .. SEP .. agent) == 0 then
+    return false
+  end
+  counter_down(ctx, C_RESV, agent)
+  return true
+end
+
 local function release_reservations(ctx, call_key, call, keep_agent, reason)
   for _, agent in ipairs(redis.call('SMEMBERS', call_key)) do
-    if agent ~= keep_agent and redis.call('ZREM', ctx.keys[K_RESV], call .. SEP .. agent) == 1 then
-      counter_down(ctx, C_RESV, agent)
+    if agent ~= keep_agent and drop_reservation(ctx, call, agent) then
       emit(ctx, 'released', 'call', call, 'agent', agent, 'reason', reason)
     end
   end
@@ -416,8 +424,8 @@ end
 --       17 (optional) sticky hash {t:T}:sticky:<gid>:<yyyymmdd> of today in the group's zone.
 -- ARGV: 1 call, 2 gid, 3 caller ('' = no sticky), 4 reservation_ttl_ms, 5 arrival (1 when
 --       the call arrives at this group with this claim: event arrived, for reports; else 0),
---       6 W (withdraw count), 7..6+W agents to withdraw, then the wave agent ids, optionally followed by further
---       candidate waves, each after an empty-string separator.
+--       6 W (withdraw count), 7..6+W agents to withdraw, then the wave agent ids,
+--       optionally followed by further candidate waves, each after an empty-string separator.
 --       First sweeps up to 64 expired reservations, then withdraws: this call's reservations
 --       of the W agents are released (event released, reason replanned) and the agents are
 --       no longer counted as offered on the call — the worker planned on a stale snapshot and
@@ -460,8 +468,7 @@ local function claim(keys, args)
   end
   for j = 7, 6 + withdraw do
     local agent = args[j]
-    if redis.call('ZREM', k[K_RESV], call .. SEP .. agent) == 1 then
-      counter_down(ctx, C_RESV, agent)
+    if drop_reservation(ctx, call, agent) then
       emit(ctx, 'released', 'call', call, 'agent', agent, 'group', gid, 'reason', 'replanned')
     end
     -- An agent live on this call stays in the set: release(call, '') finds it there.
@@ -558,9 +565,7 @@ local function answered(keys, args)
     return 'dup'
   end
   local outcome = 'ok'
-  if redis.call('ZREM', k[K_RESV], slot) == 1 then
-    counter_down(ctx, C_RESV, agent)
-  else
+  if not drop_reservation(ctx, call, agent) then
     local live = tonumber(redis.call('HGET', k[C_LIVE], agent)) or 0
     local resv = tonumber(redis.call('HGET', k[C_RESV], agent)) or 0
     local max = tonumber(redis.call('HGET', k[C_MAX], agent)) or 0
@@ -606,10 +611,9 @@ local function failed(keys, args)
     raise('BADARG', 'unknown failure reason ' .. reason)
   end
   local k = keys
-  if redis.call('ZREM', k[K_RESV], call .. SEP .. agent) == 0 then
+  if not drop_reservation(ctx, call, agent) then
     return {0, 0}
   end
-  counter_down(ctx, C_RESV, agent)
   local paused = 0
   if MISS_REASONS[reason] and configured(ctx, agent) then
     local missed = redis.call('HINCRBY', k[C_MISSED], agent, 1)
