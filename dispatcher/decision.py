@@ -176,8 +176,11 @@ class Decider:
         even on a stale snapshot whenever the order does not depend on live counts (ring_all,
         sequential, priority, random; round_robin while its cursor is unchanged). Otherwise
         the next claim withdraws what was taken and claims the right wave, at most
-        MAX_CLAIM_ATTEMPTS in all. `reachable(agent)` (asked once per member and decision)
-        says whether the agent has a phone to ring now; agents it rejects are never planned.
+        MAX_CLAIM_ATTEMPTS in all. `reachable(agent)` says whether the agent has a phone to
+        ring now; agents it rejects are never claimed. It is asked lazily, at most once per
+        agent and decision, and only for the agents of a wave about to be claimed or
+        accepted (the first candidate wave, the re-plan), not for every member: in the
+        router it is a location lookup.
         """
         group = self._group(ctx.group)
         now = self.clock_ms()
@@ -195,11 +198,7 @@ class Decider:
             else ""
         )
         seed = ctx.seed
-        unreachable = (
-            frozenset(a for a in self.view().tables[group.id].agent_ids if not reachable(a))
-            if reachable is not None
-            else frozenset()
-        )
+        unreachable = _Reachability(reachable)
         waves = self._candidates(group.id, now, seed, ctx, unreachable)
         held: list[str] = []
         arrival = not ctx.tried
@@ -237,12 +236,16 @@ class Decider:
         return Offer(group.id, tuple(held), timeout, bool(result.is_sticky))
 
     def _candidates(
-        self, group_id: str, now: int, seed: int, ctx: CallContext, unreachable: frozenset[str]
+        self, group_id: str, now: int, seed: int, ctx: CallContext, unreachable: _Reachability
     ) -> list[tuple[str, ...]]:
         """Up to CANDIDATE_WAVES waves in the order the core would offer them if every member
         were free: the snapshot's busy counts, idle times and round-robin cursor rank them,
         Redis applies the current eligibility (for PICK_DEPENDS_ON_ELIGIBLE strategies the
-        exact pick on the snapshot leads). O(CANDIDATE_WAVES * members)."""
+        exact pick on the snapshot leads). O(CANDIDATE_WAVES * members).
+
+        Only the first wave's agents are asked whether they are reachable: the claim nearly
+        always takes it, and an unreachable agent of a later one that gets claimed is caught
+        by the re-plan on the claim's rows, which asks, and withdrawn."""
         table = self.view().tables[group_id]
         rows, rr = self._live.get(group_id, ([0] * (len(table) * core.LIVE_FIELDS), -1))
         relaxed: list[int] = []
@@ -257,7 +260,8 @@ class Decider:
         live = core.LiveTable(relaxed, rr)
         tried = [*ctx.tried, *(a for w in waves for a in w)]
         while len(waves) < CANDIDATE_WAVES:
-            wave = self._plan(group_id, live, now, seed, ctx, unreachable, tried)
+            ask = unreachable if not waves else unreachable.known
+            wave = self._plan(group_id, live, now, seed, ctx, ask, tried)
             if wave is None:
                 break
             waves.append(wave.agents)
@@ -271,18 +275,28 @@ class Decider:
         now: int,
         seed: int,
         ctx: CallContext,
-        unreachable: frozenset[str],
+        unreachable: _Reachability | frozenset[str],
         tried: list[str] | None = None,
     ) -> core.Wave | None:
-        """The wave the core picks on `live` (tried: the call's, unless given)."""
+        """The wave the core picks on `live` (tried: the call's, unless given) among the
+        agents not known to be unreachable. With a `_Reachability` every agent of the wave
+        is asked, and the pick is made again without those that turn out unreachable (at
+        most once per member); a frozenset is only what is known already."""
         table = self.view().tables[group_id]
-        for agent in unreachable:
-            index = _member_index(table, agent)
-            if index is not None:  # a config reload may have dropped it
-                live.set_reachable(index, False)
-        return core.next_wave(
-            table, live, now, seed, ctx.tried if tried is None else tried, ctx.sticky
-        )
+        tried = ctx.tried if tried is None else tried
+        marked: set[str] = set()
+        while True:
+            known = unreachable if isinstance(unreachable, frozenset) else unreachable.known
+            for agent in known - marked:
+                index = _member_index(table, agent)
+                if index is not None:  # a config reload may have dropped it
+                    live.set_reachable(index, False)
+            marked |= known
+            wave = core.next_wave(table, live, now, seed, tried, ctx.sticky)
+            if wave is None or isinstance(unreachable, frozenset):
+                return wave
+            if all(unreachable.ask(agent) for agent in wave.agents):
+                return wave
 
     def _group(self, group_id: str) -> Group:
         group = self.view().tenant.group(group_id)
@@ -349,6 +363,27 @@ class Decider:
         `ended` event for reports (see `StateStore.release`).
         """
         return self.store.release(call_id, agent, outcome)
+
+
+class _Reachability:
+    """One decision's answers of a `Reachable` callback: each agent asked at most once."""
+
+    __slots__ = ("_answers", "_reachable", "known")
+
+    def __init__(self, reachable: Reachable | None) -> None:
+        self._reachable = reachable
+        self._answers: dict[str, bool] = {}
+        self.known: frozenset[str] = frozenset()  # the agents found unreachable so far
+
+    def ask(self, agent: str) -> bool:
+        """Whether `agent` is reachable (True without a callback)."""
+        answer = self._answers.get(agent)
+        if answer is None:
+            answer = self._reachable is None or self._reachable(agent)
+            self._answers[agent] = answer
+            if not answer:
+                self.known = self.known | {agent}
+        return answer
 
 
 def _member_index(table: core.GroupTable, agent: str) -> int | None:

@@ -117,6 +117,9 @@ class Router:
         self.decider = decider
         self._down = False
         self._no_config = False
+        # The targets `_reachable` looked up during the current decision, by agent: the
+        # wave's relay uses them rather than asking the location table again.
+        self._looked_up: dict[str, list[tuple[str, str]]] = {}
 
     @classmethod
     def open(cls, ksr: Any) -> Router | None:
@@ -151,6 +154,7 @@ class Router:
         not ours.
         """
         ksr = self.ksr
+        self._looked_up.clear()
         call_id, user, caller = (_pv_text(ksr, pv) for pv in ("$ci", "$rU", "$fU"))
         if not _usable_call_id(call_id):
             # RFC 3261 allows Call-IDs our Redis keys refuse (over 256 bytes, \x1f; not UTF-8,
@@ -251,6 +255,7 @@ class Router:
         if not text:
             return
         ctx = CallContext.decode(str(text))
+        self._looked_up.clear()
         wave = self._wave_agents()
         cancelled = ksr.tm.t_is_canceled() > 0
         if cancelled:
@@ -327,7 +332,9 @@ class Router:
         branches: list[tuple[str, str, int]] = []
         for agent in offer.agents:
             flags = (ctx.tried.index(agent) + 1) << BRANCH_SHIFT
-            targets = self._targets(agent)
+            targets = self._looked_up.pop(agent, None)
+            if targets is None:  # claimed without asking: a sticky agent
+                targets = self._targets(agent)
             if not targets:
                 ksr.info(f"dispatcher: {agent} has no registered contact, not offered\n")
                 self.decider.failed(ctx, agent, "unreachable")
@@ -357,14 +364,12 @@ class Router:
     def _reachable(self, agent_id: str) -> bool:
         """Whether the agent has a phone to ring now: a registered contact or a static URI.
 
-        Cost: one usrloc lookup for an agent with an AOR and no static URI.
+        Cost: one usrloc lookup for an agent with an AOR; its result is kept for the relay
+        of this decision's wave.
         """
-        agent = self.decider.view().tenant.agent(agent_id)
-        if agent is None:
-            return False
-        if agent.targets.uris:
-            return True
-        return bool(self._targets(agent_id))
+        targets = self._targets(agent_id)
+        self._looked_up[agent_id] = targets
+        return bool(targets)
 
     def _targets(self, agent_id: str) -> list[tuple[str, str]]:
         """(uri, destination uri or "") per registered contact of the agent, then its URIs."""
