@@ -129,7 +129,7 @@ class StateStore:
     The library is loaded (FUNCTION LOAD REPLACE) on first use and again, followed by one
     retry, when Redis answers that the function is missing, as after a restart.
     Errors the library replies with raise the `StateError` subclass of their code.
-    Not thread-safe beyond what redis-py's connection pool provides.
+    One store per thread: the FCALLs share one connection (`_send_fcall`).
     """
 
     def __init__(
@@ -147,9 +147,14 @@ class StateStore:
         self.connect_timeout = connect_timeout
         self._redis = redis.Redis.from_url(url, **client_options(socket_timeout, connect_timeout))
         self._loaded = False
+        # The FCALLs' own connection (`_send_fcall`), opened on first use.
+        self._fcall_conn: redis.connection.AbstractConnection | None = None
 
     def close(self) -> None:
         """Close the connections; the store reconnects if used again."""
+        if self._fcall_conn is not None:
+            self._fcall_conn.disconnect()
+            self._fcall_conn = None
         self._redis.close()
 
     def __enter__(self) -> StateStore:
@@ -177,14 +182,43 @@ class StateStore:
             self.load_library()
         with self._reachable():
             try:
-                return self._redis.fcall(function, len(keys), *keys, *args)
+                return self._send_fcall(function, keys, args)
             except redis.ResponseError as exc:
                 if not is_missing_function(exc):
                     raise
             self._loaded = False
         self.load_library()
         with self._reachable():
-            return self._redis.fcall(function, len(keys), *keys, *args)
+            return self._send_fcall(function, keys, args)
+
+    def _send_fcall(self, function: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One FCALL on the store's own connection, past the client's command layers.
+
+        The routing makes three or more FCALLs per SIP call, and `Redis.execute_command`
+        (pool checkout with a readiness poll, retry wrapper, response callbacks) costs
+        about as much client CPU as sending and reading; FCALL needs none of it. The
+        connection is one redis-py `Connection` of the client's pool class (same URL,
+        timeouts, hiredis parser), so this is what makes a StateStore one-thread-only. A
+        connection that failed mid-command is dropped, the next call opens a new one;
+        an error reply leaves it usable.
+        """
+        conn = self._fcall_conn
+        if conn is None:
+            conn = self._fcall_conn = self._redis.connection_pool.make_connection()
+        try:
+            conn.connect()  # no-op while connected
+            if _closed_while_idle(conn):
+                # The server restarted or dropped idle clients. Nothing was sent on it, so
+                # a new one is safe: the check redis-py's pool makes on checkout.
+                conn.disconnect()
+                conn.connect()
+            conn.send_command("FCALL", function, len(keys), *keys, *args)
+            return conn.read_response()
+        except redis.ResponseError:
+            raise
+        except BaseException:
+            conn.disconnect()
+            raise
 
     # -- config ---------------------------------------------------------------------------
 
@@ -580,6 +614,14 @@ def parse_events_reply(reply: Any) -> list[dict[str, str]]:
         event["id"] = entry_id.decode()
         out.append(event)
     return out
+
+
+def _closed_while_idle(conn: redis.connection.AbstractConnection) -> bool:
+    """Whether an idle connection is readable (EOF, or stray data): unusable."""
+    try:
+        return bool(conn.can_read())
+    except redis.ConnectionError:  # the parser reports the EOF it read
+        return True
 
 
 @contextmanager
