@@ -40,6 +40,11 @@ CONFIG_RECHECK_S = 2.0
 # which members are eligible, so the claim leads with the exact pick on the snapshot.
 PICK_DEPENDS_ON_ELIGIBLE = frozenset({core.WEIGHTED_RANDOM})
 
+# Strategies whose pick is "the eligible member with the least key" on live counts: the claim
+# applies that key to its candidate waves on Redis' current counts (StateStore.claim's
+# `pick`), so a worker's stale counts do not cost a corrective claim.
+CLAIM_PICK = {core.LEAST_BUSY: "busy", core.LONGEST_IDLE: "idle"}
+
 # Whether an agent has a phone to ring right now (a registered contact or a static URI).
 Reachable = Callable[[str], bool]
 
@@ -202,6 +207,7 @@ class Decider:
         waves = self._candidates(group.id, now, seed, ctx, unreachable)
         held: list[str] = []
         arrival = not ctx.tried
+        pick = CLAIM_PICK.get(self.view().tables[group.id].strategy, "first")
         for _ in range(MAX_CLAIM_ATTEMPTS):
             want = waves[0] if waves else ()
             result = self.store.claim(
@@ -214,6 +220,7 @@ class Decider:
                 withdraw=[a for a in held if a not in want],
                 then=waves[1:],
                 arrival=arrival,
+                pick=pick,
             )
             arrival = False
             self._adopt(result)

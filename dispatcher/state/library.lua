@@ -39,6 +39,8 @@ local MISS_REASONS = {busy = true, noanswer = true, declined = true, error = tru
 local NO_MISS_REASONS = {cancelled = true, unreachable = true}
 -- How a whole call ended (disp_release), for reports.
 local OUTCOMES = {answered = true, abandoned = true, no_answer = true, failed = true}
+-- How disp_claim chooses among candidate waves.
+local PICKS = {first = true, busy = true, idle = true}
 
 local function raise(code, message)
   error({err = code .. ' ' .. message})
@@ -424,7 +426,12 @@ end
 --       17 (optional) sticky hash {t:T}:sticky:<gid>:<yyyymmdd> of today in the group's zone.
 -- ARGV: 1 call, 2 gid, 3 caller ('' = no sticky), 4 reservation_ttl_ms, 5 arrival (1 when
 --       the call arrives at this group with this claim: event arrived, for reports; else 0),
---       6 W (withdraw count), 7..6+W agents to withdraw, then the wave agent ids,
+--       6 pick: which candidate wave is taken - 'first' the first with an eligible agent
+--       (the worker's order stands); 'busy' / 'idle' the one whose first eligible agent is
+--       the least busy (live + resv, then idle since the longest) / idle the longest, on the
+--       current counts, earlier waves winning ties: the core's least_busy / longest_idle
+--       pick, made here so a worker's stale counts cost no second claim,
+--       7 W (withdraw count), 8..7+W agents to withdraw, then the wave agent ids,
 --       optionally followed by further candidate waves, each after an empty-string separator.
 --       First sweeps up to 64 expired reservations, then withdraws: this call's reservations
 --       of the W agents are released (event released, reason replanned) and the agents are
@@ -433,7 +440,8 @@ end
 --       first claim, a sticky agent for caller that is a member and eligible is claimed alone
 --       (the waves are ignored). Otherwise, in the first candidate wave that has any, each
 --       agent that is a member, not yet offered on this call and eligible (status 0,
---       now >= wrapuntil, live + resv < max) gets a reservation until now + ttl. Further
+--       now >= wrapuntil, live + resv < max) gets a reservation until now + ttl (with pick
+--       busy/idle: in the wave that pick chooses). Further
 --       candidate waves let a worker whose snapshot is stale still get the pick its plan
 --       would make on the current state, in the same round trip.
 --       rr becomes the canonical index of the last agent claimed (rr_prev keeps the value
@@ -444,7 +452,7 @@ end
 --           claim's reservations: the worker re-plans on exactly what the claim decided on,
 --           which shows whether its wave was the right one (busy = live + resv, all groups).
 -- Errors: NOGROUP when the group is not configured; BADARG for an empty call or gid, a bad
---         ttl, arrival flag or withdraw count, or a key that does not match call/gid.
+--         ttl, arrival flag, pick or withdraw count, or a key that does not match call/gid.
 local function claim(keys, args)
   local ctx = open(keys, 2)
   local call = need_text(args[1], 'call')
@@ -452,8 +460,12 @@ local function claim(keys, args)
   local caller = args[3] or ''
   local ttl = need_int(args[4], 'reservation_ttl_ms', 1)
   local arrival = need_int(args[5], 'arrival flag', 0)
-  local withdraw = need_int(args[6], 'withdraw count', 0)
-  if 6 + withdraw > #args then
+  local pick = args[6]
+  if not PICKS[pick] then
+    raise('BADARG', "pick must be 'first', 'busy' or 'idle', got " .. tostring(pick))
+  end
+  local withdraw = need_int(args[7], 'withdraw count', 0)
+  if 7 + withdraw > #args then
     raise('BADARG', 'withdraw count ' .. withdraw .. ' exceeds the arguments')
   end
   local group_key, call_key, sticky_key = keys[NBASE + 1], keys[NBASE + 2], keys[NBASE + 3]
@@ -466,7 +478,7 @@ local function claim(keys, args)
   if arrival == 1 then
     emit(ctx, 'arrived', 'call', call, 'group', gid, 'caller', caller)
   end
-  for j = 7, 6 + withdraw do
+  for j = 8, 7 + withdraw do
     local agent = args[j]
     if drop_reservation(ctx, call, agent) then
       emit(ctx, 'released', 'call', call, 'agent', agent, 'group', gid, 'reason', 'replanned')
@@ -515,19 +527,60 @@ local function claim(keys, args)
     end
   end
   if is_sticky == 0 then
-    -- Candidate waves in preference order, '' between them: the first wave with an
-    -- eligible member is taken (all its eligible members), the rest ignored.
-    local j = 7 + withdraw
-    while j <= #args and #claimed == 0 do
+    -- Candidate waves in preference order, '' between them, as {first, last} arg indexes.
+    local waves, j = {}, 8 + withdraw
+    while j <= #args do
+      local first = j
       while j <= #args and args[j] ~= '' do
-        local agent = args[j]
-        local i = index[agent]
-        if i and eligible(s, i, ctx.now) and redis.call('SISMEMBER', call_key, agent) == 0 then
-          take(agent, i, '')
-        end
         j = j + 1
       end
+      waves[#waves + 1] = {first, j - 1}
       j = j + 1
+    end
+    local function open_slot(agent)
+      local i = index[agent]
+      if i and eligible(s, i, ctx.now) and redis.call('SISMEMBER', call_key, agent) == 0 then
+        return i
+      end
+      return nil
+    end
+    if pick == 'first' then
+      -- The first wave with an eligible member is taken (all its eligible members).
+      for _, wave in ipairs(waves) do
+        for a = wave[1], wave[2] do
+          local i = open_slot(args[a])
+          if i then
+            take(args[a], i, '')
+          end
+        end
+        if #claimed > 0 then
+          break
+        end
+      end
+    else
+      -- The wave whose first eligible member ranks best on the current counts.
+      local best, best_key
+      for _, wave in ipairs(waves) do
+        for a = wave[1], wave[2] do
+          local i = open_slot(args[a])
+          if i then
+            local key = pick == 'busy' and {s.busy[i], s.idle[i]} or {s.idle[i], 0}
+            if best == nil or key[1] < best_key[1]
+                or (key[1] == best_key[1] and key[2] < best_key[2]) then
+              best, best_key = wave, key
+            end
+            break
+          end
+        end
+      end
+      if best then
+        for a = best[1], best[2] do
+          local i = open_slot(args[a])
+          if i then
+            take(args[a], i, '')
+          end
+        end
+      end
     end
   end
   if #claimed > 0 then

@@ -39,6 +39,9 @@ LIBRARY_SOURCE = files(__package__).joinpath("library.lua").read_text(encoding="
 FAILURE_REASONS = frozenset({"busy", "noanswer", "declined", "error", "cancelled", "unreachable"})
 # How a whole call ended (`StateStore.release`'s outcome, the `ended` event's).
 CALL_OUTCOMES = frozenset({"answered", "abandoned", "no_answer", "failed"})
+# How disp_claim chooses among candidate waves: the first with an eligible agent, or the one
+# whose agent is least busy / longest idle on the current counts.
+CLAIM_PICKS = frozenset({"first", "busy", "idle"})
 DEFAULT_EVENTS_MAXLEN = 1_000_000
 DEFAULT_SWEEP_LIMIT = 1000
 _PUT_ATTEMPTS = 5
@@ -296,11 +299,14 @@ class StateStore:
         withdraw: Sequence[str] = (),
         then: Sequence[Sequence[str]] = (),
         arrival: bool = False,
+        pick: str = "first",
     ) -> ClaimResult:
         """Reserve the eligible agents of `wave` in group `gid` for `call` until now + ttl_ms.
 
         When no agent of `wave` is eligible, the waves of `then` are tried in order and the
-        first with an eligible agent is reserved instead. `arrival` marks the call's first
+        first with an eligible agent is reserved instead; with `pick` "busy" or "idle" the
+        wave whose first eligible agent is the least busy or longest idle on Redis' current
+        counts is reserved (CLAIM_PICKS, see disp_claim). `arrival` marks the call's first
         claim in this group (an `arrived` event for reports). `withdraw` first releases this
         call's reservations of those agents (a choice made on a stale snapshot, corrected).
         On the call's first claim, with `caller` and `sticky_day` (yyyymmdd from
@@ -326,6 +332,7 @@ class StateStore:
             caller,
             _positive(ttl_ms),
             int(arrival),
+            _claim_pick(pick),
             len(withdraw),
             *withdraw,
             *candidates,
@@ -614,6 +621,12 @@ def parse_events_reply(reply: Any) -> list[dict[str, str]]:
         event["id"] = entry_id.decode()
         out.append(event)
     return out
+
+
+def _claim_pick(pick: str) -> str:
+    if pick not in CLAIM_PICKS:
+        raise ValueError(f"pick must be one of {sorted(CLAIM_PICKS)}, got {pick!r}")
+    return pick
 
 
 def _closed_while_idle(conn: redis.connection.AbstractConnection) -> bool:

@@ -146,7 +146,7 @@ def test_stale_snapshot_still_one_claim_when_order_is_static(
     assert fcalls(client) - before == 1
 
 
-def test_stale_live_counts_cost_one_corrective_claim(
+def test_stale_live_counts_still_one_claim_for_least_key_strategies(
     store: StateStore, client: redis.Redis
 ) -> None:
     decider = Decider(store)
@@ -156,9 +156,32 @@ def test_stale_live_counts_cost_one_corrective_claim(
     decider.release("c1")  # a1 idle from now; the snapshot still says idle since ever
     before = fcalls(client)
     _, offer = decider.start("c2", "702", "")  # type: ignore[misc]
-    # the stale ranking took a1; the claim's state shows a2 idle longest: withdrawn, corrected
+    # the stale ranking led with a1; the claim ranked the candidates on Redis' counts
     assert offer == Offer("idle", ("a2",), 20, False)
+    assert fcalls(client) - before == 1
+    assert check_invariants(client, "acme")["resv"] == 1
+
+
+def test_a_pick_the_claim_got_wrong_costs_one_corrective_claim(
+    store: StateStore, client: redis.Redis
+) -> None:
+    idle = store.keys.base[11]  # the idle-since column
+    assert idle.endswith(":a:idle")
+    client.hset(idle, mapping={"a1": 9, "a2": 1})
+    decider = Decider(store)
+    _, offer = decider.start("c1", "702", "")  # type: ignore[misc]
+    assert offer == Offer("idle", ("a2",), 20, False)
+    decider.release("c1")
+    # Equal idle times now; the worker's snapshot still ranks a2 first. The claim breaks the
+    # tie by the candidates' order (a2), the core by member rank (a1): withdrawn, corrected.
+    client.hset(idle, mapping={"a1": 5, "a2": 5})
+    before = fcalls(client)
+    _, offer = decider.start("c2", "702", "")  # type: ignore[misc]
+    assert offer == Offer("idle", ("a1",), 20, False)
     assert fcalls(client) - before == 2
+    assert [(e["agent"], e["reason"]) for e in store.events(3) if e["type"] == "released"] == [
+        ("a2", "replanned")
+    ]
     assert check_invariants(client, "acme")["resv"] == 1
 
 

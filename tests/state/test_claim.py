@@ -184,11 +184,19 @@ def test_bad_wave_id(store: StateStore) -> None:
 @pytest.mark.parametrize(
     ("keys_tail", "args", "match"),
     [
-        (["{t:acme}:g:g2", "{t:acme}:call:c1"], ["c1", "g1", "", 100, 0, 0], "group key"),
-        (["{t:acme}:g:g1", "{t:acme}:call:c2"], ["c1", "g1", "", 100, 0, 0], "call key"),
-        (["{t:acme}:g:g1", "{t:acme}:call:c1"], ["c1", "g1", "", 0, 0, 0], "reservation_ttl_ms"),
-        (["{t:acme}:g:g1", "{t:acme}:call:c1"], ["c1", "g1", "", 100, "x", 0], "arrival flag"),
-        (["{t:acme}:g:g1"], ["c1", "g1", "", 100, 0, 0], "expected at least 16 keys"),
+        (["{t:acme}:g:g2", "{t:acme}:call:c1"], ["c1", "g1", "", 100, 0, "first", 0], "group key"),
+        (["{t:acme}:g:g1", "{t:acme}:call:c2"], ["c1", "g1", "", 100, 0, "first", 0], "call key"),
+        (
+            ["{t:acme}:g:g1", "{t:acme}:call:c1"],
+            ["c1", "g1", "", 0, 0, "first", 0],
+            "reservation_ttl_ms",
+        ),
+        (
+            ["{t:acme}:g:g1", "{t:acme}:call:c1"],
+            ["c1", "g1", "", 100, "x", "first", 0],
+            "arrival flag",
+        ),
+        (["{t:acme}:g:g1"], ["c1", "g1", "", 100, 0, "first", 0], "expected at least 16 keys"),
     ],
 )
 def test_library_refuses_malformed_claims(
@@ -212,7 +220,7 @@ def test_library_refuses_a_sticky_key_of_another_group(
     keys = [*store.keys.base, store.keys.group("g1"), store.keys.call("c1")]
     keys.append(store.keys.sticky("g2", "20300101"))
     with pytest.raises(redis.ResponseError, match=r"^BADARG sticky key .* group g1"):
-        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "+491", 100, 0, 0)
+        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "+491", 100, 0, "first", 0)
 
 
 # -- withdraw -----------------------------------------------------------------------------
@@ -390,10 +398,14 @@ def test_argv_withdraw_count_splits_withdraw_from_wave(
 ) -> None:
     assert store.claim("c1", "g1", "", ["a1"], 5000).claimed == ("a1",)
     keys = [*store.keys.base, store.keys.group("g1"), store.keys.call("c1")]
-    reply = client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, 1, "a1", "a2")
+    reply = client.fcall(
+        "disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, "first", 1, "a1", "a2"
+    )
     assert reply[5] == [b"a2"]  # a1 was withdrawn, not part of the wave
     assert client.smembers(store.keys.call("c1")) == {b"a2"}
-    reply = client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, 2, "a2", "a3")
+    reply = client.fcall(
+        "disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, "first", 2, "a2", "a3"
+    )
     assert reply[5] == []  # every argument after the count withdrawn: empty wave
     assert released(store, 2) == [("c1", "a2", "replanned")]
     assert check_invariants(client, TENANT)["resv"] == 0
@@ -424,9 +436,42 @@ def test_bad_withdraw_count_is_refused_before_any_write(
     n_events = client.xlen(store.keys.events)
     keys = [*store.keys.base, store.keys.group("g1"), store.keys.call("c1")]
     with pytest.raises(redis.ResponseError, match=f"^BADARG {match}"):
-        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, *tail)
+        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, "first", *tail)
     assert client.zrange(store.keys.resv, 0, -1, withscores=True) == resv_before
     assert {a: store.agent_counters(a) for a in ("a1", "a2")} == counters_before
     assert client.xlen(store.keys.events) == n_events
     assert client.smembers(store.keys.call("c1")) == {b"a1"}
     check_invariants(client, TENANT)
+
+
+# -- pick: the claim ranks the candidate waves on current counts ----------------------------
+
+
+def test_pick_busy_takes_the_least_busy_candidate_wave(store: StateStore) -> None:
+    assert store.claim("c0", "g1", "", ["a2"], 5000).claimed == ("a2",)  # a2: 1 of 2
+    assert store.claim("c1", "g1", "", ["a2"], 5000, then=[["a1"]]).claimed == ("a2",)
+    # least busy on Redis' counts, though the worker ranked a2 first
+    assert store.claim("c2", "g1", "", ["a2"], 5000, then=[["a1"]], pick="busy").claimed == ("a1",)
+    # a tie (a3 and nobody else free) goes to the earlier wave; full agents are skipped
+    result = store.claim("c3", "g1", "", ["a1"], 5000, then=[["a3"], ["a2"]], pick="busy")
+    assert result.claimed == ("a3",)
+
+
+def test_pick_idle_takes_the_longest_idle_and_ties_go_to_the_earlier_wave(
+    store: StateStore, client: redis.Redis
+) -> None:
+    client.hset(store.keys.base[11], mapping={"a1": 10, "a2": 5, "a3": 5})
+    assert store.claim(
+        "c1", "g1", "", ["a1"], 5000, then=[["a3"], ["a2"]], pick="idle"
+    ).claimed == ("a3",)
+    assert store.claim("c2", "g1", "", ["a1"], 5000, then=[["a2"]], pick="idle").claimed == ("a2",)
+
+
+def test_a_bad_pick_is_refused_before_any_write(store: StateStore, client: redis.Redis) -> None:
+    with pytest.raises(ValueError, match="pick must be one of"):
+        store.claim("c1", "g1", "", ["a1"], 5000, pick="worst")
+    keys = [*store.keys.base, store.keys.group("g1"), store.keys.call("c1")]
+    with pytest.raises(redis.ResponseError, match=r"^BADARG pick must be 'first'"):
+        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 1, "worst", 0, "a1")
+    assert client.xlen(store.keys.events) == 1  # the config put's, no arrived/offered
+    assert check_invariants(client, TENANT)["resv"] == 0
