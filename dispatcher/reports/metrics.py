@@ -32,7 +32,8 @@ Per group, of the visits that arrived in a bucket:
   answer to the agent's hangup (`released` reason hangup; the call's `ended` if there is
   none, e.g. an 'over' answer). Wrap-up time is not included.
 
-Per agent, of the visits that arrived in a bucket: offers (`offered` events), answered,
+Per agent, of the visits that arrived in a bucket: offers (`offered` events less those a
+claim withdrew at once, `released` reason replanned: that phone never rang), answered,
 missed (`failed` with a miss reason: busy, noanswer, declined, error; cancelled and
 unreachable are not the agent's doing) and per reason, and the time-to-answer and handle
 time figures of the calls it answered.
@@ -324,6 +325,11 @@ def _follow(
         elif kind == "offered" and e.get("group") == v.group:
             v.offered.append(name)
             call.offers[name] = v
+        elif kind == "released" and e.get("reason") == "replanned" and name in v.offered:
+            # A claim corrected in the same decision (a stale plan, an unreachable phone):
+            # the agent never rang, so it was not offered the call.
+            v.offered.remove(name)
+            call.offers.pop(name, None)
         elif kind == "answered" and v.answered is None and e.get("group") == v.group:
             v.answered, v.agent = ts, name
         elif (

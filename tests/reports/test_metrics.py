@@ -100,6 +100,22 @@ def test_events_after_the_period_still_finish_its_calls() -> None:
     assert sales["aht_s"] == round((479.8 + talk_c8) / 4, 3)
 
 
+def test_an_offer_withdrawn_by_a_corrective_claim_is_no_offer() -> None:
+    t = START_MS + 60_000
+    call = [
+        {"type": "arrived", "call": "w1", "group": "support", "caller": "+49"},
+        {"type": "offered", "call": "w1", "group": "support", "agent": "a1"},
+        {"type": "released", "call": "w1", "group": "support", "agent": "a1",
+         "reason": "replanned"},
+        {"type": "offered", "call": "w1", "group": "support", "agent": "a2"},
+        {"type": "ended", "call": "w1", "outcome": "abandoned"},
+    ]  # fmt: skip
+    events = [e | {"ts": str(t + i), "id": f"{t + i}-0"} for i, e in enumerate(call)]
+    agents = {a.id: a.total for a in compute(events, PERIOD).agents}
+    assert "a1" not in agents
+    assert agents["a2"]["offers"] == 1
+
+
 def test_events_without_ts_or_call_are_ignored() -> None:
     junk = [{"type": "arrived", "call": "x", "group": "sales"}, {"type": "arrived", "ts": "1"}]
     assert compute([*junk, *EVENTS], PERIOD).groups[0].total == SALES_TOTAL
