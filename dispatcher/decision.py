@@ -106,10 +106,17 @@ class TenantView:
     version: int
     tenant: Tenant
     tables: dict[str, core.GroupTable]
+    # Per group, its members in the core's rank order (position, then canonical index).
+    ranked: dict[str, tuple[str, ...]]
 
     @classmethod
     def build(cls, version: int, tenant: Tenant) -> TenantView:
-        return cls(version, tenant, {g.id: group_table(g) for g in tenant.groups})
+        ranked = {}
+        for group in tenant.groups:
+            members = group.canonical_members()
+            order = sorted(range(len(members)), key=lambda i: (members[i].position, i))
+            ranked[group.id] = tuple(members[i].agent for i in order)
+        return cls(version, tenant, {g.id: group_table(g) for g in tenant.groups}, ranked)
 
 
 class ConfigMissing(LookupError):
@@ -252,8 +259,16 @@ class Decider:
 
         Only the first wave's agents are asked whether they are reachable: the claim nearly
         always takes it, and an unreachable agent of a later one that gets claimed is caught
-        by the re-plan on the claim's rows, which asks, and withdrawn."""
+        by the re-plan on the claim's rows, which asks, and withdrawn.
+
+        CLAIM_PICK strategies (least_busy, longest_idle) send every member not tried yet, one
+        per wave, in rank order and unasked: the claim picks by the strategy's key on the
+        current counts, ties to the earlier, so its pick is the core's on the same state
+        (only reachability, asked by the re-plan, can differ). No planning at all here."""
         table = self.view().tables[group_id]
+        if table.strategy in CLAIM_PICK:
+            skip = {*ctx.tried, *unreachable.known}
+            return [(agent,) for agent in self.view().ranked[group_id] if agent not in skip]
         rows, rr = self._live.get(group_id, ([0] * (len(table) * core.LIVE_FIELDS), -1))
         relaxed: list[int] = []
         for i in range(len(table)):

@@ -537,22 +537,31 @@ local function claim(keys, args)
       waves[#waves + 1] = {first, j - 1}
       j = j + 1
     end
+    -- Agents offered on this call already (one read, not one per candidate).
+    local offered = {}
+    for _, agent in ipairs(redis.call('SMEMBERS', call_key)) do
+      offered[agent] = true
+    end
     local function open_slot(agent)
       local i = index[agent]
-      if i and eligible(s, i, ctx.now) and redis.call('SISMEMBER', call_key, agent) == 0 then
+      if i and not offered[agent] and eligible(s, i, ctx.now) then
         return i
       end
       return nil
     end
+    local function take_open(wave)
+      for a = wave[1], wave[2] do
+        local i = open_slot(args[a])
+        if i then
+          take(args[a], i, '')
+          offered[args[a]] = true
+        end
+      end
+    end
     if pick == 'first' then
       -- The first wave with an eligible member is taken (all its eligible members).
       for _, wave in ipairs(waves) do
-        for a = wave[1], wave[2] do
-          local i = open_slot(args[a])
-          if i then
-            take(args[a], i, '')
-          end
-        end
+        take_open(wave)
         if #claimed > 0 then
           break
         end
@@ -574,12 +583,7 @@ local function claim(keys, args)
         end
       end
       if best then
-        for a = best[1], best[2] do
-          local i = open_slot(args[a])
-          if i then
-            take(args[a], i, '')
-          end
-        end
+        take_open(best)
       end
     end
   end

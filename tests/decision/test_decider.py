@@ -162,25 +162,19 @@ def test_stale_live_counts_still_one_claim_for_least_key_strategies(
     assert check_invariants(client, "acme")["resv"] == 1
 
 
-def test_a_pick_the_claim_got_wrong_costs_one_corrective_claim(
+def test_a_claimed_agent_without_a_phone_costs_one_corrective_claim(
     store: StateStore, client: redis.Redis
 ) -> None:
-    idle = store.keys.base[11]  # the idle-since column
-    assert idle.endswith(":a:idle")
-    client.hset(idle, mapping={"a1": 9, "a2": 1})
     decider = Decider(store)
-    _, offer = decider.start("c1", "702", "")  # type: ignore[misc]
-    assert offer == Offer("idle", ("a2",), 20, False)
-    decider.release("c1")
-    # Equal idle times now; the worker's snapshot still ranks a2 first. The claim breaks the
-    # tie by the candidates' order (a2), the core by member rank (a1): withdrawn, corrected.
-    client.hset(idle, mapping={"a1": 5, "a2": 5})
+    reachable = {"a1": False, "a2": True}.__getitem__
     before = fcalls(client)
-    _, offer = decider.start("c2", "702", "")  # type: ignore[misc]
-    assert offer == Offer("idle", ("a1",), 20, False)
+    _, offer = decider.start("c1", "702", "", reachable)  # type: ignore[misc]
+    # longest_idle's candidates go to the claim unasked; it took a1 (a tie, broken by rank),
+    # the re-plan asked, found no phone, and the next claim withdrew a1 and took a2
+    assert offer == Offer("idle", ("a2",), 20, False)
     assert fcalls(client) - before == 2
     assert [(e["agent"], e["reason"]) for e in store.events(3) if e["type"] == "released"] == [
-        ("a2", "replanned")
+        ("a1", "replanned")
     ]
     assert check_invariants(client, "acme")["resv"] == 1
 
