@@ -41,14 +41,11 @@ both stacks passed in the ramp. max_cps is the confirmed step. Ratios are dispat
 native.
 
 Pinning (on a machine with >= 2 usable cores, unless --no-pin): Kamailio - both instances,
-every process - and the dispatcher's redis-server on the first core; the SIPp UAC and UAS
-processes and this script on the other cores. Done with sched_setaffinity (what `taskset -c`
-does): this process pins itself to the load cores, so what it starts inherits them, and
-switches to the Kamailio core only while starting each Kamailio and Redis. So each stack
-gets one core for everything it runs: native Kamailio alone, the dispatcher's Kamailio and
-its Redis together - the stricter budget for the dispatcher, and its Redis replies do not
-wait behind the 21 SIPp processes (which made calls fail at 500 CPS with the core half
-idle). --redis-on-load-cores puts Redis with SIPp instead.
+every process - on the first core; the SIPp UAC and UAS processes, redis-server and this
+script on the other cores (--redis-on-kamailio-core moves Redis to Kamailio's). Done with
+sched_setaffinity (what `taskset -c` does): this process pins itself to the load cores, so
+what it starts inherits them, and switches to the Kamailio core only while starting each
+Kamailio. So the Kamailio CPU ceiling is one core for both stacks.
 
     .venv/bin/python bench/sip_load.py [--json] [--quick] [--results DIR] [--steps 50,100,...]
 
@@ -119,7 +116,7 @@ class Settings:
     budget_s: float = 450.0
     pin: bool = True
     noise_wait: bool = True  # wait for other jobs to calm down before each run
-    redis_on_kamailio_core: bool = True  # Redis shares the Kamailio core, not SIPp's
+    redis_on_kamailio_core: bool = False  # Redis shares the Kamailio core, not SIPp's
     keep: bool = False  # keep the work folder (logs, SIPp traces) for inspection
 
     @classmethod
@@ -949,16 +946,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", action="store_true", help="no CPU pinning")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument(
-        "--redis-on-load-cores",
+        "--redis-on-kamailio-core",
         action="store_true",
-        help="pin redis-server with SIPp instead of with Kamailio",
+        help="pin redis-server with Kamailio instead of with SIPp",
     )
     args = parser.parse_args(argv)
     settings = Settings.quick() if args.quick else Settings()
     overrides: dict[str, Any] = {
         "pin": not args.no_pin,
         "keep": args.keep,
-        "redis_on_kamailio_core": not args.redis_on_load_cores,
+        "redis_on_kamailio_core": args.redis_on_kamailio_core,
     }
     if args.steps:
         overrides["steps"] = tuple(int(v) for v in args.steps.split(","))
