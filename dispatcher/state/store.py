@@ -16,10 +16,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from importlib.resources import files
 from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import orjson
 import redis
 from redis.backoff import NoBackoff
@@ -215,7 +217,10 @@ class StateStore:
                 # a new one is safe: the check redis-py's pool makes on checkout.
                 conn.disconnect()
                 conn.connect()
-            conn.send_command("FCALL", function, len(keys), *keys, *args)
+            # hiredis packs in C; the connection's packer walks the arguments in Python.
+            conn.send_packed_command(
+                [hiredis.pack_command(("FCALL", function, len(keys), *keys, *args))]
+            )
             return conn.read_response()
         except redis.ResponseError:
             raise
@@ -322,7 +327,7 @@ class StateStore:
             candidates += ["", *later]  # '' separates candidate waves (ids are never empty)
         for agent in (*candidates, *withdraw):
             if agent:
-                validate_id(agent, "agent id")
+                _known_agent_id(agent)
         keys = [*self.keys.base, self.keys.group(gid), self.keys.call(call)]
         if caller and sticky_day:
             keys.append(self.keys.sticky(gid, sticky_day))
@@ -621,6 +626,13 @@ def parse_events_reply(reply: Any) -> list[dict[str, str]]:
         event["id"] = entry_id.decode()
         out.append(event)
     return out
+
+
+@lru_cache(maxsize=65_536)
+def _known_agent_id(agent: str) -> str:
+    """`validate_id` for the agent ids of a claim, remembered: a claim carries every member
+    of a least-busy group, the same ids call after call."""
+    return validate_id(agent, "agent id")
 
 
 def _claim_pick(pick: str) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -175,3 +177,28 @@ def test_unavailable_message_hides_the_password() -> None:
             state.config_version()
     assert "s3cret" not in str(info.value)
     assert "user:***@127.0.0.1" in str(info.value)
+
+
+def test_a_store_over_the_unix_socket(tmp_path: Path) -> None:
+    short = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))
+    try:
+        with RedisProcess(short, unix_socket=True) as server:
+            assert server.unix_url.startswith("unix://")
+            with StateStore(server.unix_url, TENANT) as state:
+                state.put_config(b"{}", AGENTS, GROUPS)
+                assert state.claim("c1", "g1", "", ["a1"], 5000).claimed == ("a1",)
+                assert state.release("c1") == 0
+        with (
+            pytest.raises(StateUnavailable, match="unavailable"),
+            StateStore(server.unix_url, TENANT) as state,
+        ):
+            state.config_version()
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_a_unix_socket_path_too_long_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unix socket path too long"):
+        RedisProcess(tmp_path / ("x" * 120), unix_socket=True)
+    with pytest.raises(ValueError, match="TCP only"):
+        _ = RedisProcess(tmp_path).unix_url
