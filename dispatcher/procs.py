@@ -97,7 +97,16 @@ class RedisProcess(_ServerProcess):
 
     Persistence is off: the dispatcher's state is rebuilt from the tenant
     config, and a restart test wants an empty server, like a crashed one.
+    With `unix_socket` it also listens on the unix socket `socket_path` (`unix_url`): a
+    Kamailio on the same host spends less CPU per round trip there than on loopback TCP.
+    The path must fit a socket address (107 bytes): keep `workdir` short.
     """
+
+    def __init__(self, workdir: Path, port: int | None = None, unix_socket: bool = False) -> None:
+        super().__init__(workdir, port)
+        self.unix_socket = unix_socket
+        if unix_socket and len(os.fsencode(self.socket_path)) > 107:
+            raise ValueError(f"unix socket path too long (max 107 bytes): {self.socket_path}")
 
     name = "redis-server"
     log_name = "redis.log"
@@ -106,6 +115,16 @@ class RedisProcess(_ServerProcess):
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.workdir / "redis.sock"
+
+    @property
+    def unix_url(self) -> str:
+        if not self.unix_socket:
+            raise ValueError("this redis-server listens on TCP only (unix_socket=False)")
+        return f"unix://{self.socket_path}?db=0"
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and wait until it answers PING."""
@@ -122,6 +141,11 @@ class RedisProcess(_ServerProcess):
                 "",
                 "--appendonly",
                 "no",
+                *(
+                    ("--unixsocket", str(self.socket_path), "--unixsocketperm", "700")
+                    if self.unix_socket
+                    else ()
+                ),
                 "--dir",
                 str(self.workdir),
                 "--logfile",
