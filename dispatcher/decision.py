@@ -13,6 +13,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -368,11 +369,27 @@ class Decider:
 
         With sticky on, the caller sticks to the agent until the group's local midnight.
         """
+        return self.store.answered(ctx.call_id, agent=agent, **self._answer_sticky(ctx))
+
+    def answered_later(
+        self, ctx: CallContext, agent: str, done: Callable[[AnswerOutcome], None] | None = None
+    ) -> None:
+        """`answered` without waiting: `done` gets the outcome later
+        (`StateStore.answered_later`), so a SIP worker relays the 200 at once."""
+        self.store.answered_later(ctx.call_id, agent=agent, done=done, **self._answer_sticky(ctx))
+
+    def _answer_sticky(self, ctx: CallContext) -> dict[str, Any]:
+        """The group and sticky arguments of an answer on `ctx`."""
         group = self._group(ctx.group)
         if not (group.sticky and ctx.caller):
-            return self.store.answered(ctx.call_id, group.id, agent)
+            return {"gid": group.id}
         day, midnight_ms = sticky_day(self.clock_ms(), group.timezone)
-        return self.store.answered(ctx.call_id, group.id, agent, ctx.caller, day, midnight_ms)
+        return {
+            "gid": group.id,
+            "caller": ctx.caller,
+            "sticky_day": day,
+            "sticky_expire_ms": midnight_ms,
+        }
 
     def failed(self, ctx: CallContext, agent: str, reason: str) -> FailResult:
         """The offer to `agent` failed (busy, no answer, declined, error, cancelled)."""
@@ -385,6 +402,10 @@ class Decider:
         `ended` event for reports (see `StateStore.release`).
         """
         return self.store.release(call_id, agent, outcome)
+
+    def release_later(self, call_id: str, agent: str = "", outcome: str = "") -> None:
+        """`release` without waiting for the reply (`StateStore.release_later`)."""
+        self.store.release_later(call_id, agent, outcome)
 
 
 class _Reachability:

@@ -126,6 +126,14 @@ class MeteredDecider(Decider):
         with redis_errors_counted("router"):
             return super().release(*args, **kwargs)
 
+    def answered_later(self, *args: Any, **kwargs: Any) -> Any:
+        with redis_errors_counted("router"):
+            return super().answered_later(*args, **kwargs)
+
+    def release_later(self, *args: Any, **kwargs: Any) -> Any:
+        with redis_errors_counted("router"):
+            return super().release_later(*args, **kwargs)
+
 
 def exposition() -> tuple[bytes, str]:
     """This process's metrics — in multiprocess mode every process's, summed — as the

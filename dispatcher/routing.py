@@ -24,7 +24,8 @@ A call to a group extension (R-URI user):
 2. Branch to agent: each branch carries `(index of the agent in ctx.tried) + 1` in its branch
    flags, bits 8..23 (`$bf`); tm restores a branch's flags before its reply route runs.
 3. Replies - `on_reply` (tm onreply route, every reply of every branch): a 2xx is
-   `Decider.answered`; a negative final reply is remembered per call, group and agent in the
+   `Decider.answered_later` (sent without waiting for Redis' reply, so tm relays the 200 at
+   once); a negative final reply is remembered per call, group and agent in the
    shared-memory htable `dsp`, for the failure route.
 4. All branches failed - `on_failure`: every agent of the wave gets `failed` with the reason of
    its reply (486/600 busy, 603 declined, 408/480 and tm's own timeout noanswer, 487 cancelled
@@ -35,18 +36,22 @@ A call to a group extension (R-URI user):
 5. Release, exactly once per call: the dialog module's `dialog:end` (BYE, dialog timeout, an
    end that stopped answering keepalives) or `dialog:failed` (any negative final reply to the
    caller: CANCEL, no-answer reply, failed forward) event calls
-   `Decider.release(call_id, outcome=...)` - `dialog_event`; the outcome (answered /
-   abandoned / no_answer, `call_outcome`) is for reports. A dialog the module ends itself is
-   also released on its first BYE (tm:local-request, kemi.py): Kamailio 5.6 skips that
-   dialog:end when a reply to the BYEs beats it; repeated releases change nothing. Only a
-   call answered with a reply before any dialog existed (Exhausted at once, in the request
-   route) is released right there.
+   `Decider.release_later(call_id, outcome=...)` (no wait either) - `dialog_event`; the
+   outcome (answered / abandoned / no_answer, `call_outcome`) is for reports. A dialog the
+   module ends itself is also released on its first BYE (tm:local-request, kemi.py):
+   Kamailio 5.6 skips that dialog:end when a reply to the BYEs beats it; repeated releases
+   change nothing. Only a call answered with a reply before any dialog existed (Exhausted
+   at once, in the request route) is released right there.
 
 Redis unreachable or slower than REDIS_TIMEOUT_MS (connect and per command, no retries):
 the caller gets 503 with Retry-After, at most about two timeouts after the INVITE, and the
 worker logs the reason once per outage (and once when Redis is back). A Request-URI user that
 is registered (a plain user call) still goes to the user location then. A tenant without
 config in Redis routes no groups (logged once). REDIS_URL unset: group routing is off.
+An answer or release sent without waiting whose reply is an error, or whose connection is
+lost before the reply comes, is logged ("... sent earlier failed") and counted as a Redis
+error; its reservations expire by themselves, and a live call stays until swept - as for a
+release Redis never got.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from dispatcher.decision import CallContext, ConfigMissing, Decider, Exhausted, 
 from dispatcher.inbound import match_inbound
 from dispatcher.model import Forward, Overflow, Reply
 from dispatcher.settings import Settings, SettingsError
-from dispatcher.state import StateError, StateStore, StateUnavailable
+from dispatcher.state import AnswerOutcome, StateError, StateStore, StateUnavailable
 from dispatcher.state.keys import validate_call_id
 
 # Kamailio names shared with kamailio.cfg / kemi.py.
@@ -120,6 +125,7 @@ class Router:
         # The targets `_reachable` looked up during the current decision, by agent: the
         # wave's relay uses them rather than asking the location table again.
         self._looked_up: dict[str, list[tuple[str, str]]] = {}
+        decider.store.deferred_error = self._deferred_failed
 
     @classmethod
     def open(cls, ksr: Any) -> Router | None:
@@ -223,14 +229,18 @@ class Router:
         # answer releases the others' reservations without counting a miss.
         for other in self._wave_agents():
             ksr.htable.sht_rm(HTABLE, _code_key(ctx, other))
+
+        # Sent without waiting for Redis' reply, so tm relays the 200 at once; the outcome
+        # is read with the worker's next FCALL.
+        def done(outcome: AnswerOutcome) -> None:
+            if outcome != "ok":
+                ksr.info(f"dispatcher: answer by {agent} on {ctx.call_id}: {outcome}\n")
+
         try:
-            outcome = self.decider.answered(ctx, agent)
+            self.decider.answered_later(ctx, agent, done)
             self._up()
         except StateUnavailable as exc:
             self._unavailable(exc)
-            return
-        if outcome != "ok":
-            ksr.info(f"dispatcher: answer by {agent} on {ctx.call_id}: {outcome}\n")
 
     def _wave_agents(self) -> list[str]:
         """The agents of the transaction's current wave (set by `_relay_wave`)."""
@@ -289,7 +299,7 @@ class Router:
             return
         outcome = call_outcome(event, bool(self.ksr.pv.get(DLG_CANCELLED)))
         try:
-            self.decider.release(str(call_id), outcome=outcome)
+            self.decider.release_later(str(call_id), outcome=outcome)
             self._up()
         except StateUnavailable as exc:
             # Its reservations expire by themselves (TTL); a live call stays until swept.
@@ -416,6 +426,13 @@ class Router:
         if not in_failure:
             ksr.tm.t_newtran()  # a transaction, so retransmissions get the same reply
         ksr.tm.t_reply(code, reason)
+
+    def _deferred_failed(self, function: str, exc: Exception) -> None:
+        """An answer or release sent without waiting did not go through: logged, counted."""
+        from dispatcher.metrics import count_redis_error
+
+        count_redis_error("router", exc)
+        self.ksr.err(f"dispatcher: {function} sent earlier failed: {exc}\n")
 
     # -- Redis health, logged once per change -----------------------------------------
 

@@ -266,6 +266,12 @@ local function check_call_key(ctx, key, call)
   end
 end
 
+local function check_end_key(ctx, key, call)
+  if key ~= string.sub(ctx.keys[K_CONFIG], 1, -8) .. ':ended:' .. call then
+    raise('BADARG', 'end marker key ' .. tostring(key) .. ' does not belong to call ' .. call)
+  end
+end
+
 local function check_sticky_key(ctx, key, gid)
   local head = string.sub(ctx.keys[K_CONFIG], 1, -8) .. ':sticky:' .. gid .. ':'
   if key and string.sub(key, 1, #head) ~= head then
@@ -595,31 +601,38 @@ local function claim(keys, args)
 end
 
 -- disp_answered: an offered agent answered; its reservation becomes a live call.
--- KEYS: 1..14 common; 15 call set {t:T}:call:<call>; 16 (optional) sticky hash of the day.
+-- KEYS: 1..14 common; 15 call set {t:T}:call:<call>; 16 end marker {t:T}:ended:<call>;
+--       17 (optional) sticky hash of the day.
 -- ARGV: 1 call, 2 gid, 3 agent, 4 caller ('' = no sticky), 5 sticky_expire_at_ms (0 = none).
 --       The call's other reservations are released (event released, reason other_answered).
 -- Returns: 'ok' reservation converted; 'late' reservation gone (expired) but a free slot was
 --          taken; 'over' reservation gone and no free slot: nothing counted (live + resv <= max
 --          holds; the router decides about the call); 'dup' live call already recorded,
---          nothing changed.
+--          nothing changed; 'ended' the whole call was released already (an answer recorded
+--          after its end, e.g. sent by another worker without waiting): nothing changed, so
+--          no live call outlives its call.
 --          ok/late: live + 1, live entry, missed = 0, sticky set (PEXPIREAT the expiry).
 -- Errors: BADARG for an empty call/gid/agent, a bad expiry or a key that does not match
 --         call/gid.
 local function answered(keys, args)
-  local ctx = open(keys, 1)
+  local ctx = open(keys, 2)
   local call = need_text(args[1], 'call')
   local gid = need_text(args[2], 'gid')
   local agent = need_text(args[3], 'agent')
   local caller = args[4] or ''
   local sticky_at = need_int(args[5] or '0', 'sticky_expire_at_ms', 0)
-  local call_key, sticky_key = keys[NBASE + 1], keys[NBASE + 2]
+  local call_key, end_key, sticky_key = keys[NBASE + 1], keys[NBASE + 2], keys[NBASE + 3]
   check_call_key(ctx, call_key, call)
+  check_end_key(ctx, end_key, call)
   check_sticky_key(ctx, sticky_key, gid)
   local k = keys
   local slot = call .. SEP .. agent
 
   if redis.call('HEXISTS', k[K_LIVE], slot) == 1 then
     return 'dup'
+  end
+  if redis.call('EXISTS', end_key) == 1 then
+    return 'ended'
   end
   local outcome = 'ok'
   if not drop_reservation(ctx, call, agent) then
@@ -712,9 +725,7 @@ local function release(keys, args)
   local outcome = args[3] or ''
   local call_key, end_key = keys[NBASE + 1], keys[NBASE + 2]
   check_call_key(ctx, call_key, call)
-  if end_key ~= string.sub(ctx.keys[K_CONFIG], 1, -8) .. ':ended:' .. call then
-    raise('BADARG', 'end marker key ' .. tostring(end_key) .. ' does not belong to call ' .. call)
-  end
+  check_end_key(ctx, end_key, call)
   if outcome ~= '' and not OUTCOMES[outcome] then
     raise('BADARG', 'unknown outcome ' .. outcome)
   end

@@ -12,8 +12,10 @@ pure helpers at the end of this module (`config_put_request`, `set_state_args`,
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -45,6 +47,9 @@ CALL_OUTCOMES = frozenset({"answered", "abandoned", "no_answer", "failed"})
 # whose agent is least busy / longest idle on the current counts.
 CLAIM_PICKS = frozenset({"first", "busy", "idle"})
 DEFAULT_EVENTS_MAXLEN = 1_000_000
+# Deferred FCALLs (answered_later, release_later) a store lets wait for their replies: a
+# process that only sends those (a timer process releasing timed-out calls) reads them then.
+MAX_DEFERRED = 32
 DEFAULT_SWEEP_LIMIT = 1000
 _PUT_ATTEMPTS = 5
 # Redis' reply when the library is gone, typically after a restart with empty memory.
@@ -113,6 +118,7 @@ class AnswerOutcome(StrEnum):
     LATE = "late"
     OVER = "over"
     DUP = "dup"
+    ENDED = "ended"
 
 
 def _redacted(url: str) -> str:
@@ -135,6 +141,15 @@ class StateStore:
     retry, when Redis answers that the function is missing, as after a restart.
     Errors the library replies with raise the `StateError` subclass of their code.
     One store per thread: the FCALLs share one connection (`_send_fcall`).
+
+    `answered_later` and `release_later` send their FCALL and return without waiting: the
+    reply is read just before the next FCALL's reply on the same connection (or by `flush`,
+    or once MAX_DEFERRED are pending), and handed to their `done` callback; an error reply,
+    or a connection lost before the reply came, goes to `deferred_error(function, exc)`
+    (default: logged). Only these two are deferred: both are idempotent and disp_answered
+    refuses a call whose release came first, so their order against other workers' calls
+    does not matter. A deferred call that finds the library gone (Redis restarted empty)
+    is reported, not retried: its call predates the restart.
     """
 
     def __init__(
@@ -153,14 +168,26 @@ class StateStore:
         self._redis = redis.Redis.from_url(url, **client_options(socket_timeout, connect_timeout))
         self._loaded = False
         # The FCALLs' own connection (`_send_fcall`), opened on first use.
-        self._fcall_conn: redis.connection.AbstractConnection | None = None
+        self._fcall_conn: redis.connection.ConnectionInterface | None = None
+        # Deferred FCALLs sent on it whose replies are not read yet, oldest first.
+        self._pending: deque[_Deferred] = deque()
+        self.deferred_error: Callable[[str, Exception], None] = _log_deferred_error
 
     def close(self) -> None:
-        """Close the connections; the store reconnects if used again."""
+        """Read the deferred replies still due (errors reported, never raised), then close
+        the connections; the store reconnects if used again."""
+        with suppress(StateError):
+            self.flush()
         if self._fcall_conn is not None:
             self._fcall_conn.disconnect()
             self._fcall_conn = None
         self._redis.close()
+
+    def flush(self) -> None:
+        """Read the replies of every deferred FCALL now (see the class docstring)."""
+        if self._pending and self._fcall_conn is not None:
+            with self._reachable():
+                self._read_deferred(self._fcall_conn)
 
     def __enter__(self) -> StateStore:
         return self
@@ -196,37 +223,101 @@ class StateStore:
         with self._reachable():
             return self._send_fcall(function, keys, args)
 
-    def _send_fcall(self, function: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """One FCALL on the store's own connection, past the client's command layers.
+    def _fcall_later(
+        self,
+        function: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        done: Callable[[Any], None] | None,
+    ) -> None:
+        if not self._loaded:
+            self.load_library()
+        with self._reachable():
+            self._send_fcall(function, keys, args, _Deferred(function, done))
 
-        The routing makes three or more FCALLs per SIP call, and `Redis.execute_command`
-        (pool checkout with a readiness poll, retry wrapper, response callbacks) costs
-        about as much client CPU as sending and reading; FCALL needs none of it. The
-        connection is one redis-py `Connection` of the client's pool class (same URL,
-        timeouts, hiredis parser), so this is what makes a StateStore one-thread-only. A
-        connection that failed mid-command is dropped, the next call opens a new one;
-        an error reply leaves it usable.
+    def _send_fcall(
+        self,
+        function: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        deferred: _Deferred | None = None,
+    ) -> Any:
+        """One FCALL on the store's own connection, past the client's command layers; with
+        `deferred` it returns at once and the reply is read later (`_read_deferred`).
+
+        The routing makes three FCALLs per SIP call, and `Redis.execute_command` (pool
+        checkout with a readiness poll, retry wrapper, response callbacks) costs about as
+        much client CPU as sending and reading; FCALL needs none of it. The connection is
+        one redis-py `Connection` of the client's pool class (same URL, timeouts, hiredis
+        parser), so this is what makes a StateStore one-thread-only. A connection that
+        failed mid-command is dropped (deferred calls still due on it are reported), the
+        next call opens a new one; an error reply leaves it usable.
         """
         conn = self._fcall_conn
         if conn is None:
             conn = self._fcall_conn = self._redis.connection_pool.make_connection()
         try:
             conn.connect()  # no-op while connected
-            if _closed_while_idle(conn):
+            if not self._pending and _closed_while_idle(conn):
                 # The server restarted or dropped idle clients. Nothing was sent on it, so
-                # a new one is safe: the check redis-py's pool makes on checkout.
+                # a new one is safe: the check redis-py's pool makes on checkout. (With
+                # replies due, readable is what it should be.)
                 conn.disconnect()
                 conn.connect()
             # hiredis packs in C; the connection's packer walks the arguments in Python.
             conn.send_packed_command(
                 [hiredis.pack_command(("FCALL", function, len(keys), *keys, *args))]
             )
+        except BaseException as exc:
+            self._drop(conn, exc)
+            raise
+        if deferred is not None:
+            self._pending.append(deferred)
+            if len(self._pending) >= MAX_DEFERRED:
+                self._read_deferred(conn)
+            return None
+        self._read_deferred(conn)
+        try:
             return conn.read_response()
         except redis.ResponseError:
             raise
-        except BaseException:
-            conn.disconnect()
+        except BaseException as exc:
+            self._drop(conn, exc)
             raise
+
+    def _read_deferred(self, conn: redis.connection.ConnectionInterface) -> None:
+        """Read the due replies of deferred FCALLs, oldest first, into their callbacks."""
+        while self._pending:
+            call = self._pending[0]
+            try:
+                reply = conn.read_response()
+            except redis.ResponseError as exc:
+                self._pending.popleft()
+                try:
+                    _raise_library_error(exc)
+                except StateError as error:  # the StateError subclass of its code
+                    self.deferred_error(call.function, error)
+                continue
+            except BaseException as exc:
+                self._drop(conn, exc)
+                raise
+            self._pending.popleft()
+            if call.done is not None:
+                call.done(reply)
+
+    def _drop(self, conn: redis.connection.ConnectionInterface, exc: BaseException) -> None:
+        """Close a failed connection; the deferred calls still due on it are reported."""
+        conn.disconnect()
+        lost, self._pending = list(self._pending), deque()
+        for call in lost:
+            self.deferred_error(
+                call.function,
+                StateUnavailable(
+                    f"Redis at {_redacted(self.url)}: connection lost before the reply: {exc!r}",
+                    url=_redacted(self.url),
+                    timeout=max(self.socket_timeout, self.connect_timeout),
+                ),
+            )
 
     # -- config ---------------------------------------------------------------------------
 
@@ -368,15 +459,47 @@ class StateStore:
         With `caller`, `sticky_day` and `sticky_expire_ms` (both from `sticky_day()`), the
         caller sticks to `agent` until that local midnight. Cost: exactly 1 FCALL.
         """
+        keys, args = self._answered_request(call, gid, agent, caller, sticky_day, sticky_expire_ms)
+        return AnswerOutcome(self._fcall("disp_answered", keys, args).decode())
+
+    def answered_later(
+        self,
+        call: str,
+        gid: str,
+        agent: str,
+        caller: str = "",
+        sticky_day: str | None = "",
+        sticky_expire_ms: int = 0,
+        done: Callable[[AnswerOutcome], None] | None = None,
+    ) -> None:
+        """`answered` without waiting for the reply; `done` gets the outcome when it is read
+        (see the class docstring). Cost: 1 FCALL, no wait; StateUnavailable if not sent."""
+        keys, args = self._answered_request(call, gid, agent, caller, sticky_day, sticky_expire_ms)
+        self._fcall_later(
+            "disp_answered",
+            keys,
+            args,
+            None if done is None else (lambda reply: done(AnswerOutcome(reply.decode()))),
+        )
+
+    def _answered_request(
+        self,
+        call: str,
+        gid: str,
+        agent: str,
+        caller: str,
+        sticky_day: str | None,
+        sticky_expire_ms: int,
+    ) -> tuple[list[str], list[Any]]:
         validate_call_id(call)
         validate_id(agent, "agent id")
-        keys = [*self.keys.base, self.keys.call(call)]
+        keys = [*self.keys.base, self.keys.call(call), self.keys.ended(call)]
         if caller and sticky_day:
             keys.append(self.keys.sticky(gid, sticky_day))
         else:
             sticky_expire_ms = 0
         args = [call, validate_id(gid, "group id"), agent, caller, max(0, int(sticky_expire_ms))]
-        return AnswerOutcome(self._fcall("disp_answered", keys, args).decode())
+        return keys, args
 
     def failed(self, call: str, agent: str, reason: str) -> FailResult:
         """An offer ended unanswered; busy/noanswer/declined/error count a miss.
@@ -398,6 +521,18 @@ class StateStore:
         Returns the number of live calls ended; repeating it returns 0 and emits nothing.
         Cost: exactly 1 FCALL.
         """
+        keys, args = self._release_request(call, agent, outcome)
+        return int(self._fcall("disp_release", keys, args))
+
+    def release_later(self, call: str, agent: str | None = "", outcome: str = "") -> None:
+        """`release` without waiting for the reply (see the class docstring).
+        Cost: 1 FCALL, no wait; StateUnavailable if not sent."""
+        keys, args = self._release_request(call, agent, outcome)
+        self._fcall_later("disp_release", keys, args, None)
+
+    def _release_request(
+        self, call: str, agent: str | None, outcome: str
+    ) -> tuple[list[str], list[Any]]:
         validate_call_id(call)
         if agent:
             validate_id(agent, "agent id")
@@ -406,7 +541,7 @@ class StateStore:
                 f"invalid outcome {outcome!r}: one of {sorted(CALL_OUTCOMES)}, whole calls only"
             )
         keys = [*self.keys.base, self.keys.call(call), self.keys.ended(call)]
-        return int(self._fcall("disp_release", keys, [call, agent or "", outcome]))
+        return keys, [call, agent or "", outcome]
 
     def set_state(
         self, agent: str, status: int, reason: str = "", audit: Audit | None = None
@@ -628,6 +763,18 @@ def parse_events_reply(reply: Any) -> list[dict[str, str]]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """A deferred FCALL whose reply is due: the function, for reports, and its callback."""
+
+    function: str
+    done: Callable[[Any], None] | None
+
+
+def _log_deferred_error(function: str, exc: Exception) -> None:
+    logging.getLogger(__name__).error("deferred %s failed: %s", function, exc)
+
+
 @lru_cache(maxsize=65_536)
 def _known_agent_id(agent: str) -> str:
     """`validate_id` for the agent ids of a claim, remembered: a claim carries every member
@@ -641,7 +788,7 @@ def _claim_pick(pick: str) -> str:
     return pick
 
 
-def _closed_while_idle(conn: redis.connection.AbstractConnection) -> bool:
+def _closed_while_idle(conn: redis.connection.ConnectionInterface) -> bool:
     """Whether an idle connection is readable (EOF, or stray data): unusable."""
     try:
         return bool(conn.can_read())
