@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from dispatcher import core
-from dispatcher.model import Group, NoAnswerTarget, Tenant
+from dispatcher.model import Agent, Group, NoAnswerTarget, Tenant
 from dispatcher.planning import group_table
 from dispatcher.state.sticky import sticky_day
 from dispatcher.state.store import AnswerOutcome, ClaimResult, FailResult, StateStore
@@ -109,6 +109,11 @@ class TenantView:
     tables: dict[str, core.GroupTable]
     # Per group, its members in the core's rank order (position, then canonical index).
     ranked: dict[str, tuple[str, ...]]
+    # The tenant's lookups as plain dicts: Tenant.agent() and friends read pydantic private
+    # attributes, several times per SIP call.
+    agents: dict[str, Agent]
+    groups: dict[str, Group]
+    extensions: dict[str, Group]
 
     @classmethod
     def build(cls, version: int, tenant: Tenant) -> TenantView:
@@ -117,7 +122,15 @@ class TenantView:
             members = group.canonical_members()
             order = sorted(range(len(members)), key=lambda i: (members[i].position, i))
             ranked[group.id] = tuple(members[i].agent for i in order)
-        return cls(version, tenant, {g.id: group_table(g) for g in tenant.groups}, ranked)
+        return cls(
+            version,
+            tenant,
+            {g.id: group_table(g) for g in tenant.groups},
+            ranked,
+            agents={a.id: a for a in tenant.agents},
+            groups={g.id: g for g in tenant.groups},
+            extensions={g.extension: g for g in tenant.groups},
+        )
 
 
 class ConfigMissing(LookupError):
@@ -167,7 +180,7 @@ class Decider:
         self, call_id: str, extension: str, caller: str, reachable: Reachable | None = None
     ) -> tuple[CallContext, Offer | Exhausted] | None:
         """First decision for a call to `extension`; None when no group has that number."""
-        group = self.view().tenant.group_by_extension(extension)
+        group = self.view().extensions.get(extension)
         if group is None:
             return None
         return self.start_group(call_id, group.id, caller, reachable)
@@ -322,7 +335,7 @@ class Decider:
                 return wave
 
     def _group(self, group_id: str) -> Group:
-        group = self.view().tenant.group(group_id)
+        group = self.view().groups.get(group_id)
         if group is None:
             raise LookupError(f"group {group_id!r} is not in tenant {self.store.tenant!r}")
         return group

@@ -383,7 +383,7 @@ class Router:
 
     def _targets(self, agent_id: str) -> list[tuple[str, str]]:
         """(uri, destination uri or "") per registered contact of the agent, then its URIs."""
-        agent = self.decider.view().tenant.agent(agent_id)
+        agent = self.decider.view().agents.get(agent_id)
         if agent is None:
             return []
         ksr = self.ksr

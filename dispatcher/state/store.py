@@ -442,7 +442,7 @@ class StateStore:
             sticky_agent=sticky_agent.decode(),
             is_sticky=bool(is_sticky),
             claimed=tuple(agent.decode() for agent in claimed),
-            rows=[int(v) for v in rows],
+            rows=rows,  # Lua numbers: hiredis hands over ints already
         )
 
     def answered(
