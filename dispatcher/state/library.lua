@@ -123,6 +123,11 @@ local function split_slot(member)
 end
 
 local function hmget(key, fields)
+  if #fields == 0 then
+    return {}
+  elseif #fields <= CHUNK then
+    return redis.call('HMGET', key, unpack(fields))
+  end
   local out = {}
   for i = 1, #fields, CHUNK do
     local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields)))
@@ -231,13 +236,12 @@ local function eligible(s, i, now)
 end
 
 local function flat_rows(s)
-  local rows = {}
+  -- Explicit indexes: `#rows + 1` costs a length search per element.
+  local rows, j = {}, 0
   for i = 1, s.n do
-    rows[#rows + 1] = s.status[i]
-    rows[#rows + 1] = s.busy[i]
-    rows[#rows + 1] = s.max[i]
-    rows[#rows + 1] = s.wrapuntil[i]
-    rows[#rows + 1] = s.idle[i]
+    rows[j + 1], rows[j + 2], rows[j + 3] = s.status[i], s.busy[i], s.max[i]
+    rows[j + 4], rows[j + 5] = s.wrapuntil[i], s.idle[i]
+    j = j + 5
   end
   return rows
 end
