@@ -54,6 +54,7 @@ test: setup
 # (about 8 min); results and plots in bench/results/.
 bench: setup
 	$(PY) bench/core.py
+	$(PY) bench/router.py
 	$(PY) bench/sip_load.py
 
 lint: setup

@@ -1,0 +1,213 @@
+"""The router's own cost per group call, in one process: Python CPU and Redis round trips.
+
+`bench/sip_load.py` measures whole Kamailio processes, where the router's share hides among
+SIP parsing, tm and the kernel, and moves with the machine's load by more than most changes
+to the router do. This benchmark runs `dispatcher.routing.Router` alone, the way the KEMI
+script drives it for one answered call to a least_busy group of 20 agents (the SIP load
+tenant), against its own redis-server reached over a unix socket:
+
+    route_invite (plan, claim, relay)  ->  on_reply 180  ->  on_reply 200 (answered)
+    ->  dialog:start  ->  dialog:end of the call 50 calls earlier (release)
+
+Kamailio's side is a stand-in KSR object (`StandInKSR`): pseudo-variables in a dict, every
+contact lookup finding one phone, tm calls returning success. Its own cost is a few dict
+operations per call; everything else measured is the router's Python code, redis-py and the
+kernel's socket calls. Not a test and not a SIP benchmark: a profiler's bench for the router.
+
+    .venv/bin/python bench/router.py [--json] [--calls N] [--profile]
+
+Reports per call: thread CPU (user and system, getrusage RUSAGE_THREAD), wall time and
+FCALLs (INFO commandstats); with --profile the top functions by own time (cProfile). Writes
+bench/results/router.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from dispatcher.config_sync import import_tenant  # noqa: E402
+from dispatcher.model import Tenant  # noqa: E402
+from dispatcher.procs import RedisProcess  # noqa: E402
+from dispatcher.state import StateStore  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from sip_load import EXTENSION, TENANT, tenant_doc  # noqa: E402
+
+HELD_CALLS = 50  # calls talking at once: each call releases the one 50 calls before it
+WARMUP_CALLS = 300
+
+
+class _Module:
+    """One KSR sub-module (KSR.pv, KSR.tm, ...): the functions given as attributes."""
+
+    def __init__(self, **functions: Any) -> None:
+        self.__dict__.update(functions)
+
+
+class StandInKSR:
+    """The part of app_python3's KSR module the router uses, without Kamailio."""
+
+    def __init__(self) -> None:
+        pv: dict[str, Any] = {}
+        self.pvs = pv
+        shared: dict[str, Any] = {}
+
+        def put(name: str, value: Any) -> int:
+            pv[name] = value
+            return 1
+
+        def fetch_contacts(table: str, aor: str, profile: str) -> int:
+            user = aor.split("@", 1)[0].removeprefix("sip:")
+            pv[f"$ulc({profile}=>count)"] = 1
+            pv[f"$(ulc({profile}=>addr)[0])"] = f"sip:{user}@127.0.0.1:5099"
+            pv[f"$(ulc({profile}=>received)[0])"] = ""
+            return 1
+
+        def ok(*_: Any) -> int:
+            return 1
+
+        self.pv = _Module(get=pv.get, sets=put, seti=put, unset=lambda n: pv.pop(n, 1))
+        self.registrar = _Module(
+            reg_fetch_contacts=fetch_contacts, reg_free_contacts=ok, registered=lambda _: -1
+        )
+        self.tm = _Module(
+            t_relay=ok,
+            t_set_fr=ok,
+            t_on_reply=ok,
+            t_on_failure=ok,
+            t_newtran=ok,
+            t_reply=ok,
+            t_is_canceled=lambda: -1,
+        )
+        self.htable = _Module(
+            sht_seti=lambda t, k, v: shared.__setitem__(k, v),
+            sht_rm=lambda t, k: shared.pop(k, None),
+            sht_get=lambda t, k: shared.get(k),
+        )
+        self.dialog = _Module(dlg_set_property=ok)
+        self.corex = _Module(append_branch_uri=ok)
+        self.hdr = _Module(append_to_reply=ok)
+        self.setflag = ok
+        self.errors: list[str] = []
+
+    def info(self, message: str) -> None:
+        pass
+
+    def err(self, message: str) -> None:
+        self.errors.append(message)
+
+
+def fcalls(store: StateStore) -> int:
+    stat = store._redis.info("commandstats").get("cmdstat_fcall", {})
+    return int(stat.get("calls", 0))
+
+
+def measure(calls: int, profile: bool) -> dict[str, Any]:
+    """Run WARMUP_CALLS, then `calls` measured calls; the figures per call."""
+    workdir = Path(tempfile.mkdtemp(prefix="rtr", dir="/tmp"))  # short: a socket path
+    try:
+        with RedisProcess(workdir, unix_socket=True) as server:
+            with StateStore(server.url, TENANT) as admin:
+                import_tenant(admin, Tenant.model_validate(tenant_doc(20, 100)))
+            os.environ.update(REDIS_URL=server.unix_url, DISPATCHER_TENANT=TENANT)
+            from dispatcher.routing import Router
+
+            ksr = StandInKSR()
+            router = Router.open(ksr)
+            assert router is not None
+            talking: list[str] = []
+
+            def one_call(i: int) -> None:
+                pv = ksr.pvs
+                pv.clear()
+                pv.update({"$ci": f"call-{i}@bench", "$rU": EXTENSION, "$fU": "bob"})
+                pv["$rd"] = "127.0.0.1"
+                if not router.route_invite():
+                    raise RuntimeError(f"call {i} was not routed: {ksr.errors[-3:]}")
+                for status in ("180", "200"):
+                    pv["$rs"] = status
+                    router.on_reply()
+                router.dialog_event("dialog:start")
+                talking.append(pv["$dlg_var(dsp_call)"])
+                if len(talking) > HELD_CALLS:
+                    pv["$dlg_var(dsp_call)"] = talking.pop(0)
+                    router.dialog_event("dialog:end")
+
+            for i in range(WARMUP_CALLS):
+                one_call(i)
+            store = router.decider.store
+            store.flush()
+            fcalls0 = fcalls(store)
+            before = resource.getrusage(resource.RUSAGE_THREAD)
+            started = time.perf_counter()
+            for i in range(WARMUP_CALLS, WARMUP_CALLS + calls):
+                one_call(i)
+            wall = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_THREAD)
+            store.flush()
+            report: dict[str, Any] = {
+                "calls": calls,
+                "user_us_per_call": round((after.ru_utime - before.ru_utime) / calls * 1e6, 1),
+                "sys_us_per_call": round((after.ru_stime - before.ru_stime) / calls * 1e6, 1),
+                "wall_us_per_call": round(wall / calls * 1e6, 1),
+                "fcalls_per_call": round((fcalls(store) - fcalls0) / calls, 2),
+                "router_errors": len(ksr.errors),
+            }
+            report["cpu_us_per_call"] = round(
+                report["user_us_per_call"] + report["sys_us_per_call"], 1
+            )
+            if profile:
+                profiler = cProfile.Profile()
+                profiler.enable()
+                for i in range(WARMUP_CALLS + calls, WARMUP_CALLS + 2 * calls):
+                    one_call(i)
+                profiler.disable()
+                text = io.StringIO()
+                pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+                report["profile"] = text.getvalue()
+            router.decider.store.close()
+            return report
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--calls", type=int, default=5000, help="measured calls")
+    parser.add_argument("--profile", action="store_true", help="cProfile a second run")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
+    args = parser.parse_args(argv)
+    report = measure(args.calls, args.profile)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "router.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    for key, value in report.items():
+        if key != "profile":
+            print(f"{key:>18}: {value}")
+    if "profile" in report:
+        print(report["profile"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

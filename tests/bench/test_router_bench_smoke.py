@@ -1,0 +1,36 @@
+"""bench/router.py end to end, small: it runs, reports, and a group call costs 3 FCALLs.
+
+Not a timed test: the CPU figures are only checked to be there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.redis
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bench" / "router.py"
+
+
+def test_router_bench_reports_three_fcalls_per_call(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--calls", "200", "--json", "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert json.loads((tmp_path / "router.json").read_text()) == report
+    # claim, answered, release: one round trip each, the claim never corrected
+    assert report["fcalls_per_call"] == 3.0
+    assert report["router_errors"] == 0
+    assert report["calls"] == 200
+    assert report["cpu_us_per_call"] > 0 and report["wall_us_per_call"] > 0
