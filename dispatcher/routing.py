@@ -18,21 +18,28 @@ A call to a group extension (R-URI user):
    offer) and, when the whole wave had none, the next wave is taken at once.
    fr_inv/fr timers = the wave's timeout (`tm.t_set_fr`); the encoded `CallContext` goes into
    `$avp(dsp_ctx)` and the wave's agents into `$avp(dsp_wave)` (transaction AVPs, seen by the
-   reply and failure routes); `t_on_reply("ksr_onreply_group")`,
+   reply and failure routes); `t_on_reply("ksr_onreply_group")` (waves of several agents),
    `t_on_failure("ksr_failure_group")`; the dialog flag and `$dlg_var(dsp_call)` mark the call
    for release, and the dialog properties `ka-src`/`ka-dst` have it keepalive both ends.
 2. Branch to agent: each branch carries `(index of the agent in ctx.tried) + 1` in its branch
    flags, bits 8..23 (`$bf`); tm restores a branch's flags before its reply route runs.
-3. Replies - `on_reply` (tm onreply route, every reply of every branch): a 2xx is
-   `Decider.answered_later` (sent without waiting for Redis' reply, so tm relays the 200 at
-   once); a negative final reply is remembered per call, group and agent in the
-   shared-memory htable `dsp`, for the failure route.
+3. Replies. A wave of one agent (sequential, least busy, random, round robin, weighted,
+   longest idle, sticky; a tier of one) arms no reply route: `$dlg_var(dsp_answer)` names
+   the agent and the call, and the dialog module's `dialog:start` (the 2xx that confirms the
+   dialog) records the answer - one Python entry less per provisional and final reply. A
+   wave of several agents arms `on_reply` (tm onreply route, every reply of every branch):
+   a 2xx is the answer; a negative final reply is remembered per call, group and agent in
+   the shared-memory htable `dsp`, for the failure route. Either way the answer is
+   `Decider.answered_later`: sent without waiting for Redis' reply, so tm relays the 200 at
+   once.
 4. All branches failed - `on_failure`: every agent of the wave gets `failed` with the reason of
-   its reply (486/600 busy, 603 declined, 408/480 and tm's own timeout noanswer, 487 cancelled
-   after the caller's CANCEL else noanswer, anything else error). A cancelled call stops there;
-   otherwise `Decider.next` gives the next wave (new branches, t_relay) or the no-answer
-   target: `reply` its code, `forward` t_relay to its URI, `group` `Decider.start_group` for
-   the overflow group, `voicemail` 480 for now (the queue issue builds voicemail).
+   its reply - for a one-agent wave the reply tm chose (`$T_reply_code`), else the code the
+   reply route remembered - (486/600 busy, 603 declined, 408/480 and tm's own timeout
+   noanswer, 487 cancelled after the caller's CANCEL else noanswer, anything else error).
+   A cancelled call stops there; otherwise `Decider.next` gives the next wave (new
+   branches, t_relay) or the no-answer target: `reply` its code, `forward` t_relay to its
+   URI, `group` `Decider.start_group` for the overflow group, `voicemail` 480 for now (the
+   queue issue builds voicemail).
 5. Release, exactly once per call: the dialog module's `dialog:end` (BYE, dialog timeout, an
    end that stopped answering keepalives) or `dialog:failed` (any negative final reply to the
    caller: CANCEL, no-answer reply, failed forward) event calls
@@ -75,6 +82,7 @@ AVP_CTX = "$avp(dsp_ctx)"
 AVP_WAVE = "$avp(dsp_wave)"
 DLG_CALL = "$dlg_var(dsp_call)"
 DLG_CANCELLED = "$dlg_var(dsp_cancelled)"
+DLG_ANSWER = "$dlg_var(dsp_answer)"
 ULC_PROFILE = "dsp"
 LOCATION = "location"
 
@@ -218,6 +226,9 @@ class Router:
         status = int(ksr.pv.get("$rs") or 0)
         if status < 200:
             return
+        wave = self._wave_agents()
+        if len(wave) < 2:
+            return  # a one-agent wave: dialog:start and the failure route see to it
         found = self._branch_agent()
         if found is None:
             return
@@ -227,11 +238,15 @@ class Router:
             return
         # Answered: the failure route will not run for this wave; drop its codes. The
         # answer releases the others' reservations without counting a miss.
-        for other in self._wave_agents():
+        for other in wave:
             ksr.htable.sht_rm(HTABLE, _code_key(ctx, other))
+        self._answered(ctx, agent)
 
-        # Sent without waiting for Redis' reply, so tm relays the 200 at once; the outcome
-        # is read with the worker's next FCALL.
+    def _answered(self, ctx: CallContext, agent: str) -> None:
+        """Record the answer, sent without waiting for Redis' reply so tm relays the 200 at
+        once; the outcome is read with the worker's next FCALL."""
+        ksr = self.ksr
+
         def done(outcome: AnswerOutcome) -> None:
             if outcome != "ok":
                 ksr.info(f"dispatcher: answer by {agent} on {ctx.call_id}: {outcome}\n")
@@ -274,9 +289,12 @@ class Router:
             ksr.pv.sets(DLG_CANCELLED, "1")
         try:
             for agent in wave:
-                key = _code_key(ctx, agent)
-                code = ksr.htable.sht_get(HTABLE, key)
-                ksr.htable.sht_rm(HTABLE, key)
+                if len(wave) == 1:  # no reply route: the reply tm chose is the agent's
+                    code = ksr.pv.get("$T_reply_code")
+                else:
+                    key = _code_key(ctx, agent)
+                    code = ksr.htable.sht_get(HTABLE, key)
+                    ksr.htable.sht_rm(HTABLE, key)
                 reason = failure_reason(int(code) if code else None, cancelled)
                 self.decider.failed(ctx, agent, reason)
             if cancelled:
@@ -291,7 +309,14 @@ class Router:
     # -- dialog events ----------------------------------------------------------------
 
     def dialog_event(self, event: str) -> None:
-        """dialog:end / dialog:failed of a group call: release it (once per dialog)."""
+        """dialog:start of a call whose last wave had one agent: that agent answered.
+        dialog:end / dialog:failed of a group call: release it (once per dialog)."""
+        if event == "dialog:start":
+            answer = self.ksr.pv.get(DLG_ANSWER)
+            if answer:
+                agent, _, ctx_text = str(answer).partition(" ")
+                self._answered(CallContext.decode(ctx_text), agent)
+            return
         if event not in ("dialog:end", "dialog:failed"):
             return
         call_id = self.ksr.pv.get(DLG_CALL)
@@ -362,9 +387,16 @@ class Router:
         ksr.pv.seti("$bf", flags)
         ms = offer.timeout * 1000
         ksr.tm.t_set_fr(ms, ms)
-        ksr.pv.sets(AVP_CTX, ctx.encode())
+        encoded = ctx.encode()
+        ksr.pv.sets(AVP_CTX, encoded)
         ksr.pv.sets(AVP_WAVE, ",".join(offer.agents))
-        ksr.tm.t_on_reply(REPLY_ROUTE)
+        if len(offer.agents) == 1:
+            # Who answers is known already: dialog:start records it, the failure route takes
+            # the reason from tm's reply, and no reply route runs per 1xx/2xx.
+            ksr.pv.sets(DLG_ANSWER, f"{offer.agents[0]} {encoded}")
+        else:
+            ksr.pv.unset(DLG_ANSWER)
+            ksr.tm.t_on_reply(REPLY_ROUTE)
         ksr.tm.t_on_failure(FAILURE_ROUTE)
         if ksr.tm.t_relay() < 0:
             ksr.err(f"dispatcher: relaying {ctx.call_id} to {offer.agents} failed\n")
@@ -410,6 +442,7 @@ class Router:
 
     def _relay_to(self, uri: str, in_failure: bool) -> None:
         ksr = self.ksr
+        ksr.pv.unset(DLG_ANSWER)  # whoever answers a forward is not the wave's agent
         ksr.pv.sets("$ru", uri)
         ksr.pv.unset("$du")
         ksr.pv.seti("$bf", 0)
