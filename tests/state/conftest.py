@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from state_support import AGENTS, GROUPS, TENANT
 
+from dispatcher.procs import RedisProcess
 from dispatcher.state import StateStore
 
 
@@ -24,3 +28,14 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
     """A plain client of the same Redis, for reading keys directly."""
     with redis.Redis.from_url(redis_url) as plain:
         yield plain
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of this test alone, free to restart, stop or freeze."""
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    server.stop()

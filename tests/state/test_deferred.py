@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -90,16 +88,6 @@ def test_at_most_max_deferred_wait(store: StateStore, client: redis.Redis) -> No
     store.release_later("last")
     assert len(store._pending) == 0
     assert seen.errors == []
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    yield server
-    if server.proc is not None and server.proc.poll() is None:
-        os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
 
 
 def test_calls_due_on_a_lost_connection_are_reported(own_redis: RedisProcess) -> None:

@@ -8,7 +8,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,17 +25,6 @@ from dispatcher.state import (
 from dispatcher.state.store import LIBRARY_SOURCE
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A redis-server of this test alone, free to restart, stop or freeze."""
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    yield server
-    if server.proc is not None and server.proc.poll() is None:
-        os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
 
 
 def library_names(client: redis.Redis) -> list[bytes]:
