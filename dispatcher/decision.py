@@ -41,6 +41,10 @@ CONFIG_RECHECK_S = 2.0
 # which members are eligible, so the claim leads with the exact pick on the snapshot.
 PICK_DEPENDS_ON_ELIGIBLE = frozenset({core.WEIGHTED_RANDOM})
 
+# An agent a decision found without a phone is not asked again for this long: new decisions
+# leave it out (a phone that registers meanwhile rings from then on, at most this late).
+UNREACHABLE_RECHECK_S = 2.0
+
 # Strategies whose pick is "the eligible member with the least key" on live counts: the claim
 # applies that key to its candidate waves on Redis' current counts (StateStore.claim's
 # `pick`), so a worker's stale counts do not cost a corrective claim.
@@ -147,6 +151,8 @@ class Decider:
         self._confirmed = 0.0  # monotonic time the cached version was last confirmed
         # group id -> (flat live rows, rr cursor) as this worker last knew them
         self._live: dict[str, tuple[list[int], int]] = {}
+        # agent -> monotonic time until which it counts as unreachable (`_reachability`)
+        self._unreachable: dict[str, float] = {}
 
     # -- config ------------------------------------------------------------------------
 
@@ -206,7 +212,8 @@ class Decider:
         ring now; agents it rejects are never claimed. It is asked lazily, at most once per
         agent and decision, and only for the agents of a wave about to be claimed or
         accepted (the first candidate wave, the re-plan), not for every member: in the
-        router it is a location lookup.
+        router it is a location lookup. An agent it rejects is left out unasked for
+        UNREACHABLE_RECHECK_S after.
         """
         group = self._group(ctx.group)
         now = self.clock_ms()
@@ -223,8 +230,24 @@ class Decider:
             if (group.sticky and not ctx.tried and caller)
             else ""
         )
+        unreachable = self._reachability(reachable)
+        try:
+            return self._decide(ctx, group, now, timeout, caller, day, unreachable)
+        finally:
+            self._remember(unreachable)
+
+    def _decide(
+        self,
+        ctx: CallContext,
+        group: Group,
+        now: int,
+        timeout: int,
+        caller: str,
+        day: str,
+        unreachable: _Reachability,
+    ) -> Offer | Exhausted:
+        """`next` from the claims on: see there."""
         seed = ctx.seed
-        unreachable = _Reachability(reachable)
         waves = self._candidates(group.id, now, seed, ctx, unreachable)
         held: list[str] = []
         arrival = not ctx.tried
@@ -262,6 +285,27 @@ class Decider:
             return Exhausted(group.id, group.no_answer)
         ctx.tried.extend(held)
         return Offer(group.id, tuple(held), timeout, bool(result.is_sticky))
+
+    def _reachability(self, reachable: Reachable | None) -> _Reachability:
+        """A decision's reachability memo, presuming unreachable the agents a decision of
+        the last UNREACHABLE_RECHECK_S found so: least busy and longest idle send every
+        member to the claim unasked, and an agent without a phone (idle, so always first)
+        would otherwise cost a corrective claim on every call."""
+        if reachable is None:
+            return _Reachability(None)
+        now = time.monotonic()
+        expired = [agent for agent, until in self._unreachable.items() if until <= now]
+        for agent in expired:
+            del self._unreachable[agent]
+        return _Reachability(reachable, frozenset(self._unreachable))
+
+    def _remember(self, unreachable: _Reachability) -> None:
+        until = time.monotonic() + UNREACHABLE_RECHECK_S
+        for agent, answer in unreachable.answers.items():
+            if answer:
+                self._unreachable.pop(agent, None)
+            else:
+                self._unreachable[agent] = until
 
     def _candidates(
         self, group_id: str, now: int, seed: int, ctx: CallContext, unreachable: _Reachability
@@ -422,21 +466,26 @@ class Decider:
 
 
 class _Reachability:
-    """One decision's answers of a `Reachable` callback: each agent asked at most once."""
+    """One decision's answers of a `Reachable` callback: each agent asked at most once.
 
-    __slots__ = ("_answers", "_reachable", "known")
+    `presumed` agents count as unreachable without asking (found so by a recent decision).
+    """
 
-    def __init__(self, reachable: Reachable | None) -> None:
+    __slots__ = ("_reachable", "answers", "known")
+
+    def __init__(self, reachable: Reachable | None, presumed: frozenset[str] = frozenset()):
         self._reachable = reachable
-        self._answers: dict[str, bool] = {}
-        self.known: frozenset[str] = frozenset()  # the agents found unreachable so far
+        self.answers: dict[str, bool] = {}  # what this decision asked, and the answers
+        self.known = presumed  # the agents unreachable so far
 
     def ask(self, agent: str) -> bool:
         """Whether `agent` is reachable (True without a callback)."""
-        answer = self._answers.get(agent)
+        if agent in self.known:
+            return False
+        answer = self.answers.get(agent)
         if answer is None:
             answer = self._reachable is None or self._reachable(agent)
-            self._answers[agent] = answer
+            self.answers[agent] = answer
             if not answer:
                 self.known = self.known | {agent}
         return answer

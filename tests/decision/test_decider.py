@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from dispatcher import decision
 from dispatcher.config_sync import import_tenant
 from dispatcher.core import AVAILABLE
 from dispatcher.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
@@ -177,6 +178,31 @@ def test_a_claimed_agent_without_a_phone_costs_one_corrective_claim(
         ("a1", "replanned")
     ]
     assert check_invariants(client, "acme")["resv"] == 1
+
+
+def test_an_agent_found_without_a_phone_is_left_out_for_a_while(
+    store: StateStore, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decider = Decider(store)
+    asked: list[str] = []
+
+    def reachable(agent: str) -> bool:
+        asked.append(agent)
+        return agent != "a1"
+
+    decider.start("c1", "702", "", reachable)  # a1 claimed, found without a phone, withdrawn
+    decider.release("c1")
+    assert asked == ["a1", "a2"]
+    before = fcalls(client)
+    _, offer = decider.start("c2", "702", "", reachable)  # type: ignore[misc]
+    assert offer == Offer("idle", ("a2",), 20, False)
+    assert fcalls(client) - before == 1  # a1 left out: no corrective claim
+    assert asked == ["a1", "a2", "a2"]  # nor asked again (a reachable one always is)
+    decider.release("c2")
+    monkeypatch.setattr(decision, "UNREACHABLE_RECHECK_S", 0.0)
+    decider._unreachable = dict.fromkeys(decider._unreachable, 0.0)  # the while is over
+    decider.start("c3", "702", "", reachable)
+    assert asked[3:] == ["a1", "a2"]  # a1 asked again
 
 
 def test_stale_snapshot_replans_on_fresh_state(store: StateStore) -> None:
