@@ -309,15 +309,14 @@ class StateStore:
         """Close a failed connection; the deferred calls still due on it are reported."""
         conn.disconnect()
         lost, self._pending = list(self._pending), deque()
+        error = unavailable(
+            self.url,
+            self.socket_timeout,
+            self.connect_timeout,
+            f"connection lost before the reply: {exc!r}",
+        )
         for call in lost:
-            self.deferred_error(
-                call.function,
-                StateUnavailable(
-                    f"Redis at {_redacted(self.url)}: connection lost before the reply: {exc!r}",
-                    url=_redacted(self.url),
-                    timeout=max(self.socket_timeout, self.connect_timeout),
-                ),
-            )
+            self.deferred_error(call.function, error)
 
     # -- config ---------------------------------------------------------------------------
 
@@ -775,10 +774,17 @@ def _log_deferred_error(function: str, exc: Exception) -> None:
     logging.getLogger(__name__).error("deferred %s failed: %s", function, exc)
 
 
-@lru_cache(maxsize=65_536)
 def _known_agent_id(agent: str) -> str:
     """`validate_id` for the agent ids of a claim, remembered: a claim carries every member
-    of a least-busy group, the same ids call after call."""
+    of a least-busy group, the same ids call after call. (Only strings are remembered:
+    anything else gets validate_id's own error, not the cache's TypeError.)"""
+    if isinstance(agent, str):
+        return _remembered_agent_id(agent)
+    return validate_id(agent, "agent id")
+
+
+@lru_cache(maxsize=65_536)
+def _remembered_agent_id(agent: str) -> str:
     return validate_id(agent, "agent id")
 
 
@@ -802,15 +808,22 @@ def translate_errors(url: str, socket_timeout: float, connect_timeout: float) ->
     try:
         yield
     except _UNREACHABLE as exc:
-        shown = _redacted(url)
-        raise StateUnavailable(
-            f"Redis at {shown} unavailable (socket timeout {socket_timeout}s, "
-            f"connect timeout {connect_timeout}s): {exc}",
-            url=shown,
-            timeout=max(socket_timeout, connect_timeout),
-        ) from exc
+        raise unavailable(url, socket_timeout, connect_timeout, exc) from exc
     except redis.ResponseError as exc:
         _raise_library_error(exc)
+
+
+def unavailable(
+    url: str, socket_timeout: float, connect_timeout: float, reason: object
+) -> StateUnavailable:
+    """The `StateUnavailable` for Redis at `url` failing with `reason` (password hidden)."""
+    shown = _redacted(url)
+    return StateUnavailable(
+        f"Redis at {shown} unavailable (socket timeout {socket_timeout}s, "
+        f"connect timeout {connect_timeout}s): {reason}",
+        url=shown,
+        timeout=max(socket_timeout, connect_timeout),
+    )
 
 
 def _raise_library_error(exc: redis.ResponseError) -> NoReturn:

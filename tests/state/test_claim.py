@@ -179,6 +179,12 @@ def test_bad_wave_id(store: StateStore) -> None:
         store.claim("c1", "g1", "", ["a1", "a\x1f"], 5000)
     with pytest.raises(ValueError, match="agent id"):
         store.claim("c1", "g1", "", ["a1"], 5000, withdraw=["a\x1f"])
+    # not a string (and not hashable): the same clear error, twice (nothing remembered)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="agent id"):
+            store.claim("c1", "g1", "", [["a1"]], 5000)  # type: ignore[list-item]
+        with pytest.raises(ValueError, match="agent id"):
+            store.claim("c1", "g1", "", ["a\x1f"], 5000)
 
 
 @pytest.mark.parametrize(
