@@ -1,13 +1,19 @@
-"""Shared fixtures: a real redis-server per test session, the two selection cores."""
+"""Shared fixtures: a real redis-server per test session, the demo tenant."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from dispatcher.procs import RedisProcess
+
+DEMO_FILE = Path(__file__).resolve().parents[1] / "dispatcher" / "demo" / "demo.yaml"
+_DEMO_DATA: dict[str, Any] = yaml.safe_load(DEMO_FILE.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +34,15 @@ def redis_url(redis_server: RedisProcess) -> Iterator[str]:
     client.flushall()
     client.close()
     yield redis_server.url
+
+
+@pytest.fixture
+def demo_file() -> Path:
+    """Path of the demo tenant shipped with the package."""
+    return DEMO_FILE
+
+
+@pytest.fixture
+def demo() -> dict[str, Any]:
+    """The demo tenant as decoded YAML, a fresh copy per test so tests may change it."""
+    return copy.deepcopy(_DEMO_DATA)

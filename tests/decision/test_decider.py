@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from state_support import check_invariants
 
 from dispatcher import decision
 from dispatcher.config_sync import import_tenant
@@ -17,9 +17,6 @@ from dispatcher.model import Tenant
 from dispatcher.procs import RedisProcess
 from dispatcher.state import AgentLimits, StateStore, StateUnavailable
 from dispatcher.tenant_file import parse_tenant
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "state"))
-from state_support import check_invariants
 
 pytestmark = pytest.mark.redis
 

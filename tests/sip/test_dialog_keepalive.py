@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import queue
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from state_support import check_invariants
 from test_group_strategies import _SDP, _header, _sip, _sip_parts, wait_for
 from test_kamailio import register
 
@@ -35,9 +35,6 @@ from dispatcher.config_sync import import_tenant
 from dispatcher.sipprocs import KamailioProcess
 from dispatcher.state import StateStore, TenantKeys
 from dispatcher.tenant_file import parse_tenant
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "state"))
-from state_support import check_invariants
 
 pytestmark = [pytest.mark.sip, pytest.mark.redis]
 

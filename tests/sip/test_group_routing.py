@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from state_support import check_invariants
 from test_kamailio import call, register
 
 from dispatcher.config_sync import import_tenant
 from dispatcher.sipprocs import KamailioProcess, SippProcess, run_sipp
 from dispatcher.state import StateStore
 from dispatcher.tenant_file import parse_tenant
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "state"))
-from state_support import check_invariants
 
 pytestmark = [pytest.mark.sip, pytest.mark.redis]
 

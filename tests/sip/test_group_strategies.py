@@ -18,7 +18,6 @@ import math
 import random
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -29,6 +28,7 @@ from typing import Any
 
 import pytest
 import redis
+from state_support import check_invariants
 from test_kamailio import register
 
 from dispatcher.config_sync import import_tenant
@@ -36,9 +36,6 @@ from dispatcher.procs import free_port
 from dispatcher.sipprocs import KamailioProcess, SippProcess, SippResult
 from dispatcher.state import StateStore, TenantKeys
 from dispatcher.tenant_file import parse_tenant
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "state"))
-from state_support import check_invariants
 
 pytestmark = [pytest.mark.sip, pytest.mark.redis]
 

@@ -18,7 +18,6 @@ import csv
 import errno
 import re
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,15 +36,13 @@ from rawsip import (
     register_request,
     status_of,
 )
+from state_support import check_invariants
 
 from dispatcher.config_sync import import_tenant
 from dispatcher.procs import RedisProcess
 from dispatcher.sipprocs import KamailioProcess
 from dispatcher.state import StateStore
 from dispatcher.tenant_file import parse_tenant
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "state"))
-from state_support import check_invariants
 
 pytestmark = [pytest.mark.sip, pytest.mark.redis]
 
