@@ -462,7 +462,7 @@ class Router:
 
     def _deferred_failed(self, function: str, exc: Exception) -> None:
         """An answer or release sent without waiting did not go through: logged, counted."""
-        from dispatcher.metrics import count_redis_error
+        from dispatcher.telemetry import count_redis_error
 
         count_redis_error("router", exc)
         self.ksr.err(f"dispatcher: {function} sent earlier failed: {exc}\n")

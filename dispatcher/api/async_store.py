@@ -17,7 +17,6 @@ from typing import Any, cast
 import redis
 import redis.asyncio as aredis
 
-from dispatcher.metrics import count_redis_error
 from dispatcher.state.errors import StateError
 from dispatcher.state.keys import TENANTS_KEY, TenantKeys
 from dispatcher.state.live import (
@@ -47,6 +46,7 @@ from dispatcher.state.store import (
     token_set_request,
     translate_errors,
 )
+from dispatcher.telemetry import count_redis_error
 
 
 class AsyncRedis:

@@ -48,10 +48,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
 from dispatcher.admin_ops import NotFound
-from dispatcher.metrics import count_redis_error
 from dispatcher.state.errors import StateError
 from dispatcher.state.live import CallState, LegState, LiveCall
 from dispatcher.state.store import translate_errors
+from dispatcher.telemetry import count_redis_error
 from dispatcher.tokens import digest, read_record
 
 from .async_store import AsyncRedis

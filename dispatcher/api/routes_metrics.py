@@ -3,7 +3,7 @@
 `/metrics` needs the bootstrap token (it covers every tenant; Prometheus sends it with
 `authorization: {credentials: ...}`). A scrape returns:
 
-- the processes' own metrics (`dispatcher.metrics.exposition`): decision latency histogram of
+- the processes' own metrics (`dispatcher.telemetry.exposition`): decision latency histogram of
   the Kamailio workers, Redis errors of workers and API — summed over processes in
   multiprocess mode;
 - read from Redis for every registered tenant, one atomic read each:
@@ -34,9 +34,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from dispatcher.live_summary import summarize
-from dispatcher.metrics import exposition
 from dispatcher.state.errors import StateError
 from dispatcher.state.live import ACTIVITIES
+from dispatcher.telemetry import exposition
 
 from . import config_io
 from .async_store import AsyncRedis, AsyncStateStore
