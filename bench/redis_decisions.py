@@ -23,10 +23,10 @@ from typing import Any
 
 import redis
 
+from dispatcher.config.model import STRATEGY_NAMES as STRATEGIES
+from dispatcher.config.model import Tenant
 from dispatcher.config_sync import import_tenant
 from dispatcher.decision import Decider, Offer
-from dispatcher.model import STRATEGY_NAMES as STRATEGIES
-from dispatcher.model import Tenant
 from dispatcher.procs import RedisProcess
 from dispatcher.state import StateStore
 

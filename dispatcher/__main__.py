@@ -16,8 +16,8 @@ import argparse
 import sys
 
 from dispatcher import admin_cli, cli_reports
+from dispatcher.config.model import ConfigError
 from dispatcher.config_sync import import_tenant
-from dispatcher.model import ConfigError
 from dispatcher.settings import SettingsError
 from dispatcher.state.store import StateStore
 from dispatcher.tenant_file import dump_tenant, load_tenant, parse_tenant

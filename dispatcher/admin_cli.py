@@ -32,10 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 from dispatcher import admin_ops
 from dispatcher.admin_ops import MemberSettings, NotFound
-from dispatcher.config_sync import update_tenant
-from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
-from dispatcher.live_summary import render, summarize
-from dispatcher.model import (
+from dispatcher.config.model import (
     Agent,
     ConfigError,
     Group,
@@ -43,6 +40,9 @@ from dispatcher.model import (
     Tenant,
     problems_from_validation_error,
 )
+from dispatcher.config_sync import update_tenant
+from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
+from dispatcher.live_summary import render, summarize
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.state.errors import StateError
 from dispatcher.state.store import StateStore

@@ -30,7 +30,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from dispatcher.model import (
+from dispatcher.config.model import (
     Agent,
     ConfigError,
     Group,

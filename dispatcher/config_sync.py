@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dispatcher.admin_ops import NotFound
+from dispatcher.config.model import Tenant
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
-from dispatcher.model import Tenant
 from dispatcher.state.errors import ConfigConflict
 from dispatcher.state.store import AgentLimits, Audit, StateStore
 from dispatcher.tenant_file import parse_tenant, tenant_doc

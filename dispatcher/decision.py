@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from dispatcher import core
-from dispatcher.model import Agent, Group, NoAnswerTarget, Tenant
+from dispatcher.config.model import Agent, Group, NoAnswerTarget, Tenant
 from dispatcher.planning import group_table
 from dispatcher.state.sticky import sticky_day
 from dispatcher.state.store import AnswerOutcome, ClaimResult, FailResult, StateStore

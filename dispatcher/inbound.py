@@ -29,7 +29,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from dispatcher.model import WEEKDAYS, InboundRule, Tenant, TimeWindow
+from dispatcher.config.model import WEEKDAYS, InboundRule, Tenant, TimeWindow
 
 
 def _minutes(hh_mm: str) -> int:

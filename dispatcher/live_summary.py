@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatcher.config.model import Tenant
 from dispatcher.core import LOGGED_OUT
-from dispatcher.model import Tenant
 from dispatcher.state.live import Activity, AgentLive, LiveState, StatusName
 from dispatcher.tenant_file import parse_tenant
 

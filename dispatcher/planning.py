@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dispatcher import core
-from dispatcher.model import Group
+from dispatcher.config.model import Group
 
 
 def group_table(group: Group) -> core.GroupTable:

@@ -66,9 +66,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dispatcher.config.model import Forward, Overflow, Reply
 from dispatcher.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
 from dispatcher.inbound import match_inbound
-from dispatcher.model import Forward, Overflow, Reply
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.state import AnswerOutcome, StateError, StateStore, StateUnavailable
 from dispatcher.state.keys import validate_call_id

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import yaml
 
-from dispatcher.model import ConfigError, Tenant, validate_tenant
+from dispatcher.config.model import ConfigError, Tenant, validate_tenant
 
 FORMATS = ("json", "yaml")
 _SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}

@@ -32,7 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from dispatcher.admin_ops import NotFound, StillReferenced
-from dispatcher.model import ConfigError, format_location
+from dispatcher.config.model import ConfigError, format_location
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.state.errors import ConfigConflict, StateError, StateUnavailable, UnknownAgent
 from dispatcher.tokens import digest

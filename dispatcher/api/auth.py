@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from dispatcher.model import ID_PATTERN
+from dispatcher.config.model import ID_PATTERN
 from dispatcher.tokens import Role, digest, parse_token, read_record
 
 from .async_store import AsyncRedis, AsyncStateStore

@@ -20,8 +20,8 @@ from typing import Annotated, TypeVar
 from fastapi import Header, Response
 
 from dispatcher.admin_ops import NotFound
+from dispatcher.config.model import ConfigError, Tenant
 from dispatcher.config_sync import UPDATE_ATTEMPTS, config_records
-from dispatcher.model import ConfigError, Tenant
 from dispatcher.state.errors import ConfigConflict
 from dispatcher.state.store import AgentLimits, Audit
 from dispatcher.tenant_file import parse_tenant

@@ -11,8 +11,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from dispatcher import admin_ops
+from dispatcher.config.model import ID_PATTERN, Agent, ConfigError, Tenant
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
-from dispatcher.model import ID_PATTERN, Agent, ConfigError, Tenant
 from dispatcher.state.live import AgentLive
 
 from . import config_io

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response
 
 from dispatcher import admin_ops
 from dispatcher.admin_ops import MemberSettings
-from dispatcher.model import ID_PATTERN, Group, Tenant
+from dispatcher.config.model import ID_PATTERN, Group, Tenant
 
 from . import config_io
 from .auth import ReadAccess, WriteAccess

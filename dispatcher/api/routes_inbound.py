@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from dispatcher import admin_ops
-from dispatcher.model import InboundRule
+from dispatcher.config.model import InboundRule
 
 from . import config_io
 from .auth import ReadAccess, WriteAccess

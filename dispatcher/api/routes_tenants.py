@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from dispatcher.model import Tenant
+from dispatcher.config.model import Tenant
 
 from . import config_io
 from .async_store import AsyncRedis

@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatcher.config.model import Agent, Group, InboundRule, Member, Name, ReasonText, Tenant
 from dispatcher.live_summary import AgentState, LiveView
-from dispatcher.model import Agent, Group, InboundRule, Member, Name, ReasonText, Tenant
 from dispatcher.tokens import Role
 
 

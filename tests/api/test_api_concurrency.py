@@ -17,8 +17,8 @@ import redis
 from api_support import client
 
 from dispatcher import admin_ops
+from dispatcher.config.model import Group
 from dispatcher.config_sync import update_tenant
-from dispatcher.model import Group
 from dispatcher.procs import ApiProcess
 from dispatcher.state import StateStore
 

@@ -10,10 +10,10 @@ import redis
 from state_support import check_invariants
 
 from dispatcher import decision
+from dispatcher.config.model import Tenant
 from dispatcher.config_sync import import_tenant
 from dispatcher.core import AVAILABLE
 from dispatcher.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
-from dispatcher.model import Tenant
 from dispatcher.procs import RedisProcess
 from dispatcher.state import AgentLimits, StateStore, StateUnavailable
 from dispatcher.tenant_file import parse_tenant

@@ -10,8 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from model_helpers import locations, problems
 
-from dispatcher.inbound import local_time, match_inbound, window_contains
-from dispatcher.model import (
+from dispatcher.config.model import (
     ConfigError,
     InboundRule,
     Overflow,
@@ -21,6 +20,7 @@ from dispatcher.model import (
     Voicemail,
     validate_tenant,
 )
+from dispatcher.inbound import local_time, match_inbound, window_contains
 from dispatcher.tenant_file import dump_tenant, parse_tenant
 
 Data = dict[str, Any]

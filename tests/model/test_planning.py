@@ -10,7 +10,7 @@ import pytest
 # submodule surfaces from `dispatcher.planning` as a plain ImportError, not ModuleNotFoundError.
 core = pytest.importorskip("dispatcher.core")
 
-from dispatcher.model import STRATEGY_NAMES, Group, Member  # noqa: E402
+from dispatcher.config.model import STRATEGY_NAMES, Group, Member  # noqa: E402
 from dispatcher.planning import group_table  # noqa: E402
 from dispatcher.tenant_file import load_tenant  # noqa: E402
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import yaml
 
-from dispatcher.model import ConfigError, Tenant
+from dispatcher.config.model import ConfigError, Tenant
 from dispatcher.tenant_file import (
     dump_tenant,
     format_of,

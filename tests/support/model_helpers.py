@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.model import ConfigError, validate_tenant
+from dispatcher.config.model import ConfigError, validate_tenant
 
 
 def problems(data: object) -> list[tuple[str, str]]:

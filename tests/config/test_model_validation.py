@@ -9,7 +9,7 @@ import pytest
 from model_helpers import locations, problems
 from pydantic import ValidationError
 
-from dispatcher.model import (
+from dispatcher.config.model import (
     STRATEGY_NAMES,
     Agent,
     AgentTargets,

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.model import (
+from dispatcher.config.model import (
     AOR_PATTERN,
     CALLER_PREFIX_PATTERN,
     DID_PATTERN,
