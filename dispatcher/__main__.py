@@ -17,10 +17,10 @@ import sys
 
 from dispatcher import admin_cli, cli_reports
 from dispatcher.config.model import ConfigError
+from dispatcher.config.tenant_file import dump_tenant, load_tenant, parse_tenant
 from dispatcher.config_sync import import_tenant
 from dispatcher.settings import SettingsError
 from dispatcher.state.store import StateStore
-from dispatcher.tenant_file import dump_tenant, load_tenant, parse_tenant
 
 
 def _store(tenant: str) -> StateStore:

@@ -40,13 +40,13 @@ from dispatcher.config.model import (
     Tenant,
     problems_from_validation_error,
 )
+from dispatcher.config.tenant_file import load_document, parse_tenant
 from dispatcher.config_sync import update_tenant
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 from dispatcher.live_summary import render, summarize
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.state.errors import StateError
 from dispatcher.state.store import StateStore
-from dispatcher.tenant_file import load_document, parse_tenant
 from dispatcher.tokens import ROLES, new_token, read_record, token_record
 
 _STATES = {"login": AVAILABLE, "logout": LOGGED_OUT, "pause": PAUSED, "unpause": AVAILABLE}

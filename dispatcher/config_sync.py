@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 from dispatcher.admin_ops import NotFound
 from dispatcher.config.model import Tenant
+from dispatcher.config.tenant_file import parse_tenant, tenant_doc
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 from dispatcher.state.errors import ConfigConflict
 from dispatcher.state.store import AgentLimits, Audit, StateStore
-from dispatcher.tenant_file import parse_tenant, tenant_doc
 
 # The model names agent states; Redis and the selection core use the core's int codes.
 STATUS_CODES = {"available": AVAILABLE, "paused": PAUSED, "logged_out": LOGGED_OUT}

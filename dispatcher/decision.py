@@ -19,10 +19,10 @@ import orjson
 
 from dispatcher import core
 from dispatcher.config.model import Agent, Group, NoAnswerTarget, Tenant
+from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.planning import group_table
 from dispatcher.state.sticky import sticky_day
 from dispatcher.state.store import AnswerOutcome, ClaimResult, FailResult, StateStore
-from dispatcher.tenant_file import parse_tenant
 
 # A reservation outlives its ring timeout by this much, so a slow CANCEL/487 still finds it;
 # past the deadline a crashed worker's reservation frees the agent on its own.

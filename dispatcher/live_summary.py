@@ -9,9 +9,9 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatcher.config.model import Tenant
+from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.core import LOGGED_OUT
 from dispatcher.state.live import Activity, AgentLive, LiveState, StatusName
-from dispatcher.tenant_file import parse_tenant
 
 
 class _Out(BaseModel):

@@ -24,12 +24,12 @@ import sys
 import time
 from pathlib import Path
 
+from dispatcher.config.tenant_file import load_tenant
 from dispatcher.config_sync import import_tenant
 from dispatcher.procs import ApiProcess, RedisProcess, pid_alive
 from dispatcher.settings import Settings
 from dispatcher.sipprocs import KamailioProcess
 from dispatcher.state.store import StateStore
-from dispatcher.tenant_file import load_tenant
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"

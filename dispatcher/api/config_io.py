@@ -21,10 +21,10 @@ from fastapi import Header, Response
 
 from dispatcher.admin_ops import NotFound
 from dispatcher.config.model import ConfigError, Tenant
+from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.config_sync import UPDATE_ATTEMPTS, config_records
 from dispatcher.state.errors import ConfigConflict
 from dispatcher.state.store import AgentLimits, Audit
-from dispatcher.tenant_file import parse_tenant
 
 from .async_store import AsyncStateStore
 

@@ -19,7 +19,7 @@ from dispatcher.config.model import (
     Tenant,
     validate_tenant,
 )
-from dispatcher.tenant_file import dump_tenant, parse_tenant, tenant_doc
+from dispatcher.config.tenant_file import dump_tenant, parse_tenant, tenant_doc
 
 ids = st.from_regex(ID_PATTERN.removesuffix("$") + r"\Z", fullmatch=True)
 # Any text but control characters (which the model refuses): exercises YAML quoting and

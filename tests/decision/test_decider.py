@@ -11,12 +11,12 @@ from state_support import check_invariants
 
 from dispatcher import decision
 from dispatcher.config.model import Tenant
+from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.config_sync import import_tenant
 from dispatcher.core import AVAILABLE
 from dispatcher.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
 from dispatcher.procs import RedisProcess
 from dispatcher.state import AgentLimits, StateStore, StateUnavailable
-from dispatcher.tenant_file import parse_tenant
 
 pytestmark = pytest.mark.redis
 

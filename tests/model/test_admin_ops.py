@@ -9,7 +9,7 @@ import pytest
 from dispatcher import admin_ops
 from dispatcher.admin_ops import MemberSettings, NotFound, StillReferenced
 from dispatcher.config.model import Agent, ConfigError, Group, InboundRule, Overflow
-from dispatcher.tenant_file import load_tenant
+from dispatcher.config.tenant_file import load_tenant
 
 DEMO = load_tenant(Path(__file__).resolve().parents[2] / "dispatcher" / "demo" / "demo.yaml")
 

@@ -20,8 +20,8 @@ from dispatcher.config.model import (
     Voicemail,
     validate_tenant,
 )
+from dispatcher.config.tenant_file import dump_tenant, parse_tenant
 from dispatcher.inbound import local_time, match_inbound, window_contains
-from dispatcher.tenant_file import dump_tenant, parse_tenant
 
 Data = dict[str, Any]
 

@@ -11,8 +11,8 @@ import pytest
 core = pytest.importorskip("dispatcher.core")
 
 from dispatcher.config.model import STRATEGY_NAMES, Group, Member  # noqa: E402
+from dispatcher.config.tenant_file import load_tenant  # noqa: E402
 from dispatcher.planning import group_table  # noqa: E402
-from dispatcher.tenant_file import load_tenant  # noqa: E402
 
 
 def test_model_and_core_know_the_same_strategies() -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.config_sync import import_tenant
 from dispatcher.decision import Decider, Exhausted, Offer
 from dispatcher.reports.archive import Archiver
 from dispatcher.reports.events import FOLLOW_MS, read_events
 from dispatcher.reports.metrics import Period, compute
 from dispatcher.state import StateStore
-from dispatcher.tenant_file import parse_tenant
 
 pytestmark = pytest.mark.redis
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from dispatcher.config.model import ConfigError, Tenant
-from dispatcher.tenant_file import (
+from dispatcher.config.tenant_file import (
     dump_tenant,
     format_of,
     load_tenant,
