@@ -20,7 +20,7 @@ import orjson
 from dispatcher import core
 from dispatcher.config.model import Agent, Group, NoAnswerTarget, Tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.planning import group_table
+from dispatcher.sip.planning import group_table
 from dispatcher.state.sticky import sticky_day
 from dispatcher.state.store import AnswerOutcome, ClaimResult, FailResult, StateStore
 

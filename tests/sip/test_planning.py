@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 # Skipped until dispatcher/core.py exists; importing the selector directly, because a missing
-# submodule surfaces from `dispatcher.planning` as a plain ImportError, not ModuleNotFoundError.
+# submodule surfaces from `dispatcher.sip.planning` as a plain ImportError, not ModuleNotFoundError.
 core = pytest.importorskip("dispatcher.core")
 
 from dispatcher.config.model import STRATEGY_NAMES, Group, Member  # noqa: E402
 from dispatcher.config.tenant_file import load_tenant  # noqa: E402
-from dispatcher.planning import group_table  # noqa: E402
+from dispatcher.sip.planning import group_table  # noqa: E402
 
 
 def test_model_and_core_know_the_same_strategies() -> None:
