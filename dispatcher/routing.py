@@ -68,8 +68,8 @@ from typing import Any
 
 from dispatcher.config.model import Forward, Overflow, Reply
 from dispatcher.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
-from dispatcher.inbound import match_inbound
 from dispatcher.settings import Settings, SettingsError
+from dispatcher.sip.inbound import match_inbound
 from dispatcher.state import AnswerOutcome, StateError, StateStore, StateUnavailable
 from dispatcher.state.keys import validate_call_id
 
@@ -161,7 +161,7 @@ class Router:
         """An initial INVITE: True if it was a group call or matched an inbound rule and is
         handled (relayed/replied).
 
-        Inbound rules come first (`dispatcher.inbound.match_inbound` on the Request-URI user,
+        Inbound rules come first (`dispatcher.sip.inbound.match_inbound` on the Request-URI user,
         the From user and the decision clock): a `group` target starts that group as if its
         extension had been dialled; forward, voicemail and reply go through `_dispatch` like
         a group's no-answer target. Without a matching rule the user is a group extension or

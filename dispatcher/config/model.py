@@ -457,7 +457,7 @@ class InboundRule(_Model):
     tenant's time zone); left out, at any time. `target` is a no-answer target: `group` offers
     the call to that group, `forward`, `voicemail` (mailbox defaults to the DID) and `reply` as
     for a group nobody answers. The first matching rule in file order wins (see
-    `dispatcher.inbound.match_inbound`).
+    `dispatcher.sip.inbound.match_inbound`).
     """
 
     did: Did

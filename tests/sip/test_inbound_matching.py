@@ -21,7 +21,7 @@ from dispatcher.config.model import (
     validate_tenant,
 )
 from dispatcher.config.tenant_file import dump_tenant, parse_tenant
-from dispatcher.inbound import local_time, match_inbound, window_contains
+from dispatcher.sip.inbound import local_time, match_inbound, window_contains
 
 Data = dict[str, Any]
 
