@@ -26,8 +26,8 @@ import redis
 from dispatcher.config.model import STRATEGY_NAMES as STRATEGIES
 from dispatcher.config.model import Tenant
 from dispatcher.config_sync import import_tenant
-from dispatcher.decision import Decider, Offer
 from dispatcher.procs import RedisProcess
+from dispatcher.sip.decision import Decider, Offer
 from dispatcher.state import StateStore
 
 AGENTS = 100

@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import Histogram
 
-from dispatcher.decision import Decider
+from dispatcher.sip.decision import Decider
 from dispatcher.telemetry import redis_errors_counted
 
 DECISION_SECONDS = Histogram(

@@ -67,8 +67,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from dispatcher.config.model import Forward, Overflow, Reply
-from dispatcher.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
 from dispatcher.settings import Settings, SettingsError
+from dispatcher.sip.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
 from dispatcher.sip.inbound import match_inbound
 from dispatcher.state import AnswerOutcome, StateError, StateStore, StateUnavailable
 from dispatcher.state.keys import validate_call_id

@@ -135,7 +135,7 @@ def test_concurrent_group_updates_never_mix(
 
 def test_group_change_is_live_for_the_next_claim(admin: httpx.Client, redis_url: str) -> None:
     """A worker's next claim sees the new version and claims from the new member list."""
-    from dispatcher.decision import Decider, Offer
+    from dispatcher.sip.decision import Decider, Offer
 
     with StateStore(redis_url, "demo") as store:
         decider = Decider(store)

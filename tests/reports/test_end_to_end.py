@@ -11,10 +11,10 @@ import redis
 
 from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.config_sync import import_tenant
-from dispatcher.decision import Decider, Exhausted, Offer
 from dispatcher.reports.archive import Archiver
 from dispatcher.reports.events import FOLLOW_MS, read_events
 from dispatcher.reports.metrics import Period, compute
+from dispatcher.sip.decision import Decider, Exhausted, Offer
 from dispatcher.state import StateStore
 
 pytestmark = pytest.mark.redis

@@ -9,13 +9,13 @@ import pytest
 import redis
 from state_support import check_invariants
 
-from dispatcher import decision
 from dispatcher.config.model import Tenant
 from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.config_sync import import_tenant
 from dispatcher.core import AVAILABLE
-from dispatcher.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
 from dispatcher.procs import RedisProcess
+from dispatcher.sip import decision
+from dispatcher.sip.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
 from dispatcher.state import AgentLimits, StateStore, StateUnavailable
 
 pytestmark = pytest.mark.redis
@@ -375,7 +375,7 @@ def test_arrival_is_recorded_once_per_call_and_group(store: StateStore) -> None:
 def test_idle_worker_confirms_its_config_version(
     store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dispatcher.decision as decision
+    import dispatcher.sip.decision as decision
 
     decider = Decider(store)
     assert decider.view().tenant.group_by_extension("702") is not None
