@@ -2,7 +2,7 @@
 
 `bench/sip_load.py` measures whole Kamailio processes, where the router's share hides among
 SIP parsing, tm and the kernel, and moves with the machine's load by more than most changes
-to the router do. This benchmark runs `dispatcher.routing.Router` alone, the way the KEMI
+to the router do. This benchmark runs `dispatcher.sip.routing.Router` alone, the way the KEMI
 script drives it for one answered call to a least_busy group of 20 agents (the SIP load
 tenant), against its own redis-server reached over a unix socket:
 
@@ -127,7 +127,7 @@ def measure(calls: int, profile: bool) -> dict[str, Any]:
             with StateStore(server.url, TENANT) as admin:
                 import_tenant(admin, Tenant.model_validate(tenant_doc(20, 100)))
             os.environ.update(REDIS_URL=server.unix_url, DISPATCHER_TENANT=TENANT)
-            from dispatcher.routing import Router
+            from dispatcher.sip.routing import Router
 
             ksr = StandInKSR()
             router = Router.open(ksr)

@@ -7,7 +7,7 @@ ksr_* method stands for one route block of a native kamailio.cfg; they follow
 Kamailio's examples/kemi/kamailio-basic-kemi-python.py.
 
 The routes stay thin: SIP hygiene, registrations and calls to registered users
-here; call-group decisions go to the `dispatcher` package (dispatcher/routing.py).
+here; call-group decisions go to the `dispatcher` package (dispatcher/sip/routing.py).
 """
 
 import os
@@ -65,7 +65,7 @@ class KamailioRoutes:
     """The routes, one object per Kamailio process (app_python3 copies it on fork)."""
 
     def __init__(self) -> None:
-        self.router = None  # dispatcher.routing.Router of this process, or None
+        self.router = None  # dispatcher.sip.routing.Router of this process, or None
         self._router_opened = False
 
     def child_init(self, rank: int) -> int:
@@ -85,7 +85,7 @@ class KamailioRoutes:
         that runs one (e.g. a dialog timer). None when group routing is off.
         """
         if not self._router_opened:
-            from dispatcher.routing import Router
+            from dispatcher.sip.routing import Router
 
             self._router_opened = True
             self.router = Router.open(KSR)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.routing import call_outcome, failure_reason
+from dispatcher.sip.routing import call_outcome, failure_reason
 from dispatcher.state.store import CALL_OUTCOMES, FAILURE_REASONS
 
 
