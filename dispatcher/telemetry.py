@@ -5,7 +5,7 @@ Two kinds of numbers end up on the admin API's `/metrics`:
 - Counted where they happen: `dispatcher_redis_errors_total` (here; `component` router or
   api; `kind` unavailable — Redis did not answer in time — or error — an unexpected error
   reply) and the Kamailio workers' `dispatcher_decision_seconds`
-  (`dispatcher.metrics.MeteredDecider`).
+  (`dispatcher.sip.metrics.MeteredDecider`).
 - Read from Redis when scraped (`dispatcher.api.routes_metrics`): agents by state, live calls,
   queue gauges, config versions, and calls by outcome counted from the event streams. Those are
   the same for every node, so any API instance can serve them.

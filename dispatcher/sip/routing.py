@@ -150,8 +150,8 @@ class Router:
         store = StateStore(
             settings.redis_url, settings.tenant, socket_timeout=timeout, connect_timeout=timeout
         )
-        # Records each decision's latency and Redis errors for /metrics (dispatcher.metrics).
-        from dispatcher.metrics import MeteredDecider
+        # Records each decision's latency and Redis errors for /metrics (dispatcher.sip.metrics).
+        from dispatcher.sip.metrics import MeteredDecider
 
         return cls(ksr, MeteredDecider(store, settings.clock_ms))
 

@@ -84,7 +84,7 @@ def test_calls_and_offers_by_outcome(admin: httpx.Client, redis_url: str) -> Non
 
 WORKER = """
 import sys
-from dispatcher.metrics import MeteredDecider
+from dispatcher.sip.metrics import MeteredDecider
 from dispatcher.state import StateStore, StateUnavailable
 
 live = MeteredDecider(StateStore(sys.argv[1], "demo"))
