@@ -12,7 +12,7 @@
 
 The tenant is `-t/--tenant`, else DISPATCHER_TENANT (default demo); Redis is REDIS_URL. FILE
 is JSON or YAML (by its extension; `-` reads standard input) holding one group or agent as in
-a tenant file, or the list of inbound rules. Changes go through `dispatcher.admin_ops` and
+a tenant file, or the list of inbound rules. Changes go through `dispatcher.admin.ops` and
 `config_sync.update_tenant`, exactly like the API's: atomic, live, with an audit event whose
 actor is `cli:<user>`. Exit status 1 for a reported error (invalid input with its location,
 unknown group or agent, Redis unavailable), 2 for a malformed command line.
@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from dispatcher import admin_ops
-from dispatcher.admin_ops import MemberSettings, NotFound
+from dispatcher.admin import ops as admin_ops
+from dispatcher.admin.ops import MemberSettings, NotFound
 from dispatcher.config.model import (
     Agent,
     ConfigError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dispatcher.admin_ops import NotFound
+from dispatcher.admin.ops import NotFound
 from dispatcher.config.model import Tenant
 from dispatcher.config.tenant_file import parse_tenant, tenant_doc
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
@@ -69,7 +69,7 @@ def update_tenant(
     audit: Audit,
     expected_version: int | None = None,
 ) -> tuple[int, Tenant]:
-    """Apply `op` (one of `dispatcher.admin_ops`) to the stored config; (version, tenant).
+    """Apply `op` (one of `dispatcher.admin.ops`) to the stored config; (version, tenant).
 
     Read (version, doc), apply, put with that version expected: one atomic FCALL, so the
     change is never visible half-applied and the next claim of every worker sees it. When

@@ -31,7 +31,7 @@ from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from dispatcher.admin_ops import NotFound, StillReferenced
+from dispatcher.admin.ops import NotFound, StillReferenced
 from dispatcher.config.model import ConfigError, format_location
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.state.errors import ConfigConflict, StateError, StateUnavailable, UnknownAgent

@@ -19,7 +19,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Header, Response
 
-from dispatcher.admin_ops import NotFound
+from dispatcher.admin.ops import NotFound
 from dispatcher.config.model import ConfigError, Tenant
 from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.config_sync import UPDATE_ATTEMPTS, config_records

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
-from dispatcher import admin_ops
+from dispatcher.admin import ops as admin_ops
 from dispatcher.config.model import ID_PATTERN, Agent, ConfigError, Tenant
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 from dispatcher.state.live import AgentLive

@@ -47,7 +47,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
-from dispatcher.admin_ops import NotFound
+from dispatcher.admin.ops import NotFound
 from dispatcher.state.errors import StateError
 from dispatcher.state.live import CallState, LegState, LiveCall
 from dispatcher.state.store import translate_errors

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from dispatcher import admin_ops
-from dispatcher.admin_ops import MemberSettings
+from dispatcher.admin import ops as admin_ops
+from dispatcher.admin.ops import MemberSettings
 from dispatcher.config.model import ID_PATTERN, Group, Tenant
 
 from . import config_io

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from dispatcher import admin_ops
+from dispatcher.admin import ops as admin_ops
 from dispatcher.config.model import InboundRule
 
 from . import config_io

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from dispatcher.admin_ops import NotFound
+from dispatcher.admin.ops import NotFound
 from dispatcher.state.keys import ID_PATTERN
 from dispatcher.tokens import new_token, read_record, token_record
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 from api_support import client
 
-from dispatcher import admin_ops
+from dispatcher.admin import ops as admin_ops
 from dispatcher.config.model import Group
 from dispatcher.config_sync import update_tenant
 from dispatcher.procs import ApiProcess

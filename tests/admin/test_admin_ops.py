@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import admin_ops
-from dispatcher.admin_ops import MemberSettings, NotFound, StillReferenced
+from dispatcher.admin import ops as admin_ops
+from dispatcher.admin.ops import MemberSettings, NotFound, StillReferenced
 from dispatcher.config.model import Agent, ConfigError, Group, InboundRule, Overflow
 from dispatcher.config.tenant_file import load_tenant
 
