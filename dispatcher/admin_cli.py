@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 from dispatcher.admin import ops as admin_ops
 from dispatcher.admin.ops import MemberSettings, NotFound
+from dispatcher.admin.tokens import ROLES, new_token, read_record, token_record
 from dispatcher.config.model import (
     Agent,
     ConfigError,
@@ -47,7 +48,6 @@ from dispatcher.live_summary import render, summarize
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.state.errors import StateError
 from dispatcher.state.store import StateStore
-from dispatcher.tokens import ROLES, new_token, read_record, token_record
 
 _STATES = {"login": AVAILABLE, "logout": LOGGED_OUT, "pause": PAUSED, "unpause": AVAILABLE}
 

@@ -32,10 +32,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from dispatcher.admin.ops import NotFound, StillReferenced
+from dispatcher.admin.tokens import digest
 from dispatcher.config.model import ConfigError, format_location
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.state.errors import ConfigConflict, StateError, StateUnavailable, UnknownAgent
-from dispatcher.tokens import digest
 
 from . import (
     routes_agents,

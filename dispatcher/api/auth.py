@@ -1,4 +1,4 @@
-"""Who may call the admin API: bearer tokens per tenant (see `dispatcher.tokens` for their
+"""Who may call the admin API: bearer tokens per tenant (see `dispatcher.admin.tokens` for their
 format and storage) and the bootstrap token.
 
 The bootstrap token (DISPATCHER_ADMIN_TOKEN) is the super-admin: every tenant, and the only
@@ -19,8 +19,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from dispatcher.admin.tokens import Role, digest, parse_token, read_record
 from dispatcher.config.model import ID_PATTERN
-from dispatcher.tokens import Role, digest, parse_token, read_record
 
 from .async_store import AsyncRedis, AsyncStateStore
 

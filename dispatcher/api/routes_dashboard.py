@@ -48,11 +48,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
 from dispatcher.admin.ops import NotFound
+from dispatcher.admin.tokens import digest, read_record
 from dispatcher.state.errors import StateError
 from dispatcher.state.live import CallState, LegState, LiveCall
 from dispatcher.state.store import translate_errors
 from dispatcher.telemetry import count_redis_error
-from dispatcher.tokens import digest, read_record
 
 from .async_store import AsyncRedis
 from .auth import (

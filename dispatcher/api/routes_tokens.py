@@ -1,5 +1,5 @@
 """API tokens of a tenant: create (the token is shown once), list, revoke. Admin tokens and
-the bootstrap token only; see `dispatcher.tokens` for the token design."""
+the bootstrap token only; see `dispatcher.admin.tokens` for the token design."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from dispatcher.admin.ops import NotFound
+from dispatcher.admin.tokens import new_token, read_record, token_record
 from dispatcher.state.keys import ID_PATTERN
-from dispatcher.tokens import new_token, read_record, token_record
 
 from . import config_io
 from .auth import WriteAccess

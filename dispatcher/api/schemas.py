@@ -11,9 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatcher.admin.tokens import Role
 from dispatcher.config.model import Agent, Group, InboundRule, Member, Name, ReasonText, Tenant
 from dispatcher.live_summary import AgentState, LiveView
-from dispatcher.tokens import Role
 
 
 class _Body(BaseModel):
