@@ -23,9 +23,9 @@ from typing import Any
 
 import redis
 
+from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.model import STRATEGY_NAMES as STRATEGIES
 from dispatcher.config.model import Tenant
-from dispatcher.config_sync import import_tenant
 from dispatcher.procs import RedisProcess
 from dispatcher.sip.decision import Decider, Offer
 from dispatcher.state import StateStore

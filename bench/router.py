@@ -42,8 +42,8 @@ RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from dispatcher.admin.config_sync import import_tenant  # noqa: E402
 from dispatcher.config.model import Tenant  # noqa: E402
-from dispatcher.config_sync import import_tenant  # noqa: E402
 from dispatcher.procs import RedisProcess  # noqa: E402
 from dispatcher.state import StateStore  # noqa: E402
 

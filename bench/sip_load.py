@@ -441,8 +441,8 @@ class Topology:
         return contextlib.nullcontext()
 
     def _import_tenant(self) -> None:
+        from dispatcher.admin.config_sync import import_tenant
         from dispatcher.config.model import Tenant
-        from dispatcher.config_sync import import_tenant
         from dispatcher.state import StateStore
 
         assert self.redis is not None

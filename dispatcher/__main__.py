@@ -16,9 +16,9 @@ import argparse
 import sys
 
 from dispatcher import admin_cli, cli_reports
+from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.model import ConfigError
 from dispatcher.config.tenant_file import dump_tenant, load_tenant, parse_tenant
-from dispatcher.config_sync import import_tenant
 from dispatcher.settings import SettingsError
 from dispatcher.state.store import StateStore
 

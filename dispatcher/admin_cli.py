@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dispatcher.admin import ops as admin_ops
+from dispatcher.admin.config_sync import update_tenant
 from dispatcher.admin.ops import MemberSettings, NotFound
 from dispatcher.admin.tokens import ROLES, new_token, read_record, token_record
 from dispatcher.config.model import (
@@ -42,7 +43,6 @@ from dispatcher.config.model import (
     problems_from_validation_error,
 )
 from dispatcher.config.tenant_file import load_document, parse_tenant
-from dispatcher.config_sync import update_tenant
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 from dispatcher.live_summary import render, summarize
 from dispatcher.settings import Settings, SettingsError

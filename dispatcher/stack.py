@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import load_tenant
-from dispatcher.config_sync import import_tenant
 from dispatcher.procs import ApiProcess, RedisProcess, pid_alive
 from dispatcher.settings import Settings
 from dispatcher.sipprocs import KamailioProcess

@@ -1,5 +1,5 @@
 """Reading and changing a tenant's config from the API: the asyncio twin of
-`dispatcher.config_sync.update_tenant`.
+`dispatcher.admin.config_sync.update_tenant`.
 
 A change reads (version, doc), applies an `admin_ops` operation, and puts the result with that
 version expected; when another writer got in between, the operation is applied again to the
@@ -19,10 +19,10 @@ from typing import Annotated, TypeVar
 
 from fastapi import Header, Response
 
+from dispatcher.admin.config_sync import UPDATE_ATTEMPTS, config_records
 from dispatcher.admin.ops import NotFound
 from dispatcher.config.model import ConfigError, Tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.config_sync import UPDATE_ATTEMPTS, config_records
 from dispatcher.state.errors import ConfigConflict
 from dispatcher.state.store import AgentLimits, Audit
 

@@ -17,8 +17,8 @@ import redis
 from api_support import client
 
 from dispatcher.admin import ops as admin_ops
+from dispatcher.admin.config_sync import update_tenant
 from dispatcher.config.model import Group
-from dispatcher.config_sync import update_tenant
 from dispatcher.procs import ApiProcess
 from dispatcher.state import StateStore
 

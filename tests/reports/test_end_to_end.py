@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.config_sync import import_tenant
 from dispatcher.reports.archive import Archiver
 from dispatcher.reports.events import FOLLOW_MS, read_events
 from dispatcher.reports.metrics import Period, compute

@@ -24,8 +24,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from test_kamailio import register
 
+from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.config_sync import import_tenant
 from dispatcher.procs import ApiProcess
 from dispatcher.sipprocs import KamailioProcess, SippProcess
 from dispatcher.state import StateStore

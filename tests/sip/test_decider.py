@@ -9,9 +9,9 @@ import pytest
 import redis
 from state_support import check_invariants
 
+from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.model import Tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.config_sync import import_tenant
 from dispatcher.core import AVAILABLE
 from dispatcher.procs import RedisProcess
 from dispatcher.sip import decision

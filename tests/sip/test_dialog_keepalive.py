@@ -31,8 +31,8 @@ from state_support import check_invariants
 from test_group_strategies import _SDP, _header, _sip, _sip_parts, wait_for
 from test_kamailio import register
 
+from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.config_sync import import_tenant
 from dispatcher.sipprocs import KamailioProcess
 from dispatcher.state import StateStore, TenantKeys
 

@@ -12,8 +12,8 @@ import redis
 from state_support import check_invariants
 from test_kamailio import call, register
 
+from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.config_sync import import_tenant
 from dispatcher.sipprocs import KamailioProcess, SippProcess, run_sipp
 from dispatcher.state import StateStore
 

@@ -38,8 +38,8 @@ from rawsip import (
 )
 from state_support import check_invariants
 
+from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.config_sync import import_tenant
 from dispatcher.procs import RedisProcess
 from dispatcher.sipprocs import KamailioProcess
 from dispatcher.state import StateStore
