@@ -5,7 +5,7 @@ import FILE              validate and load a tenant file into Redis (REDIS_URL)
 export TENANT [--format json|yaml]
                          print the tenant's config as stored in Redis
 tenant, group, agent, member, inbound, token, status
-                         the admin API's operations on Redis (see dispatcher.admin_cli)
+                         the admin API's operations on Redis (see dispatcher.admin.cli)
 
 Exit status: 0 done, 1 a reported error (`error: ...` on stderr), 2 a malformed command line.
 """
@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dispatcher import admin_cli, cli_reports
+from dispatcher import cli_reports
+from dispatcher.admin import cli as admin_cli
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.model import ConfigError
 from dispatcher.config.tenant_file import dump_tenant, load_tenant, parse_tenant
