@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dispatcher import cli_reports
 from dispatcher.admin import cli as admin_cli
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.model import ConfigError
 from dispatcher.config.tenant_file import dump_tenant, load_tenant, parse_tenant
+from dispatcher.reports import cli as cli_reports
 from dispatcher.settings import SettingsError
 from dispatcher.state.store import StateStore
 
