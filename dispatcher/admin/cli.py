@@ -44,7 +44,7 @@ from dispatcher.config.model import (
 )
 from dispatcher.config.tenant_file import load_document, parse_tenant
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
-from dispatcher.live_summary import render, summarize
+from dispatcher.reports.live_summary import render, summarize
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.state.errors import StateError
 from dispatcher.state.store import StateStore

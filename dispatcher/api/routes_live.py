@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from dispatcher.live_summary import summarize
+from dispatcher.reports.live_summary import summarize
 
 from . import config_io
 from .auth import ReadAccess

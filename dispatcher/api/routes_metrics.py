@@ -33,7 +33,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from dispatcher.live_summary import summarize
+from dispatcher.reports.live_summary import summarize
 from dispatcher.state.errors import StateError
 from dispatcher.state.live import ACTIVITIES
 from dispatcher.telemetry import exposition

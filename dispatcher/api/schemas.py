@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dispatcher.admin.tokens import Role
 from dispatcher.config.model import Agent, Group, InboundRule, Member, Name, ReasonText, Tenant
-from dispatcher.live_summary import AgentState, LiveView
+from dispatcher.reports.live_summary import AgentState, LiveView
 
 
 class _Body(BaseModel):
