@@ -3,7 +3,7 @@
 report --tenant T --from DAY --to DAY [--group G] [--agent A] [--bucket day|hour]
        [--sl-seconds 20] [--abandon-grace 5] [--tz ZONE] [--archive-dir DIR]
        [--format json|csv|png] [--out FILE]
-                         figures per group and agent (dispatcher/reports/metrics.py)
+                         figures per group and agent (dispatcher/reports/figures.py)
 archive --tenant T --dir DIR [--keep-hours 48]
                          move events older than the retention window into daily files
 
@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 import redis
 
-from dispatcher.reports import metrics, render
+from dispatcher.reports import figures, render
 from dispatcher.reports.archive import DEFAULT_KEEP_HOURS, ArchiveError, Archiver
 from dispatcher.reports.events import FOLLOW_MS, read_events
 from dispatcher.settings import Settings, SettingsError
@@ -47,17 +47,17 @@ def register(sub: Any) -> None:
     p.add_argument("--to", dest="end", required=True, metavar="DAY", help="last day")
     p.add_argument("--group", type=_id("group id"), help="only this group")
     p.add_argument("--agent", type=_id("agent id"), help="only this agent's figures")
-    p.add_argument("--bucket", choices=metrics.BUCKETS, default="day")
+    p.add_argument("--bucket", choices=figures.BUCKETS, default="day")
     p.add_argument(
         "--sl-seconds",
         type=_non_negative,
-        default=metrics.DEFAULT_SL_SECONDS,
+        default=figures.DEFAULT_SL_SECONDS,
         help="service level threshold (answered within)",
     )
     p.add_argument(
         "--abandon-grace",
         type=_non_negative,
-        default=metrics.DEFAULT_ABANDON_GRACE_SECONDS,
+        default=figures.DEFAULT_ABANDON_GRACE_SECONDS,
         help="abandons within this many seconds do not count against the service level",
     )
     p.add_argument("--tz", help="time zone of days and buckets (default: the tenant's)")
@@ -98,9 +98,9 @@ def _report(args: argparse.Namespace) -> int:
         raise CommandError(f"--to {args.end} is not after --from {args.start}")
     if args.archive_dir is not None and not args.archive_dir.is_dir():
         raise CommandError(f"archive directory {args.archive_dir} does not exist")
-    period = metrics.Period(start_ms, end_ms, args.bucket, tz)
+    period = figures.Period(start_ms, end_ms, args.bucket, tz)
     events = read_events(client, args.tenant, start_ms, end_ms + FOLLOW_MS, args.archive_dir)
-    report = metrics.compute(
+    report = figures.compute(
         events,
         period,
         tenant=args.tenant,
@@ -156,7 +156,7 @@ def _guarded(command: Any) -> Any:
             message = f"Redis at {_where()}: {exc}"
         except OSError as exc:
             message = str(exc)
-        except ValueError as exc:  # figures that cannot be drawn, a period metrics refuses
+        except ValueError as exc:  # figures that cannot be drawn, a period figures refuses
             message = str(exc)
         print(f"error: {message}", file=sys.stderr)
         return 1

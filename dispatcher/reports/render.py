@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from .metrics import AGENT_FIELDS, GROUP_FIELDS, Report, Row
+from .figures import AGENT_FIELDS, GROUP_FIELDS, Report, Row
 
 CSV_COLUMNS = (
     "scope",

@@ -12,7 +12,7 @@ from known_calls import END_MS, EVENTS, SALES_TOTAL, START_MS
 
 from dispatcher.reports.archive import STATE_FILE, ArchiveError, Archiver
 from dispatcher.reports.events import FOLLOW_MS, archive_days, read_archive_file, read_events
-from dispatcher.reports.metrics import Period, compute
+from dispatcher.reports.figures import Period, compute
 from dispatcher.state.keys import TenantKeys
 
 pytestmark = pytest.mark.redis

@@ -13,7 +13,7 @@ from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.reports.archive import Archiver
 from dispatcher.reports.events import FOLLOW_MS, read_events
-from dispatcher.reports.metrics import Period, compute
+from dispatcher.reports.figures import Period, compute
 from dispatcher.sip.decision import Decider, Exhausted, Offer
 from dispatcher.state import StateStore
 

@@ -11,7 +11,7 @@ import pytest
 from known_calls import END_MS, EVENTS, SALES_0900, SALES_TOTAL, START_MS
 
 from dispatcher.reports import render
-from dispatcher.reports.metrics import AGENT_FIELDS, GROUP_FIELDS, Period, compute
+from dispatcher.reports.figures import AGENT_FIELDS, GROUP_FIELDS, Period, compute
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPORT = compute(EVENTS, Period(START_MS, END_MS, "hour"), tenant="acme")

@@ -17,7 +17,7 @@ from known_calls import (
     SUPPORT_TOTAL,
 )
 
-from dispatcher.reports.metrics import Period, Report, compute, percentile
+from dispatcher.reports.figures import Period, Report, compute, percentile
 
 PERIOD = Period(START_MS, END_MS, "hour", "UTC")
 
