@@ -26,7 +26,7 @@ import redis
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.model import STRATEGY_NAMES as STRATEGIES
 from dispatcher.config.model import Tenant
-from dispatcher.procs import RedisProcess
+from dispatcher.run.procs import RedisProcess
 from dispatcher.sip.decision import Decider, Offer
 from dispatcher.state import StateStore
 

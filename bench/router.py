@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 
 from dispatcher.admin.config_sync import import_tenant  # noqa: E402
 from dispatcher.config.model import Tenant  # noqa: E402
-from dispatcher.procs import RedisProcess  # noqa: E402
+from dispatcher.run.procs import RedisProcess  # noqa: E402
 from dispatcher.state import StateStore  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))

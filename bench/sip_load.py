@@ -84,7 +84,7 @@ NATIVE_CFG = ROOT / "kamailio" / "native-dispatcher.cfg"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dispatcher.procs import RedisProcess  # noqa: E402
+from dispatcher.run.procs import RedisProcess  # noqa: E402
 from dispatcher.sipprocs import KamailioProcess, SippProcess, run_sipp, sipp_uas  # noqa: E402
 
 TENANT = "sip-load"

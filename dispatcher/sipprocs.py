@@ -1,6 +1,6 @@
 """Kamailio and SIPp as child processes: the SIP side of the test fixtures and `make run`.
 
-Like dispatcher.procs: each process runs on free loopback ports, keeps its files in a
+Like dispatcher.run.procs: each process runs on free loopback ports, keeps its files in a
 folder of its own (so two Kamailio instances can run side by side) and is stopped with
 its children.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dispatcher.procs import ProcessError, free_port
+from dispatcher.run.procs import ProcessError, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 KAMAILIO_CFG = REPO / "kamailio" / "kamailio.cfg"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import load_tenant
-from dispatcher.procs import ApiProcess, RedisProcess, pid_alive
+from dispatcher.run.procs import ApiProcess, RedisProcess, pid_alive
 from dispatcher.settings import Settings
 from dispatcher.sipprocs import KamailioProcess
 from dispatcher.state.store import StateStore

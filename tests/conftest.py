@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dispatcher.procs import RedisProcess
+from dispatcher.run.procs import RedisProcess
 
 DEMO_FILE = Path(__file__).resolve().parents[1] / "dispatcher" / "demo" / "demo.yaml"
 _DEMO_DATA: dict[str, Any] = yaml.safe_load(DEMO_FILE.read_text(encoding="utf-8"))

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import yaml
 
-from dispatcher.procs import ApiProcess
+from dispatcher.run.procs import ApiProcess
 
 BOOTSTRAP = "test-bootstrap-token"
 DEMO = Path(__file__).resolve().parents[2] / "dispatcher" / "demo" / "demo.yaml"

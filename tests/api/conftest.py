@@ -8,7 +8,7 @@ import httpx
 import pytest
 from api_support import BOOTSTRAP, client, demo_doc
 
-from dispatcher.procs import ApiProcess, RedisProcess
+from dispatcher.run.procs import ApiProcess, RedisProcess
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from api_support import client, demo_doc, make_token
 
-from dispatcher.procs import ApiProcess
+from dispatcher.run.procs import ApiProcess
 
 pytestmark = pytest.mark.redis
 

@@ -19,7 +19,7 @@ from api_support import client
 from dispatcher.admin import ops as admin_ops
 from dispatcher.admin.config_sync import update_tenant
 from dispatcher.config.model import Group
-from dispatcher.procs import ApiProcess
+from dispatcher.run.procs import ApiProcess
 from dispatcher.state import StateStore
 
 pytestmark = pytest.mark.redis

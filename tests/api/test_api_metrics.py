@@ -14,7 +14,7 @@ import redis
 from api_support import BOOTSTRAP, client, demo_doc
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatcher.procs import ApiProcess, RedisProcess, free_port
+from dispatcher.run.procs import ApiProcess, RedisProcess, free_port
 from dispatcher.state import StateStore
 
 pytestmark = pytest.mark.redis

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from api_support import BOOTSTRAP
 
-from dispatcher.procs import ApiProcess
+from dispatcher.run.procs import ApiProcess
 
 pytestmark = pytest.mark.redis
 

@@ -21,7 +21,7 @@ from api_support import BOOTSTRAP, client, demo_doc, make_token
 
 from dispatcher.api import routes_dashboard
 from dispatcher.api.app import create_app
-from dispatcher.procs import ApiProcess, free_port
+from dispatcher.run.procs import ApiProcess, free_port
 from dispatcher.settings import Settings
 from dispatcher.state import StateStore
 

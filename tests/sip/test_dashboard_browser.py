@@ -26,7 +26,7 @@ from test_kamailio import register
 
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.procs import ApiProcess
+from dispatcher.run.procs import ApiProcess
 from dispatcher.sipprocs import KamailioProcess, SippProcess
 from dispatcher.state import StateStore
 

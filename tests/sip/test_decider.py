@@ -13,7 +13,7 @@ from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.model import Tenant
 from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.core import AVAILABLE
-from dispatcher.procs import RedisProcess
+from dispatcher.run.procs import RedisProcess
 from dispatcher.sip import decision
 from dispatcher.sip.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
 from dispatcher.state import AgentLimits, StateStore, StateUnavailable

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.procs import ProcessError
+from dispatcher.run.procs import ProcessError
 from dispatcher.sipprocs import KamailioProcess, SippProcess, SippResult, run_sipp
 
 pytestmark = pytest.mark.sip

@@ -40,7 +40,7 @@ from state_support import check_invariants
 
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.procs import RedisProcess
+from dispatcher.run.procs import RedisProcess
 from dispatcher.sipprocs import KamailioProcess
 from dispatcher.state import StateStore
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 from state_support import AGENTS, GROUPS, TENANT
 
-from dispatcher.procs import RedisProcess
+from dispatcher.run.procs import RedisProcess
 from dispatcher.state import StateStore
 
 

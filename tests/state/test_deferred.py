@@ -10,7 +10,7 @@ import pytest
 import redis
 from state_support import AGENTS, GROUPS, TENANT, check_invariants
 
-from dispatcher.procs import RedisProcess
+from dispatcher.run.procs import RedisProcess
 from dispatcher.state import AnswerOutcome, StateStore, StateUnavailable
 from dispatcher.state.store import MAX_DEFERRED
 

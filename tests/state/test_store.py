@@ -15,7 +15,7 @@ import pytest
 import redis
 from state_support import AGENTS, GROUPS, TENANT, check_invariants
 
-from dispatcher.procs import RedisProcess, free_port
+from dispatcher.run.procs import RedisProcess, free_port
 from dispatcher.state import (
     StateError,
     StateStore,

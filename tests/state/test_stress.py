@@ -218,7 +218,7 @@ def test_concurrent_processes_never_exceed_max_calls(redis_url: str, client: red
 
 
 def test_stress_worker_gives_up_fast_without_redis() -> None:
-    from dispatcher.procs import free_port
+    from dispatcher.run.procs import free_port
 
     with pytest.raises(StateUnavailable):
         stress_worker(f"redis://127.0.0.1:{free_port()}/0", 0, 1)
