@@ -85,7 +85,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dispatcher.run.procs import RedisProcess  # noqa: E402
-from dispatcher.sipprocs import KamailioProcess, SippProcess, run_sipp, sipp_uas  # noqa: E402
+from dispatcher.run.sipprocs import KamailioProcess, SippProcess, run_sipp, sipp_uas  # noqa: E402
 
 TENANT = "sip-load"
 EXTENSION = "800"

@@ -27,8 +27,8 @@ from pathlib import Path
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import load_tenant
 from dispatcher.run.procs import ApiProcess, RedisProcess, pid_alive
+from dispatcher.run.sipprocs import KamailioProcess
 from dispatcher.settings import Settings
-from dispatcher.sipprocs import KamailioProcess
 from dispatcher.state.store import StateStore
 
 ROOT = Path(__file__).resolve().parent.parent

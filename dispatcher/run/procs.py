@@ -1,5 +1,5 @@
 """Child processes the project starts itself: redis-server and the admin API (kamailio and
-sipp are in dispatcher.sipprocs).
+sipp are in dispatcher.run.sipprocs).
 
 Used by the test fixtures and by `make run`, so both start servers the same way:
 on a free loopback port, in a folder of their own, stopped on exit.

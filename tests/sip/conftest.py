@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.sipprocs import KamailioProcess, SippProcess, sipp_uas
+from dispatcher.run.sipprocs import KamailioProcess, SippProcess, sipp_uas
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 

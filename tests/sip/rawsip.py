@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterable
 
-from dispatcher.sipprocs import KamailioProcess
+from dispatcher.run.sipprocs import KamailioProcess
 
 # Ports a top Via of the RFC 4475 messages names (quotbal.dat: 5050), besides the rport ones.
 VIA_PORTS = (5060, 5050)

@@ -27,7 +27,7 @@ from test_kamailio import register
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.run.procs import ApiProcess
-from dispatcher.sipprocs import KamailioProcess, SippProcess
+from dispatcher.run.sipprocs import KamailioProcess, SippProcess
 from dispatcher.state import StateStore
 
 pytestmark = [pytest.mark.sip, pytest.mark.redis]

@@ -14,7 +14,7 @@ from test_kamailio import call, register
 
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.sipprocs import KamailioProcess, SippProcess, run_sipp
+from dispatcher.run.sipprocs import KamailioProcess, SippProcess, run_sipp
 from dispatcher.state import StateStore
 
 pytestmark = [pytest.mark.sip, pytest.mark.redis]

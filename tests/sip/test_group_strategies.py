@@ -34,7 +34,7 @@ from test_kamailio import register
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.run.procs import free_port
-from dispatcher.sipprocs import KamailioProcess, SippProcess, SippResult
+from dispatcher.run.sipprocs import KamailioProcess, SippProcess, SippResult
 from dispatcher.state import StateStore, TenantKeys
 
 pytestmark = [pytest.mark.sip, pytest.mark.redis]

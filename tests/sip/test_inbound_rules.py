@@ -19,7 +19,7 @@ from test_group_routing import TENANT, ZERO, hang_up, happened, phones, settled
 
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.sipprocs import KamailioProcess, SippProcess, SippResult, run_sipp
+from dispatcher.run.sipprocs import KamailioProcess, SippProcess, SippResult, run_sipp
 from dispatcher.state import StateStore
 
 pytestmark = [pytest.mark.sip, pytest.mark.redis]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.run.procs import ProcessError
-from dispatcher.sipprocs import KamailioProcess, SippProcess, SippResult, run_sipp
+from dispatcher.run.sipprocs import KamailioProcess, SippProcess, SippResult, run_sipp
 
 pytestmark = pytest.mark.sip
 

@@ -41,7 +41,7 @@ from state_support import check_invariants
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.run.procs import RedisProcess
-from dispatcher.sipprocs import KamailioProcess
+from dispatcher.run.sipprocs import KamailioProcess
 from dispatcher.state import StateStore
 
 pytestmark = [pytest.mark.sip, pytest.mark.redis]

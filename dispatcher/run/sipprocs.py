@@ -26,7 +26,7 @@ from typing import Any
 
 from dispatcher.run.procs import ProcessError, free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 KAMAILIO_CFG = REPO / "kamailio" / "kamailio.cfg"
 KEMI_SCRIPT = REPO / "kamailio" / "kemi.py"
 
