@@ -39,13 +39,13 @@ $(EXT_STAMP): $(STAMP) dispatcher/_core.pyx dispatcher/_core.pxd setup.py
 	touch $@
 
 run: setup
-	$(PY) -m dispatcher.stack run
+	$(PY) -m dispatcher.run.stack run
 
 up: setup
-	$(PY) -m dispatcher.stack up
+	$(PY) -m dispatcher.run.stack up
 
 down:
-	@test -x $(PY) && $(PY) -m dispatcher.stack down || true
+	@test -x $(PY) && $(PY) -m dispatcher.run.stack down || true
 
 test: setup
 	$(PY) -m pytest -q

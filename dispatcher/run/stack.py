@@ -31,12 +31,12 @@ from dispatcher.run.sipprocs import KamailioProcess
 from dispatcher.settings import Settings
 from dispatcher.state.store import StateStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUN_DIR = ROOT / ".run"
 PID_FILE = RUN_DIR / "stack.pid"
 READY_FILE = RUN_DIR / "stack.ready"
 LOG_FILE = RUN_DIR / "stack.log"
-DEMO_FILE = Path(__file__).resolve().parent / "demo" / "demo.yaml"
+DEMO_FILE = ROOT / "dispatcher" / "demo" / "demo.yaml"
 TOKEN_FILE = RUN_DIR / "admin-token"
 METRICS_DIR = RUN_DIR / "metrics"
 
@@ -168,7 +168,7 @@ def up(timeout: float = 60.0) -> int:
     READY_FILE.unlink(missing_ok=True)
     with LOG_FILE.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dispatcher.stack", "run"],
+            [sys.executable, "-m", "dispatcher.run.stack", "run"],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -208,11 +208,11 @@ def down(timeout: float = 15.0) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: `python -m dispatcher.stack run|up|down`."""
+    """Entry point: `python -m dispatcher.run.stack run|up|down`."""
     args = sys.argv[1:] if argv is None else argv
     commands = {"run": run, "up": up, "down": down}
     if len(args) != 1 or args[0] not in commands:
-        print("usage: python -m dispatcher.stack run|up|down", file=sys.stderr)
+        print("usage: python -m dispatcher.run.stack run|up|down", file=sys.stderr)
         return 2
     return commands[args[0]]()
 
