@@ -9,7 +9,7 @@ import pytest
 from dispatcher.__main__ import main
 from dispatcher.settings import Settings, SettingsError
 
-DEMO = Path(__file__).resolve().parents[2] / "dispatcher" / "demo" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[1] / "dispatcher" / "demo" / "demo.yaml"
 
 
 @pytest.mark.parametrize(
