@@ -7,4 +7,7 @@ config_io.py      read-apply-put with retries and If-Match, parsed-config cache
 schemas.py        request and response bodies besides the config model
 routes_*.py       one router per resource; more (queues, prompts, voicemail, dashboard,
                   reports) are mounted the same way
+
+Imports admin/, config/, reports/, state/ and telemetry; only the processes of run/ start it
+(uvicorn, by name), nothing imports it.
 """

@@ -1,6 +1,7 @@
 """Shared state in Redis: agent load, reservations, sticky memory and events of each tenant.
 
-The FUNCTION library `library.lua` is the only writer; `StateStore` calls it.
+The FUNCTION library `library.lua` is the only writer; `StateStore` calls it. Imports only the
+core's constants: everything that routes, administers or reports builds on it.
 """
 
 from .errors import (
