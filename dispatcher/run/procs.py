@@ -19,6 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import ClassVar, Self
 
+from dispatcher.run.faketime import MovableClock, server_env
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """Return a loopback port that is free right now (TCP by default)."""
@@ -100,13 +102,26 @@ class RedisProcess(_ServerProcess):
     With `unix_socket` it also listens on the unix socket `socket_path` (`unix_url`): a
     Kamailio on the same host spends less CPU per round trip there than on loopback TCP.
     The path must fit a socket address (107 bytes): keep `workdir` short.
+    With `movable_clock` it runs under libfaketime with a clock the caller moves
+    (`clock.shift(seconds)`): Redis' TIME and its key expiry follow at once, which is how a
+    test reaches "tomorrow" for a server that decides by its own clock. Under libfaketime
+    (that one, or `make test`'s year-ahead run) it starts with the allocator shim of
+    `dispatcher.run.faketime`.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, unix_socket: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        unix_socket: bool = False,
+        movable_clock: bool = False,
+    ) -> None:
         super().__init__(workdir, port)
         self.unix_socket = unix_socket
         if unix_socket and len(os.fsencode(self.socket_path)) > 107:
             raise ValueError(f"unix socket path too long (max 107 bytes): {self.socket_path}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.clock = MovableClock(self.workdir / "faketime.rc") if movable_clock else None
 
     name = "redis-server"
     log_name = "redis.log"
@@ -156,6 +171,7 @@ class RedisProcess(_ServerProcess):
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=self.clock.env() if self.clock is not None else server_env(),
         )
         self._wait_ready(timeout)
 
