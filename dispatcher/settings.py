@@ -7,8 +7,10 @@ DISPATCHER_ADMIN_TOKEN  bootstrap admin token of the admin API
 DISPATCHER_TENANT       tenant a Kamailio node serves (default "demo")
 REDIS_TIMEOUT_MS        per-command Redis timeout; past it a call gets 503 (default 500)
 DISPATCHER_CLOCK_OFFSET_MS
-                        shifts this node's wall clock for decisions (tests: "the next day"
-                        for sticky memory without waiting a day); 0 in production
+                        shifts this node's wall clock for what stays on the node: inbound
+                        schedules and overall timeouts (tests: "Wednesday 10:00" without
+                        waiting for it). Shared state, sticky days included, follows Redis'
+                        TIME whatever this says. 0 in production
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Settings:
     clock_offset_ms: int
 
     def clock_ms(self) -> int:
-        """Wall clock in ms, shifted by DISPATCHER_CLOCK_OFFSET_MS."""
+        """This node's wall clock in ms, shifted by DISPATCHER_CLOCK_OFFSET_MS."""
         return time.time_ns() // 1_000_000 + self.clock_offset_ms
 
     @classmethod

@@ -12,8 +12,19 @@ import yaml
 
 from dispatcher.run.procs import RedisProcess
 
+# Suites whose every test is time-sensitive (Redis' clock, expiry, archive days): marked
+# `timeshift`, so make test runs them again with the whole process tree a year ahead.
+TIME_SENSITIVE_SUITES = ("state", "reports")
+
 DEMO_FILE = Path(__file__).resolve().parents[1] / "dispatcher" / "demo" / "demo.yaml"
 _DEMO_DATA: dict[str, Any] = yaml.safe_load(DEMO_FILE.read_text(encoding="utf-8"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the time-sensitive suites (TIME_SENSITIVE_SUITES) `timeshift`."""
+    for item in items:
+        if item.path.parent.name in TIME_SENSITIVE_SUITES:
+            item.add_marker(pytest.mark.timeshift)
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +45,16 @@ def redis_url(redis_server: RedisProcess) -> Iterator[str]:
     client.flushall()
     client.close()
     yield redis_server.url
+
+
+@pytest.fixture
+def clock_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of this test whose clock the test moves (`clock_redis.clock.shift(s)`):
+    Redis' TIME and its key expiry follow at once."""
+    server = RedisProcess(tmp_path / "clock-redis", movable_clock=True)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -103,8 +103,9 @@ class KamailioProcess:
     `extra_defines` become `-A NAME=value` (`-A NAME` for None), verbatim: quote string
     values yourself, e.g. {"FR_INV_TIMER": 2000, "WITH_DEBUG": None}. `env` adds to (or
     overrides) the environment Kamailio inherits, e.g. {"DISPATCHER_CLOCK_OFFSET_MS":
-    "86400000"} for a node that lives a day ahead; REDIS_URL and DISPATCHER_TENANT still
-    come from `redis_url` and `tenant`.
+    "3600000"} for a node whose own clock is an hour ahead (its inbound schedules see that
+    hour; shared state keeps Redis' clock); REDIS_URL and DISPATCHER_TENANT still come from
+    `redis_url` and `tenant`.
     """
 
     def __init__(

@@ -21,7 +21,7 @@ from dispatcher import core
 from dispatcher.config.model import Agent, Group, NoAnswerTarget, Tenant
 from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.sip.planning import group_table
-from dispatcher.state.sticky import sticky_day
+from dispatcher.state.sticky import StickyDays, sticky_days
 from dispatcher.state.store import AnswerOutcome, ClaimResult, FailResult, StateStore
 
 # A reservation outlives its ring timeout by this much, so a slow CANCEL/487 still finds it;
@@ -153,6 +153,11 @@ class Decider:
         self._live: dict[str, tuple[list[int], int]] = {}
         # agent -> monotonic time until which it counts as unreachable (`_reachability`)
         self._unreachable: dict[str, float] = {}
+        # Redis' TIME minus this worker's clock at the last claim (ms; round trip included).
+        # Shared state follows Redis' TIME, so a skew only shows in what stays on this node
+        # (overall timeouts, inbound schedules); past a day it also loses sticky memory
+        # (state/sticky.py). The router logs it.
+        self.clock_skew_ms = 0
 
     # -- config ------------------------------------------------------------------------
 
@@ -222,17 +227,17 @@ class Decider:
             return Exhausted(group.id, group.no_answer)
         timeout = min(group.ring_timeout, remaining_s)
         # The caller goes with every claim, for the events (the dashboard and reports show
-        # it); the sticky day only with a sticky group's first one, which alone looks up and
-        # claims the caller's agent of the day.
+        # it); the sticky days only with a sticky group's first one, which alone looks up and
+        # claims the caller's agent of the day (the day Redis' TIME falls in: state/sticky.py).
         caller = ctx.caller
-        day = (
-            sticky_day(now, group.timezone)[0]
+        days = (
+            sticky_days(now, group.timezone)
             if (group.sticky and not ctx.tried and caller)
-            else ""
+            else None
         )
         unreachable = self._reachability(reachable)
         try:
-            return self._decide(ctx, group, now, timeout, caller, day, unreachable)
+            return self._decide(ctx, group, now, timeout, caller, days, unreachable)
         finally:
             self._remember(unreachable)
 
@@ -243,7 +248,7 @@ class Decider:
         now: int,
         timeout: int,
         caller: str,
-        day: str,
+        days: StickyDays | None,
         unreachable: _Reachability,
     ) -> Offer | Exhausted:
         """`next` from the claims on: see there."""
@@ -260,13 +265,14 @@ class Decider:
                 caller,
                 [a for a in want if a not in held],
                 ttl_ms=timeout * 1000 + RESERVATION_MARGIN_MS,
-                sticky_day=day,
+                sticky=days,
                 withdraw=[a for a in held if a not in want],
                 then=waves[1:],
                 arrival=arrival,
                 pick=pick,
             )
             arrival = False
+            self.clock_skew_ms = result.now_ms - now
             self._adopt(result)
             if result.sticky_agent:
                 ctx.sticky = result.sticky_agent
@@ -424,7 +430,8 @@ class Decider:
     def answered(self, ctx: CallContext, agent: str) -> AnswerOutcome:
         """The agent answered: its reservation becomes a live call (1 round trip).
 
-        With sticky on, the caller sticks to the agent until the group's local midnight.
+        With sticky on, the caller sticks to the agent until the end of the group's local day
+        (the day Redis' TIME falls in).
         """
         return self.store.answered(ctx.call_id, agent=agent, **self._answer_sticky(ctx))
 
@@ -440,12 +447,10 @@ class Decider:
         group = self._group(ctx.group)
         if not (group.sticky and ctx.caller):
             return {"gid": group.id}
-        day, midnight_ms = sticky_day(self.clock_ms(), group.timezone)
         return {
             "gid": group.id,
             "caller": ctx.caller,
-            "sticky_day": day,
-            "sticky_expire_ms": midnight_ms,
+            "sticky": sticky_days(self.clock_ms(), group.timezone),
         }
 
     def failed(self, ctx: CallContext, agent: str, reason: str) -> FailResult:

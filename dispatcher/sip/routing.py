@@ -91,6 +91,10 @@ BRANCH_MASK = 0xFFFF
 RETRY_AFTER_S = 5
 # Overflow hops one call may take (the config refuses cycles; this is a belt).
 MAX_OVERFLOWS = 8
+# A node clock further than this from Redis' TIME is logged, once per change. Shared state
+# follows Redis' TIME, so only what stays on the node (overall timeouts, inbound schedules)
+# and, past a day, sticky memory (dispatcher/state/sticky.py) suffer from it.
+CLOCK_SKEW_LOG_MS = 2000
 
 
 def call_outcome(dialog_event: str, caller_cancelled: bool) -> str:
@@ -130,6 +134,7 @@ class Router:
         self.decider = decider
         self._down = False
         self._no_config = False
+        self._skewed = False
         # The targets `_reachable` looked up during the current decision, by agent: the
         # wave's relay uses them rather than asking the location table again.
         self._looked_up: dict[str, list[tuple[str, str]]] = {}
@@ -190,6 +195,7 @@ class Router:
             else:  # nothing to claim: the target applies at once
                 started = CallContext(call_id, "", caller, now_ms), Exhausted("", rule.target)
             self._up()
+            self._check_clock()
         except StateUnavailable as exc:
             if ksr.registrar.registered(LOCATION) > 0:
                 return False  # a plain user, registered here: no Redis needed
@@ -473,6 +479,15 @@ class Router:
         if not self._down:
             self._down = True
             self.ksr.err(f"dispatcher: Redis unavailable, group calls get 503: {exc}\n")
+
+    def _check_clock(self) -> None:
+        skew = self.decider.clock_skew_ms
+        if (abs(skew) > CLOCK_SKEW_LOG_MS) != self._skewed:
+            self._skewed = not self._skewed
+            if self._skewed:
+                self.ksr.err(f"dispatcher: this node's clock is {-skew} ms off Redis' TIME\n")
+            else:
+                self.ksr.info("dispatcher: this node's clock agrees with Redis' TIME again\n")
 
     def _up(self) -> None:
         if self._down:

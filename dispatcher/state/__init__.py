@@ -13,7 +13,7 @@ from .errors import (
     UnknownGroup,
 )
 from .keys import TenantKeys, validate_call_id, validate_id
-from .sticky import sticky_day
+from .sticky import StickyDays, sticky_day, sticky_days
 from .store import (
     AVAILABLE,
     LOGGED_OUT,
@@ -40,10 +40,12 @@ __all__ = [
     "StateError",
     "StateStore",
     "StateUnavailable",
+    "StickyDays",
     "TenantKeys",
     "UnknownAgent",
     "UnknownGroup",
     "sticky_day",
+    "sticky_days",
     "validate_call_id",
     "validate_id",
 ]

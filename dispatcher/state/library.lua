@@ -283,6 +283,45 @@ local function check_sticky_key(ctx, key, gid)
   end
 end
 
+-- The sticky hash of the caller's local day and that day's end (ms), or nil.
+-- Which clock the sticky day follows: Redis' TIME (ctx.now), the one clock every node shares.
+-- The worker cannot know it before the call, so it passes the hashes of three consecutive
+-- local days of the group's zone around its own clock (KEYS[first..first+2]) and their
+-- bounds 'start,end1,end2,end3' in ms (day i holds [bound i, bound i+1)); this picks the day
+-- that holds now. A worker whose clock is off by less than a day so reads and writes the
+-- same day as every node and never shortens or lengthens it; with a clock off by more no day
+-- holds now and the call has no sticky memory (the worker sees the skew in the claim's now).
+-- bounds '' means no sticky memory (no caller, or sticky off). Raises BADARG for malformed
+-- bounds or a key of another group, before anything is written.
+local function sticky_of_now(ctx, first, bounds, gid)
+  if bounds == nil or bounds == '' then
+    return nil
+  end
+  local edges = split_csv(bounds)
+  if #edges ~= 4 then
+    raise('BADARG', 'sticky bounds must be 4 comma-separated ms, got ' .. bounds)
+  end
+  for i = 1, 4 do
+    edges[i] = need_int(edges[i], 'sticky bound', 0)
+    if i > 1 and edges[i] <= edges[i - 1] then
+      raise('BADARG', 'sticky bounds must increase, got ' .. bounds)
+    end
+  end
+  for i = 0, 2 do
+    local key = ctx.keys[first + i]
+    if key == nil then
+      raise('BADARG', 'expected 3 sticky keys from KEYS[' .. first .. ']')
+    end
+    check_sticky_key(ctx, key, gid)
+  end
+  for i = 1, 3 do
+    if ctx.now >= edges[i] and ctx.now < edges[i + 1] then
+      return ctx.keys[first + i - 1], edges[i + 1]
+    end
+  end
+  return nil
+end
+
 -- disp_config_put: atomically replaces the tenant's config.
 -- KEYS: 1..14 common; 15..14+G the keys of the G new groups, in the order of their ARGV
 --       records; after them the keys of the current groups the new config drops (deleted).
@@ -433,7 +472,8 @@ end
 
 -- disp_claim: reserves agents of one group for one call (one wave), returning fresh state.
 -- KEYS: 1..14 common; 15 group {t:T}:g:<gid>; 16 call set {t:T}:call:<call>;
---       17 (optional) sticky hash {t:T}:sticky:<gid>:<yyyymmdd> of today in the group's zone.
+--       17..19 (with sticky bounds) the sticky hashes {t:T}:sticky:<gid>:<yyyymmdd> of three
+--       consecutive local days of the group's zone (sticky_of_now).
 -- ARGV: 1 call, 2 gid, 3 caller ('' = no sticky), 4 reservation_ttl_ms, 5 arrival (1 when
 --       the call arrives at this group with this claim: event arrived, for reports; else 0),
 --       6 pick: which candidate wave is taken - 'first' the first with an eligible agent
@@ -441,14 +481,15 @@ end
 --       the least busy (live + resv, then idle since the longest) / idle the longest, on the
 --       current counts, earlier waves winning ties: the core's least_busy / longest_idle
 --       pick, made here so a worker's stale counts cost no second claim,
---       7 W (withdraw count), 8..7+W agents to withdraw, then the wave agent ids,
+--       7 sticky bounds of KEYS 17..19 ('' = no sticky memory; see sticky_of_now),
+--       8 W (withdraw count), 9..8+W agents to withdraw, then the wave agent ids,
 --       optionally followed by further candidate waves, each after an empty-string separator.
 --       First sweeps up to 64 expired reservations, then withdraws: this call's reservations
 --       of the W agents are released (event released, reason replanned) and the agents are
 --       no longer counted as offered on the call — the worker planned on a stale snapshot and
 --       corrects its choice (an agent live on the call stays offered on it). On the call's
---       first claim, a sticky agent for caller that is a member and eligible is claimed alone
---       (the waves are ignored). Otherwise, in the first candidate wave that has any, each
+--       first claim, the caller's sticky agent of the day Redis' TIME falls in, if a member
+--       and eligible, is claimed alone (the waves are ignored). Otherwise, in the first candidate wave that has any, each
 --       agent that is a member, not yet offered on this call and eligible (status 0,
 --       now >= wrapuntil, live + resv < max) gets a reservation until now + ttl (with pick
 --       busy/idle: in the wave that pick chooses). Further
@@ -462,7 +503,8 @@ end
 --           claim's reservations: the worker re-plans on exactly what the claim decided on,
 --           which shows whether its wave was the right one (busy = live + resv, all groups).
 -- Errors: NOGROUP when the group is not configured; BADARG for an empty call or gid, a bad
---         ttl, arrival flag, pick or withdraw count, or a key that does not match call/gid.
+--         ttl, arrival flag, pick, sticky bounds or withdraw count, or a key that does not
+--         match call/gid.
 local function claim(keys, args)
   local ctx = open(keys, 2)
   local call = need_text(args[1], 'call')
@@ -474,13 +516,13 @@ local function claim(keys, args)
   if not PICKS[pick] then
     raise('BADARG', "pick must be 'first', 'busy' or 'idle', got " .. tostring(pick))
   end
-  local withdraw = need_int(args[7], 'withdraw count', 0)
-  if 7 + withdraw > #args then
+  local withdraw = need_int(args[8], 'withdraw count', 0)
+  if 8 + withdraw > #args then
     raise('BADARG', 'withdraw count ' .. withdraw .. ' exceeds the arguments')
   end
-  local group_key, call_key, sticky_key = keys[NBASE + 1], keys[NBASE + 2], keys[NBASE + 3]
+  local group_key, call_key = keys[NBASE + 1], keys[NBASE + 2]
   check_call_key(ctx, call_key, call)
-  check_sticky_key(ctx, sticky_key, gid)
+  local sticky_key = sticky_of_now(ctx, NBASE + 3, args[7], gid)
   local members, index, rr = read_group(ctx, group_key, gid)
   local k = keys
 
@@ -488,7 +530,7 @@ local function claim(keys, args)
   if arrival == 1 then
     emit(ctx, 'arrived', 'call', call, 'group', gid, 'caller', caller)
   end
-  for j = 8, 7 + withdraw do
+  for j = 9, 8 + withdraw do
     local agent = args[j]
     if drop_reservation(ctx, call, agent) then
       emit(ctx, 'released', 'call', call, 'agent', agent, 'group', gid, 'reason', 'replanned')
@@ -538,7 +580,7 @@ local function claim(keys, args)
   end
   if is_sticky == 0 then
     -- Candidate waves in preference order, '' between them, as {first, last} arg indexes.
-    local waves, j = {}, 8 + withdraw
+    local waves, j = {}, 9 + withdraw
     while j <= #args do
       local first = j
       while j <= #args and args[j] ~= '' do
@@ -606,8 +648,10 @@ end
 
 -- disp_answered: an offered agent answered; its reservation becomes a live call.
 -- KEYS: 1..14 common; 15 call set {t:T}:call:<call>; 16 end marker {t:T}:ended:<call>;
---       17 (optional) sticky hash of the day.
--- ARGV: 1 call, 2 gid, 3 agent, 4 caller ('' = no sticky), 5 sticky_expire_at_ms (0 = none).
+--       17..19 (with sticky bounds) the sticky hashes of three consecutive local days, as
+--       for disp_claim.
+-- ARGV: 1 call, 2 gid, 3 agent, 4 caller ('' = no sticky), 5 sticky bounds of KEYS 17..19
+--       ('' = none; see sticky_of_now).
 --       The call's other reservations are released (event released, reason other_answered).
 -- Returns: 'ok' reservation converted; 'late' reservation gone (expired) but a free slot was
 --          taken; 'over' reservation gone and no free slot: nothing counted (live + resv <= max
@@ -615,20 +659,20 @@ end
 --          nothing changed; 'ended' the whole call was released already (an answer recorded
 --          after its end, e.g. sent by another worker without waiting): nothing changed, so
 --          no live call outlives its call.
---          ok/late: live + 1, live entry, missed = 0, sticky set (PEXPIREAT the expiry).
--- Errors: BADARG for an empty call/gid/agent, a bad expiry or a key that does not match
---         call/gid.
+--          ok/late: live + 1, live entry, missed = 0, the caller's agent of the day Redis'
+--          TIME falls in set (that day's hash expires at the day's end, PEXPIREAT).
+-- Errors: BADARG for an empty call/gid/agent, bad sticky bounds or a key that does not
+--         match call/gid.
 local function answered(keys, args)
   local ctx = open(keys, 2)
   local call = need_text(args[1], 'call')
   local gid = need_text(args[2], 'gid')
   local agent = need_text(args[3], 'agent')
   local caller = args[4] or ''
-  local sticky_at = need_int(args[5] or '0', 'sticky_expire_at_ms', 0)
-  local call_key, end_key, sticky_key = keys[NBASE + 1], keys[NBASE + 2], keys[NBASE + 3]
+  local call_key, end_key = keys[NBASE + 1], keys[NBASE + 2]
   check_call_key(ctx, call_key, call)
   check_end_key(ctx, end_key, call)
-  check_sticky_key(ctx, sticky_key, gid)
+  local sticky_key, sticky_at = sticky_of_now(ctx, NBASE + 3, args[5], gid)
   local k = keys
   local slot = call .. SEP .. agent
 
@@ -656,7 +700,7 @@ local function answered(keys, args)
     if configured(ctx, agent) then
       redis.call('HSET', k[C_MISSED], agent, 0)
     end
-    if sticky_key and caller ~= '' and sticky_at > 0 then
+    if sticky_key and caller ~= '' then
       redis.call('HSET', sticky_key, caller, agent)
       redis.call('PEXPIREAT', sticky_key, sticky_at)
     end

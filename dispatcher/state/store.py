@@ -34,6 +34,7 @@ from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 from .errors import LIBRARY_ERRORS, ConfigConflict, StateError, StateUnavailable
 from .keys import TENANTS_KEY, TenantKeys, validate_call_id, validate_id
 from .live import LiveState, parse_live, queue_live_reads
+from .sticky import StickyDays
 
 LIBRARY_SOURCE = files(__package__).joinpath("library.lua").read_text(encoding="utf-8")
 
@@ -390,7 +391,7 @@ class StateStore:
         caller: str,
         wave: Sequence[str],
         ttl_ms: int,
-        sticky_day: str | None = "",
+        sticky: StickyDays | None = None,
         withdraw: Sequence[str] = (),
         then: Sequence[Sequence[str]] = (),
         arrival: bool = False,
@@ -404,11 +405,11 @@ class StateStore:
         counts is reserved (CLAIM_PICKS, see disp_claim). `arrival` marks the call's first
         claim in this group (an `arrived` event for reports). `withdraw` first releases this
         call's reservations of those agents (a choice made on a stale snapshot, corrected).
-        On the call's first claim, with `caller` and `sticky_day` (yyyymmdd from
-        `dispatcher.state.sticky.sticky_day`; "" or None for no sticky), the caller's agent of
-        the day is claimed alone if it is eligible. The result carries the group's rows as the
-        claim saw them, before its own reservations, so the worker can check its wave against
-        them without another call.
+        On the call's first claim, with `caller` and `sticky` (`sticky_days` of the group's
+        zone around the worker's clock; None for no sticky), the caller's agent of the day
+        Redis' TIME falls in is claimed alone if it is eligible. The result carries the group's
+        rows as the claim saw them, before its own reservations, so the worker can check its
+        wave against them without another call.
         Cost: exactly 1 FCALL; O(members + wave) in Redis.
         """
         validate_call_id(call)
@@ -419,8 +420,7 @@ class StateStore:
             if agent:
                 _known_agent_id(agent)
         keys = [*self.keys.base, self.keys.group(gid), self.keys.call(call)]
-        if caller and sticky_day:
-            keys.append(self.keys.sticky(gid, sticky_day))
+        bounds = self._sticky_keys(keys, gid, caller, sticky)
         args = [
             call,
             gid,
@@ -428,6 +428,7 @@ class StateStore:
             _positive(ttl_ms),
             int(arrival),
             _claim_pick(pick),
+            bounds,
             len(withdraw),
             *withdraw,
             *candidates,
@@ -450,15 +451,15 @@ class StateStore:
         gid: str,
         agent: str,
         caller: str = "",
-        sticky_day: str | None = "",
-        sticky_expire_ms: int = 0,
+        sticky: StickyDays | None = None,
     ) -> AnswerOutcome:
         """Turn `agent`'s reservation on `call` into a live call; release the call's others.
 
-        With `caller`, `sticky_day` and `sticky_expire_ms` (both from `sticky_day()`), the
-        caller sticks to `agent` until that local midnight. Cost: exactly 1 FCALL.
+        With `caller` and `sticky` (`sticky_days` around the worker's clock), the caller
+        sticks to `agent` until the end of the local day Redis' TIME falls in.
+        Cost: exactly 1 FCALL.
         """
-        keys, args = self._answered_request(call, gid, agent, caller, sticky_day, sticky_expire_ms)
+        keys, args = self._answered_request(call, gid, agent, caller, sticky)
         return AnswerOutcome(self._fcall("disp_answered", keys, args).decode())
 
     def answered_later(
@@ -467,13 +468,12 @@ class StateStore:
         gid: str,
         agent: str,
         caller: str = "",
-        sticky_day: str | None = "",
-        sticky_expire_ms: int = 0,
+        sticky: StickyDays | None = None,
         done: Callable[[AnswerOutcome], None] | None = None,
     ) -> None:
         """`answered` without waiting for the reply; `done` gets the outcome when it is read
         (see the class docstring). Cost: 1 FCALL, no wait; StateUnavailable if not sent."""
-        keys, args = self._answered_request(call, gid, agent, caller, sticky_day, sticky_expire_ms)
+        keys, args = self._answered_request(call, gid, agent, caller, sticky)
         self._fcall_later(
             "disp_answered",
             keys,
@@ -487,18 +487,23 @@ class StateStore:
         gid: str,
         agent: str,
         caller: str,
-        sticky_day: str | None,
-        sticky_expire_ms: int,
+        sticky: StickyDays | None,
     ) -> tuple[list[str], list[Any]]:
         validate_call_id(call)
         validate_id(agent, "agent id")
         keys = [*self.keys.base, self.keys.call(call), self.keys.ended(call)]
-        if caller and sticky_day:
-            keys.append(self.keys.sticky(gid, sticky_day))
-        else:
-            sticky_expire_ms = 0
-        args = [call, validate_id(gid, "group id"), agent, caller, max(0, int(sticky_expire_ms))]
-        return keys, args
+        bounds = self._sticky_keys(keys, validate_id(gid, "group id"), caller, sticky)
+        return keys, [call, gid, agent, caller, bounds]
+
+    def _sticky_keys(
+        self, keys: list[str], gid: str, caller: str, sticky: StickyDays | None
+    ) -> str:
+        """Append the three days' sticky hashes to `keys`; return their bounds ARGV
+        ("" and nothing appended without a caller or days: no sticky memory)."""
+        if not (caller and sticky):
+            return ""
+        keys += [self.keys.sticky(gid, day) for day in sticky.days]
+        return ",".join(map(str, sticky.bounds))
 
     def failed(self, call: str, agent: str, reason: str) -> FailResult:
         """An offer ended unanswered; busy/noanswer/declined/error count a miss.

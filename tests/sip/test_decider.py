@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from clocks import now_ms, zone_at_noon
 from state_support import check_invariants
 
 from dispatcher.admin.config_sync import import_tenant
@@ -16,13 +17,10 @@ from dispatcher.core import AVAILABLE
 from dispatcher.run.procs import RedisProcess
 from dispatcher.sip import decision
 from dispatcher.sip.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
-from dispatcher.state import AgentLimits, StateStore, StateUnavailable
+from dispatcher.state import AgentLimits, StateStore, StateUnavailable, sticky_day
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.timeshift]
 
-DAY_MS = 86_400_000
-# 2026-11-27 10:00 Europe/Berlin
-T0 = 1_795_770_000_000
 
 TENANT_YAML = """
 id: acme
@@ -218,16 +216,23 @@ def test_stale_snapshot_replans_on_fresh_state(store: StateStore) -> None:
     assert ctx_b.tried == ["a2"]
 
 
-def test_sticky_same_day_not_next_day(store: StateStore) -> None:
-    clock = Clock(T0)
-    decider = Decider(store, clock)
+@pytest.fixture
+def noon_store(clock_redis: RedisProcess) -> Iterator[StateStore]:
+    """The tenant on a Redis whose clock the test moves, in a zone where it is about noon."""
+    with StateStore(clock_redis.url, "acme") as state:
+        import_tenant(state, tenant(TENANT_YAML.replace("Europe/Berlin", zone_at_noon())))
+        yield state
+
+
+def test_sticky_same_day_not_next_day(noon_store: StateStore, clock_redis: RedisProcess) -> None:
+    decider = Decider(noon_store)  # the worker's clock is the real one throughout
     ctx, _offer = decider.start("c1", "700", "+4930555")  # type: ignore[misc]
     decider.failed(ctx, "a1", "busy")
     assert decider.next(ctx) == Offer("seq", ("a2",), 15, False)
     assert decider.answered(ctx, "a2") == "ok"
     decider.release("c1")
     # later the same day: a2 first, alone, marked sticky
-    clock.now_ms = T0 + 3_600_000
+    clock_redis.clock.shift(3600)
     ctx2, offer2 = decider.start("c2", "700", "+4930555")  # type: ignore[misc]
     assert offer2 == Offer("seq", ("a2",), 15, True)
     # a2 does not answer: the strategy goes on over the others
@@ -238,15 +243,39 @@ def test_sticky_same_day_not_next_day(store: StateStore) -> None:
     _, other = decider.start("c3", "700", "+4930999")  # type: ignore[misc]
     assert other == Offer("seq", ("a1",), 15, False)
     decider.release("c3")
-    # the next day in Berlin: no memory
-    clock.now_ms = T0 + DAY_MS
+    # the next local day by Redis' clock (about 01:00): no memory
+    clock_redis.clock.shift(12 * 3600)
     _, next_day = decider.start("c4", "700", "+4930555")  # type: ignore[misc]
     assert next_day == Offer("seq", ("a1",), 15, False)
     decider.release("c4")
 
 
+def test_sticky_day_follows_redis_not_a_skewed_worker(
+    noon_store: StateStore, client: redis.Redis
+) -> None:
+    right = Decider(noon_store)
+    ahead = Decider(noon_store, Clock(now_ms() + 13 * 3_600_000))  # "tomorrow, 01:00"
+    ctx, _ = right.start("c1", "700", "+4930555")  # type: ignore[misc]
+    right.failed(ctx, "a1", "busy")
+    right.next(ctx)
+    assert right.answered(ctx, "a2") == "ok"
+    right.release("c1")
+    # The skewed worker still reaches the caller's agent of Redis' day...
+    _, offer = ahead.start("c2", "700", "+4930555")  # type: ignore[misc]
+    assert offer == Offer("seq", ("a2",), 15, True)
+    assert abs(ahead.clock_skew_ms + 13 * 3_600_000) < 5_000  # and knows how far off it is
+    ahead.release("c2")
+    # ...and what it writes ends at Redis' local midnight, not the next one.
+    ctx3, _ = ahead.start("c3", "700", "+4930777")  # type: ignore[misc]
+    assert ahead.answered(ctx3, "a1") == "ok"
+    (key,) = noon_store._redis.keys("*sticky*")
+    group_zone = right.view().groups["seq"].timezone
+    assert noon_store._redis.pexpiretime(key) == sticky_day(now_ms(), group_zone)[1]
+    assert noon_store._redis.hgetall(key) == {b"+4930555": b"a2", b"+4930777": b"a1"}
+
+
 def test_sticky_agent_busy_falls_back_to_strategy(store: StateStore) -> None:
-    decider = Decider(store, Clock(T0))
+    decider = Decider(store, Clock(now_ms()))
     ctx, _ = decider.start("c1", "700", "+4930555")  # type: ignore[misc]
     decider.answered(ctx, "a1")
     # a1 is on the call (max 1): the same caller's second call goes by the strategy
@@ -275,7 +304,7 @@ def test_config_change_applies_to_next_decision(store: StateStore) -> None:
 
 
 def test_overall_timeout_ends_the_plan(store: StateStore) -> None:
-    clock = Clock(T0)
+    clock = Clock(now_ms())
     decider = Decider(store, clock)
     ctx, _ = decider.start("c1", "700", "")  # type: ignore[misc]
     decider.failed(ctx, "a1", "noanswer")

@@ -28,12 +28,13 @@ from typing import Any
 
 import pytest
 import redis
+from clocks import HOUR_MS, zone_at_noon
 from state_support import check_invariants
 from test_kamailio import register
 
 from dispatcher.admin.config_sync import import_tenant
 from dispatcher.config.tenant_file import parse_tenant
-from dispatcher.run.procs import free_port
+from dispatcher.run.procs import RedisProcess, free_port
 from dispatcher.run.sipprocs import KamailioProcess, SippProcess, SippResult
 from dispatcher.state import StateStore, TenantKeys
 
@@ -41,7 +42,6 @@ pytestmark = [pytest.mark.sip, pytest.mark.redis]
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 TENANT = "strategies"
-DAY_MS = 86_400_000
 
 # Every group but `sticky` forgets callers, so a caller's earlier calls never steer a test.
 # {gateway_port}: the SIPp UAS that plays the carrier's PSTN gateway (forward target).
@@ -525,15 +525,28 @@ def test_weighted_random_follows_the_weights(
 # -- 4. sticky ------------------------------------------------------------------------------
 
 
+@pytest.mark.timeshift
 def test_sticky_agent_first_today_strategy_tomorrow_and_when_busy(
-    node: Callable[..., KamailioProcess],
+    start_kamailio: StartKamailio,
     start_phone: StartPhone,
     tmp_path: Path,
-    client: redis.Redis,
+    clock_redis: RedisProcess,
+    gateway_port: int,
 ) -> None:
-    today = node()
-    tomorrow = node(env={"DISPATCHER_CLOCK_OFFSET_MS": str(DAY_MS)})
-    nodes = [today, tomorrow]
+    # The sticky day follows Redis' TIME (dispatcher/state/sticky.py): "tomorrow" is Redis'
+    # clock moved on, and a node whose own clock says tomorrow still sees today's memory.
+    tenant_yaml = TENANT_YAML.format(gateway_port=gateway_port)
+    tenant_yaml = tenant_yaml.replace("timezone: UTC", f"timezone: {zone_at_noon()}")
+    with StateStore(clock_redis.url, TENANT) as store:
+        import_tenant(store, parse_tenant(tenant_yaml, "yaml"))
+    client = redis.Redis.from_url(clock_redis.url)
+    today = start_kamailio(tenant=TENANT, redis_url=clock_redis.url)
+    skewed = start_kamailio(
+        tenant=TENANT,
+        redis_url=clock_redis.url,
+        env={"DISPATCHER_CLOCK_OFFSET_MS": str(13 * HOUR_MS)},  # its clock: "tomorrow 01:00"
+    )
+    nodes = [today, skewed]
     s1 = phone(tmp_path, start_phone, nodes, "s1", "uas_answer.xml")
     s2 = phone(tmp_path, start_phone, nodes, "s2", "uas_answer.xml")
 
@@ -556,15 +569,21 @@ def test_sticky_agent_first_today_strategy_tomorrow_and_when_busy(
 
     # s1, first in order, is busy: carol's first call goes to s2, who answers
     assert first_offer(today, hold="841") == [("s2", "")]
-    # same day, s1 free: s2 is offered first (and only), as carol's agent of the day
+    # same day, s1 free: s2 is offered first (and only), as carol's agent of the day...
     assert first_offer(today) == [("s2", "sticky")]
-    # the next day (a node whose clock is a day ahead, same Redis): the strategy again
-    assert first_offer(tomorrow) == [("s1", "")]
-    # same day again, but s2 is busy: the strategy's pick, without waiting for s2
-    assert first_offer(today, hold="842") == [("s1", "")]
+    # ...also by the node whose clock is 13 h ahead: the day is Redis' day
+    assert first_offer(skewed) == [("s2", "sticky")]
+    # the next day by Redis' clock: the strategy again (s1 answers: carol's agent now)
+    clock_redis.clock.shift(13 * 3600)
+    assert first_offer(today) == [("s1", "")]
+    # carol's agent of the day, s1, is busy: the strategy's pick, without waiting for s1
+    assert first_offer(today, hold="841") == [("s2", "")]
 
-    assert handled(s1) == (3, 0)  # its hold, tomorrow's call, the call while s2 was busy
-    assert handled(s2) == (3, 0)  # carol's first two calls and its hold
+    assert handled(s1) == (3, 0)  # both holds and the next day's call
+    assert handled(s2) == (4, 0)  # carol's calls on the first day and the one while s1 held
+    for kamailio in nodes:
+        assert not kamailio.python_errors(), kamailio.python_errors()
+    client.close()
 
 
 # -- 5. shared agent, two nodes ---------------------------------------------------------------

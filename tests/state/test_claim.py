@@ -15,6 +15,7 @@ from dispatcher.state import (
     AgentLimits,
     StateStore,
     UnknownGroup,
+    sticky_days,
 )
 
 pytestmark = pytest.mark.redis
@@ -187,22 +188,34 @@ def test_bad_wave_id(store: StateStore) -> None:
             store.claim("c1", "g1", "", ["a\x1f"], 5000)
 
 
+# ARGV 1..6 of a claim: call, gid, caller, ttl, arrival, pick (7 sticky bounds, 8 W follow).
+CLAIM_HEAD = ["c1", "g1", "", 100, 0, "first"]
+
+
 @pytest.mark.parametrize(
     ("keys_tail", "args", "match"),
     [
-        (["{t:acme}:g:g2", "{t:acme}:call:c1"], ["c1", "g1", "", 100, 0, "first", 0], "group key"),
-        (["{t:acme}:g:g1", "{t:acme}:call:c2"], ["c1", "g1", "", 100, 0, "first", 0], "call key"),
+        (
+            ["{t:acme}:g:g2", "{t:acme}:call:c1"],
+            ["c1", "g1", "", 100, 0, "first", "", 0],
+            "group key",
+        ),
+        (
+            ["{t:acme}:g:g1", "{t:acme}:call:c2"],
+            ["c1", "g1", "", 100, 0, "first", "", 0],
+            "call key",
+        ),
         (
             ["{t:acme}:g:g1", "{t:acme}:call:c1"],
-            ["c1", "g1", "", 0, 0, "first", 0],
+            ["c1", "g1", "", 0, 0, "first", "", 0],
             "reservation_ttl_ms",
         ),
         (
             ["{t:acme}:g:g1", "{t:acme}:call:c1"],
-            ["c1", "g1", "", 100, "x", "first", 0],
+            ["c1", "g1", "", 100, "x", "first", "", 0],
             "arrival flag",
         ),
-        (["{t:acme}:g:g1"], ["c1", "g1", "", 100, 0, "first", 0], "expected at least 16 keys"),
+        (["{t:acme}:g:g1"], ["c1", "g1", "", 100, 0, "first", "", 0], "expected at least 16 keys"),
     ],
 )
 def test_library_refuses_malformed_claims(
@@ -223,10 +236,14 @@ def test_rows_of_a_config_without_state(redis_url: str) -> None:
 def test_library_refuses_a_sticky_key_of_another_group(
     store: StateStore, client: redis.Redis
 ) -> None:
+    days = sticky_days(int(time.time() * 1000), "UTC")
     keys = [*store.keys.base, store.keys.group("g1"), store.keys.call("c1")]
-    keys.append(store.keys.sticky("g2", "20300101"))
+    keys += [store.keys.sticky("g1", days.days[0]), store.keys.sticky("g2", days.days[1])]
+    keys.append(store.keys.sticky("g1", days.days[2]))
+    bounds = ",".join(map(str, days.bounds))
     with pytest.raises(redis.ResponseError, match=r"^BADARG sticky key .* group g1"):
-        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "+491", 100, 0, "first", 0)
+        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "+491", 100, 0, "first", bounds, 0)
+    assert client.xlen(store.keys.events) == 1  # the config put's: nothing written
 
 
 # -- withdraw -----------------------------------------------------------------------------
@@ -405,12 +422,12 @@ def test_argv_withdraw_count_splits_withdraw_from_wave(
     assert store.claim("c1", "g1", "", ["a1"], 5000).claimed == ("a1",)
     keys = [*store.keys.base, store.keys.group("g1"), store.keys.call("c1")]
     reply = client.fcall(
-        "disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, "first", 1, "a1", "a2"
+        "disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, "first", "", 1, "a1", "a2"
     )
     assert reply[5] == [b"a2"]  # a1 was withdrawn, not part of the wave
     assert client.smembers(store.keys.call("c1")) == {b"a2"}
     reply = client.fcall(
-        "disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, "first", 2, "a2", "a3"
+        "disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, "first", "", 2, "a2", "a3"
     )
     assert reply[5] == []  # every argument after the count withdrawn: empty wave
     assert released(store, 2) == [("c1", "a2", "replanned")]
@@ -442,7 +459,7 @@ def test_bad_withdraw_count_is_refused_before_any_write(
     n_events = client.xlen(store.keys.events)
     keys = [*store.keys.base, store.keys.group("g1"), store.keys.call("c1")]
     with pytest.raises(redis.ResponseError, match=f"^BADARG {match}"):
-        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, "first", *tail)
+        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 0, "first", "", *tail)
     assert client.zrange(store.keys.resv, 0, -1, withscores=True) == resv_before
     assert {a: store.agent_counters(a) for a in ("a1", "a2")} == counters_before
     assert client.xlen(store.keys.events) == n_events
@@ -478,6 +495,6 @@ def test_a_bad_pick_is_refused_before_any_write(store: StateStore, client: redis
         store.claim("c1", "g1", "", ["a1"], 5000, pick="worst")
     keys = [*store.keys.base, store.keys.group("g1"), store.keys.call("c1")]
     with pytest.raises(redis.ResponseError, match=r"^BADARG pick must be 'first'"):
-        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 1, "worst", 0, "a1")
+        client.fcall("disp_claim", len(keys), *keys, "c1", "g1", "", 5000, 1, "worst", "", 0, "a1")
     assert client.xlen(store.keys.events) == 1  # the config put's, no arrived/offered
     assert check_invariants(client, TENANT)["resv"] == 0
