@@ -1,7 +1,9 @@
 """A hand-written sequence of calls with precise times, and the figures it must give.
 
-Group `sales` (a1, a2, a3) overflows to `support` (a4). The period is 2026-11-02
-09:00-11:00 UTC in hour buckets, service level threshold 20 s, abandon grace 5 s.
+Group `sales` (a1, a2, a3) overflows to `support` (a4). The period is 09:00-11:00 UTC a week
+before the day the tests run (derived from the real clock: the events go into a real Redis
+and into archive files, whose trimming compares them with Redis' TIME), in hour buckets,
+service level threshold 20 s, abandon grace 5 s.
 
 09:00  c1  ring a1+a2, a1 answers after 8.2 s, talks 119.8 s
 09:10  c2  a1 no answer (15 s), a2 answers at 30 s, talks 60 s
@@ -19,11 +21,22 @@ Group `sales` (a1, a2, a3) overflows to `support` (a4). The period is 2026-11-02
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 
-T0 = int(datetime(2026, 11, 2, 9, 0, tzinfo=UTC).timestamp() * 1000)
+_DAY = datetime.now(UTC).date() - timedelta(days=7)
+T0 = int(datetime.combine(_DAY, time(9), tzinfo=UTC).timestamp() * 1000)
 START_MS = T0
 END_MS = T0 + 2 * 3_600_000
+
+
+def utc_iso(ms: int) -> str:
+    """How reports write a time in UTC: 2026-11-02T09:00:00+00:00."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def day_of(ms: int) -> date:
+    """The UTC date at `ms`."""
+    return datetime.fromtimestamp(ms / 1000, UTC).date()
 
 
 def _build() -> list[dict[str, str]]:

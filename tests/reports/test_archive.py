@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from known_calls import END_MS, EVENTS, SALES_TOTAL, START_MS
+from known_calls import END_MS, EVENTS, SALES_TOTAL, START_MS, day_of
 
 from dispatcher.reports.archive import STATE_FILE, ArchiveError, Archiver
 from dispatcher.reports.events import FOLLOW_MS, archive_days, read_archive_file, read_events
@@ -21,6 +21,9 @@ TENANT = "acme"
 KEY = TenantKeys(TENANT).events
 PERIOD = Period(START_MS, END_MS, "hour")
 NEXT_DAY_ID = f"{START_MS + 86_400_000}-0"
+# The archive files of the known calls' day and of the next day's event.
+DAY_FILE = f"{day_of(START_MS)}.jsonl.gz"
+NEXT_DAY_FILE = f"{day_of(START_MS + 86_400_000)}.jsonl.gz"
 
 
 @pytest.fixture
@@ -75,7 +78,7 @@ def test_archive_trim_and_the_same_report_afterwards(client: redis.Redis, tmp_pa
     assert result.lost == 0
     assert [e[0] for e in client.xrange(KEY)] == recent
     names = [p.name for _, p in archive_days(tmp_path, TENANT)]
-    assert names[:2] == ["2026-11-02.jsonl.gz", "2026-11-03.jsonl.gz"] and len(names) == 3
+    assert names[:2] == [DAY_FILE, NEXT_DAY_FILE] and len(names) == 3
     assert set(result.files) == set(names)
     assert archived_ids(tmp_path) == old + recent
     # the figures now come from the files, and are the same
@@ -136,8 +139,8 @@ def test_crash_before_recording_is_repaired(
         Archiver(client, TENANT, tmp_path, batch=batch).run()
     monkeypatch.undo()
     assert client.xlen(KEY) == len(ids)  # nothing trimmed
-    assert (tmp_path / TENANT / "2026-11-03.jsonl.gz").exists()  # written, not recorded
-    day = tmp_path / TENANT / "2026-11-02.jsonl.gz"
+    assert (tmp_path / TENANT / NEXT_DAY_FILE).exists()  # written, not recorded
+    day = tmp_path / TENANT / DAY_FILE
     with day.open("ab") as f:
         f.write(gzip.compress(b'{"id": "1-0"}\n')[:20])  # and a member cut short
     assert archived_ids(tmp_path) == ids  # readable up to the damage meanwhile
@@ -150,7 +153,7 @@ def test_crash_before_recording_is_repaired(
 
 
 def test_reader_stops_at_a_damaged_tail(tmp_path: Path) -> None:
-    path = tmp_path / "2026-11-02.jsonl.gz"
+    path = tmp_path / DAY_FILE
     path.write_bytes(
         gzip.compress(b'{"id": "1-0", "ts": "1"}\n')
         + gzip.compress(b'{"id": "2-0", "ts": "2"}\n')

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 import redis
-from known_calls import EVENTS, SALES_TOTAL
+from known_calls import END_MS, EVENTS, SALES_TOTAL, START_MS, day_of, utc_iso
 
 from dispatcher.__main__ import main
 from dispatcher.state.keys import TenantKeys
@@ -18,7 +20,13 @@ from dispatcher.state.keys import TenantKeys
 pytestmark = pytest.mark.redis
 
 KEYS = TenantKeys("acme")
-WINDOW = ["--from", "2026-11-02T09:00", "--to", "2026-11-02T11:00"]
+WINDOW = ["--from", utc_iso(START_MS)[:16], "--to", utc_iso(END_MS)[:16]]
+DAY = day_of(START_MS)  # the known calls' (UTC) day
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def berlin_midnight(day: date) -> str:
+    return datetime.combine(day, time(0), tzinfo=BERLIN).isoformat()
 
 
 @pytest.fixture
@@ -40,7 +48,7 @@ def report_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
 def test_json_report_of_a_window(client: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
     data = report_json(capsys, *WINDOW, "--bucket", "hour")
     assert data["timezone"] == "UTC"  # no tenant config: UTC
-    assert data["from"] == "2026-11-02T09:00:00+00:00"
+    assert data["from"] == utc_iso(START_MS)
     assert data["groups"][0]["total"] == SALES_TOTAL
     assert len(data["groups"][0]["buckets"]) == 2
 
@@ -49,9 +57,13 @@ def test_days_are_the_tenants_and_to_is_included(
     client: redis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client.hset(KEYS.config, "doc", orjson.dumps({"id": "acme", "timezone": "Europe/Berlin"}))
-    data = report_json(capsys, "--from", "2026-11-01", "--to", "2026-11-02", "--group", "sales")
-    assert (data["from"], data["to"]) == ("2026-11-01T00:00:00+01:00", "2026-11-03T00:00:00+01:00")
-    assert [b["start"][:10] for b in data["groups"][0]["buckets"]] == ["2026-11-01", "2026-11-02"]
+    before = DAY - timedelta(days=1)
+    data = report_json(capsys, "--from", str(before), "--to", str(DAY), "--group", "sales")
+    assert (data["from"], data["to"]) == (
+        berlin_midnight(before),
+        berlin_midnight(DAY + timedelta(days=1)),
+    )
+    assert [b["start"][:10] for b in data["groups"][0]["buckets"]] == [str(before), str(DAY)]
     # the whole day: c10 (08:59:59) and c11 (11:00) count as well
     assert data["groups"][0]["total"]["offered"] == SALES_TOTAL["offered"] + 2
     assert data["agents"] and all(a["agent"] != "a4" for a in data["agents"])
@@ -90,8 +102,8 @@ def test_archive_then_report_from_the_files(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--from", "2026-11-02", "--to", "2026-11-01"], "is not after --from"),
-        (["--from", "yesterday", "--to", "2026-11-01"], "--from 'yesterday': expected"),
+        (["--from", str(DAY), "--to", str(DAY - timedelta(days=1))], "is not after --from"),
+        (["--from", "yesterday", "--to", str(DAY)], "--from 'yesterday': expected"),
         ([*WINDOW, "--tz", "Mars/Base"], "unknown time zone 'Mars/Base'"),
         ([*WINDOW, "--format", "png"], "--format png needs --out"),
         ([*WINDOW, "--archive-dir", "/nonexistent/dir"], "does not exist"),

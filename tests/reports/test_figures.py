@@ -15,6 +15,7 @@ from known_calls import (
     SALES_TOTAL,
     START_MS,
     SUPPORT_TOTAL,
+    utc_iso,
 )
 
 from dispatcher.reports.figures import Period, Report, compute, percentile
@@ -123,12 +124,12 @@ def test_events_without_ts_or_call_are_ignored() -> None:
 
 def test_as_dict_is_json_ready() -> None:
     d = report().as_dict()
-    assert d["from"] == "2026-11-02T09:00:00+00:00" and d["to"] == "2026-11-02T11:00:00+00:00"
+    assert d["from"] == utc_iso(START_MS) and d["to"] == utc_iso(END_MS)
     assert (d["bucket"], d["timezone"], d["sl_seconds"]) == ("hour", "UTC", 20)
     first = d["groups"][0]
     assert first["group"] == "sales" and first["total"] == SALES_TOTAL
-    assert first["buckets"][1]["start"] == "2026-11-02T10:00:00+00:00"
-    assert first["buckets"][1]["end"] == "2026-11-02T11:00:00+00:00"
+    assert first["buckets"][1]["start"] == utc_iso(START_MS + 3_600_000)
+    assert first["buckets"][1]["end"] == utc_iso(END_MS)
     assert d["agents"][0]["agent"] == "a1"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from known_calls import END_MS, EVENTS, SALES_0900, SALES_TOTAL, START_MS
+from known_calls import END_MS, EVENTS, SALES_0900, SALES_TOTAL, START_MS, utc_iso
 
 from dispatcher.reports import render
 from dispatcher.reports.figures import AGENT_FIELDS, GROUP_FIELDS, Period, compute
@@ -33,13 +33,13 @@ def test_csv_rows_per_bucket_then_total() -> None:
     assert set(GROUP_FIELDS) | set(AGENT_FIELDS) == set(header[4:])
     # 2 groups and 4 agents, each 2 hours + a total
     assert [(r["scope"], r["id"], r["bucket_start"]) for r in rows[:3]] == [
-        ("group", "sales", "2026-11-02T09:00:00+00:00"),
-        ("group", "sales", "2026-11-02T10:00:00+00:00"),
+        ("group", "sales", utc_iso(START_MS)),
+        ("group", "sales", utc_iso(START_MS + 3_600_000)),
         ("group", "sales", "total"),
     ]
     assert len(rows) == 6 * 3
     first = rows[0]
-    assert first["bucket_end"] == "2026-11-02T10:00:00+00:00"
+    assert first["bucket_end"] == utc_iso(START_MS + 3_600_000)
     assert {k: first[k] for k in SALES_0900} == {k: str(v) for k, v in SALES_0900.items()}
     assert first["offers"] == ""  # an agent column on a group row
     support_10 = rows[4]

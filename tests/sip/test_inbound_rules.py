@@ -1,20 +1,19 @@
 """Inbound rules end to end: a call to a DID goes by schedule and caller prefix to a group, a
 forward or a reply. Kamailio + KEMI router + real Redis; phones are SIPp UAS.
 
-Each Kamailio runs with DISPATCHER_CLOCK_OFFSET_MS set so that its decision clock shows a
-chosen local time in Europe/Berlin: business hours, after hours, the weekend.
+Each Kamailio runs with DISPATCHER_CLOCK_OFFSET_MS set so that its own clock shows a chosen
+local time in Europe/Berlin - the next Wednesday at 10:00 or 22:00, the next Saturday at
+noon, counted from the real clock - for the schedule; Redis keeps the real time.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 import redis
+from clocks import next_local, now_ms
 from test_group_routing import TENANT, ZERO, hang_up, happened, phones, settled
 
 from dispatcher.admin.config_sync import import_tenant
@@ -22,7 +21,7 @@ from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.run.sipprocs import KamailioProcess, SippProcess, SippResult, run_sipp
 from dispatcher.state import StateStore
 
-pytestmark = [pytest.mark.sip, pytest.mark.redis]
+pytestmark = [pytest.mark.sip, pytest.mark.redis, pytest.mark.timeshift]
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 DID = "+493012345600"
@@ -64,10 +63,10 @@ inbound:
   - did: "{did}"
     target: {{kind: reply, code: 480, reason: Office Closed}}
 """
-BERLIN = ZoneInfo("Europe/Berlin")
-WEDNESDAY_10_00 = "2026-12-02 10:00"
-WEDNESDAY_22_00 = "2026-12-02 22:00"
-SATURDAY_12_00 = "2026-12-05 12:00"
+# Local times in Europe/Berlin as (weekday, hour, minute); weekday 0 is Monday.
+WEDNESDAY_10_00 = (2, 10, 0)
+WEDNESDAY_22_00 = (2, 22, 0)
+SATURDAY_12_00 = (5, 12, 0)
 
 StartKamailio = Callable[..., KamailioProcess]
 StartPhone = Callable[..., SippProcess]
@@ -91,12 +90,12 @@ def client(redis_url: str, oncall: SippProcess) -> Iterator[redis.Redis]:
 @pytest.fixture
 def kamailio_at(
     start_kamailio: StartKamailio, redis_url: str, client: redis.Redis
-) -> Callable[[str], KamailioProcess]:
-    """Start a Kamailio whose decision clock reads `local` ("2026-12-02 10:00" Berlin) now."""
+) -> Callable[[tuple[int, int, int]], KamailioProcess]:
+    """Start a Kamailio whose own clock reads the next `local` (weekday, hour, minute) in
+    Berlin now."""
 
-    def start(local: str) -> KamailioProcess:
-        target_ms = int(datetime.fromisoformat(local).replace(tzinfo=BERLIN).timestamp() * 1000)
-        offset_ms = target_ms - time.time_ns() // 1_000_000
+    def start(local: tuple[int, int, int]) -> KamailioProcess:
+        offset_ms = next_local(*local, "Europe/Berlin") - now_ms()
         return start_kamailio(
             tenant=TENANT,
             redis_url=redis_url,
