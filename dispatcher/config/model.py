@@ -310,8 +310,111 @@ class Member(_Model):
     weight: int = Field(default=1, ge=1, le=1000)
 
 
+# How a queued caller is held: with early media (183 Session Progress carrying RTPengine's
+# SDP, the INVITE transaction kept open), never answered by us, so nothing is billed while it
+# waits and the call needs no B2BUA. The price is a ceiling on the time a call may stay
+# unanswered: PSTN interconnects drop a call that is not answered within ISUP's T9 (90-180 s,
+# ITU-T Q.764) and many SIP carriers and phones apply the same 3 minutes. Queue wait plus one
+# ring round must fit in it.
+EARLY_MEDIA_LIMIT_S = 180
+
+PromptRef = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+Language = Literal["de", "en"]
+QUEUE_OVERFLOW_CASES: tuple[str, ...] = ("full", "timeout", "no_agents")
+
+
+class PriorityCaller(_Model):
+    """Callers whose number starts with `prefix` wait ahead of lower priorities (0 = none)."""
+
+    prefix: CallerPrefix
+    priority: int = Field(ge=1, le=9)
+
+
+class QueueOverflow(_Model):
+    """Where a caller goes when it cannot wait (any unset case: the group's `no_answer`):
+    `full` the queue is at `max_length`, `timeout` it waited `max_wait`, `no_agents` no member
+    is logged in (nobody could ever take the call)."""
+
+    full: NoAnswerTarget | None = None
+    timeout: NoAnswerTarget | None = None
+    no_agents: NoAnswerTarget | None = None
+
+
+class Queue(_Model):
+    """A group's queue: callers wait for the next free agent while they hear the greeting once,
+    then music on hold, interrupted every `announce_interval` seconds by their position and
+    estimated wait in `language`.
+
+    Prompts are `default` (the generated set), `none` (no such prompt), or the id of a prompt
+    uploaded for the tenant. Callers whose number starts with a `priority_callers` prefix wait
+    ahead of others (the longest prefix counts); equal priorities go by arrival.
+    """
+
+    enabled: bool = True
+    max_length: int = Field(default=20, ge=1, le=1000)
+    max_wait: int = Field(default=120, ge=5, le=EARLY_MEDIA_LIMIT_S)
+    priority_callers: tuple[PriorityCaller, ...] = ()
+    greeting: PromptRef = "default"
+    music: PromptRef = "default"
+    announce_interval: int = Field(default=30, ge=0, le=600)
+    announce_position: bool = True
+    announce_wait: bool = True
+    language: Language = "de"
+    overflow: QueueOverflow = QueueOverflow()
+
+    @model_validator(mode="after")
+    def _check(self) -> Queue:
+        problems = []
+        if self.music == "none":
+            problems.append(("music", "a queue needs music on hold: 'default' or a prompt id"))
+        if 0 < self.announce_interval < 10:
+            problems.append(("announce_interval", "must be 0 (never) or at least 10 seconds"))
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(self.priority_callers):
+            if entry.prefix in seen:
+                problems.append(
+                    (
+                        f"priority_callers[{index}].prefix",
+                        f"duplicate prefix {entry.prefix!r} "
+                        f"(also priority_callers[{seen[entry.prefix]}])",
+                    )
+                )
+            seen.setdefault(entry.prefix, index)
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def priority_of(self, caller: str) -> int:
+        """The caller's priority: that of the longest matching prefix, 0 without one. O(n)."""
+        best, length = 0, -1
+        for entry in self.priority_callers:
+            if caller.startswith(entry.prefix) and len(entry.prefix) > length:
+                best, length = entry.priority, len(entry.prefix)
+        return best
+
+
+class VoicemailBox(_Model):
+    """A group's voicemail: what callers hear, how long they may speak, how long messages are
+    kept."""
+
+    greeting: PromptRef = "default"
+    language: Language = "de"
+    max_length: int = Field(default=120, ge=5, le=600)
+    retention_days: int = Field(default=30, ge=1, le=3650)
+
+
 def _member_sort_key(member: Member) -> tuple[int, int, str]:
     return (member.tier, member.position, member.agent)
+
+
+def _with_mailbox(target: object, mailbox: str) -> object:
+    """A voicemail target without a mailbox gets `mailbox` (raw data or a model alike)."""
+    if isinstance(target, Mapping):
+        if target.get("kind") == "voicemail" and target.get("mailbox") is None:
+            return {**target, "mailbox": mailbox}
+    elif isinstance(target, Voicemail) and target.mailbox is None:
+        return target.model_copy(update={"mailbox": mailbox})
+    return target
 
 
 class Group(_Model):
@@ -327,18 +430,22 @@ class Group(_Model):
     timezone: TimeZoneName = "UTC"
     members: tuple[Member, ...] = ()
     no_answer: NoAnswerTarget = Reply(kind="reply", code=480, reason="Temporarily Unavailable")
+    queue: Queue | None = None
+    voicemail: VoicemailBox = VoicemailBox()
 
     @model_validator(mode="before")
     @classmethod
     def _default_mailbox(cls, data: Any) -> Any:
         if not isinstance(data, Mapping) or not isinstance(data.get("id"), str):
             return data
-        target = data.get("no_answer")
-        if isinstance(target, Mapping):
-            if target.get("kind") == "voicemail" and target.get("mailbox") is None:
-                return {**data, "no_answer": {**target, "mailbox": data["id"]}}
-        elif isinstance(target, Voicemail) and target.mailbox is None:
-            return {**data, "no_answer": target.model_copy(update={"mailbox": data["id"]})}
+        mailbox = data["id"]
+        data = {**data, "no_answer": _with_mailbox(data.get("no_answer"), mailbox)}
+        queue = data.get("queue")
+        if isinstance(queue, Mapping) and isinstance(queue.get("overflow"), Mapping):
+            overflow = {k: _with_mailbox(v, mailbox) for k, v in queue["overflow"].items()}
+            data["queue"] = {**queue, "overflow": overflow}
+        if data["no_answer"] is None:
+            del data["no_answer"]
         return data
 
     @model_validator(mode="after")
@@ -346,6 +453,15 @@ class Group(_Model):
         problems = []
         if self.overall_timeout < self.ring_timeout:
             problems.append(("overall_timeout", f"must be >= ring_timeout ({self.ring_timeout})"))
+        if self.queue is not None and self.queue.max_wait + self.ring_timeout > EARLY_MEDIA_LIMIT_S:
+            problems.append(
+                (
+                    "queue.max_wait",
+                    f"max_wait ({self.queue.max_wait}) + ring_timeout ({self.ring_timeout}) "
+                    f"must be at most {EARLY_MEDIA_LIMIT_S} s: queued callers are held with "
+                    "early media, unanswered, and carriers drop calls unanswered for longer",
+                )
+            )
         first_seen: dict[str, int] = {}
         for index, member in enumerate(self.members):
             if member.agent in first_seen:
@@ -361,6 +477,17 @@ class Group(_Model):
         if problems:
             raise ConfigError(problems)
         return self
+
+    @property
+    def queued(self) -> bool:
+        """Whether callers wait in this group's queue when every agent is busy."""
+        return self.queue is not None and self.queue.enabled
+
+    def overflow_target(self, case: str) -> NoAnswerTarget:
+        """Where a caller goes that cannot wait for `case` (QUEUE_OVERFLOW_CASES); the group's
+        `no_answer` where the queue names none."""
+        target = getattr(self.queue.overflow, case) if self.queue is not None else None
+        return target if target is not None else self.no_answer
 
     def canonical_members(self) -> tuple[Member, ...]:
         """Members sorted by (tier, position, agent): the order the selection core and Redis
@@ -601,6 +728,49 @@ def _inbound_problems(
     return problems
 
 
+def _cycle_problems(
+    edges: Mapping[str, Sequence[tuple[str, str]]], group_index: Mapping[str, int]
+) -> list[tuple[str, str]]:
+    """Each overflow cycle once, at the edge leaving the cycle's group that comes first in
+    the file: "overflow cycle a -> b -> a". Depth-first over every edge: O(groups + edges)
+    plus the length of each cycle found."""
+    problems: list[tuple[str, str]] = []
+    reported: set[tuple[str, ...]] = set()
+    done: set[str] = set()
+    for start in sorted(edges, key=group_index.__getitem__):
+        if start in done:
+            continue
+        path: list[str] = [start]
+        on_path = {start: 0}
+        stack = [iter(edges.get(start, ()))]
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                stack.pop()
+                node = path.pop()
+                del on_path[node]
+                done.add(node)
+                continue
+            _, target = step
+            if target in on_path:
+                cycle = path[on_path[target] :]
+                first = min(cycle, key=group_index.__getitem__)
+                rotated = tuple(cycle[cycle.index(first) :] + cycle[: cycle.index(first)])
+                if rotated not in reported:
+                    reported.add(rotated)
+                    after = rotated[1] if len(rotated) > 1 else first
+                    field = next(f for f, t in edges[first] if t == after)
+                    chain = " -> ".join([*rotated, first])
+                    problems.append(
+                        (f"groups[{group_index[first]}].{field}.group", f"overflow cycle {chain}")
+                    )
+            elif target not in done:
+                on_path[target] = len(path)
+                path.append(target)
+                stack.append(iter(edges.get(target, ())))
+    return problems
+
+
 def _tenant_problems(agents: object, groups: object, inbound: object = ()) -> list[tuple[str, str]]:
     """Cross-reference problems of a tenant: duplicates, unknown references, overflow cycles,
     inbound rules that are ambiguous or never match.
@@ -633,43 +803,28 @@ def _tenant_problems(agents: object, groups: object, inbound: object = ()) -> li
     group_index = first_wins("group", group_list, "id")
     extension_index = first_wins("group", group_list, "extension")
 
-    overflow: dict[str, str] = {}
+    # Overflow edges: a group's no-answer target and its queue's overflow targets.
+    edges: dict[str, list[tuple[str, str]]] = {}  # group id -> [(field, target group id)]
     for g, group in enumerate(group_list):
         for m, member in enumerate(_items(_field(group, "members"))):
             agent = _field(member, "agent")
             if isinstance(agent, str) and agent not in agent_index:
                 problems.append((f"groups[{g}].members[{m}].agent", f"unknown agent {agent!r}"))
-        target = _field(group, "no_answer")
-        if _field(target, "kind") != "group":
-            continue
-        target_id, group_id = _field(target, "group"), _field(group, "id")
-        if not isinstance(target_id, str):
-            continue
-        if target_id not in group_index:
-            problems.append((f"groups[{g}].no_answer.group", f"unknown group {target_id!r}"))
-        elif isinstance(group_id, str) and group_index.get(group_id) == g:
-            overflow[group_id] = target_id
-
-    # Each group overflows to at most one group, so following the chain from every start finds
-    # each cycle; it is reported once, at the group of the cycle that comes first in the file.
-    done: set[str] = set()
-    for start in overflow:
-        chain: dict[str, int] = {}  # group id -> position in the chain
-        node: str | None = start
-        while node is not None and node not in done and node not in chain:
-            chain[node] = len(chain)
-            node = overflow.get(node)
-        if node is not None and node in chain:
-            cycle = list(chain)[chain[node] :]
-            first = min(cycle, key=group_index.__getitem__)
-            rotated = cycle[cycle.index(first) :] + cycle[: cycle.index(first)]
-            problems.append(
-                (
-                    f"groups[{group_index[first]}].no_answer.group",
-                    "overflow cycle " + " -> ".join([*rotated, first]),
-                )
-            )
-        done.update(chain)
+        group_id = _field(group, "id")
+        overflow = _field(_field(group, "queue"), "overflow")
+        targets = [("no_answer", _field(group, "no_answer"))]
+        targets += [
+            (f"queue.overflow.{case}", _field(overflow, case)) for case in QUEUE_OVERFLOW_CASES
+        ]
+        for field, target in targets:
+            target_id = _field(target, "group")
+            if _field(target, "kind") != "group" or not isinstance(target_id, str):
+                continue
+            if target_id not in group_index:
+                problems.append((f"groups[{g}].{field}.group", f"unknown group {target_id!r}"))
+            elif isinstance(group_id, str) and group_index.get(group_id) == g:
+                edges.setdefault(group_id, []).append((field, target_id))
+    problems += _cycle_problems(edges, group_index)
     problems += _inbound_problems(inbound, group_list, group_index, extension_index)
     return problems
 

@@ -599,3 +599,95 @@ def test_bad_sip_uris(uri: str) -> None:
 
 def test_overflow_is_a_no_answer_kind() -> None:
     assert Overflow(group="support").kind == "group"
+
+
+# --- queues ------------------------------------------------------------------------------------
+
+
+def queued(**queue: Any) -> Data:
+    return {
+        "id": "t",
+        "name": "T",
+        "agents": [{"id": "a", "name": "A", "targets": {"aor": "a"}}],
+        "groups": [group("q", "10", members=[{"agent": "a"}], queue=queue)],
+    }
+
+
+def test_queue_defaults_and_overflow_falls_back_to_no_answer() -> None:
+    tenant = validate_tenant(queued())
+    q = tenant.groups[0]
+    assert q.queued and q.queue is not None
+    assert (q.queue.max_length, q.queue.max_wait, q.queue.language) == (20, 120, "de")
+    assert all(q.overflow_target(case) == q.no_answer for case in ("full", "timeout", "no_agents"))
+    assert not validate_tenant(queued(enabled=False)).groups[0].queued
+    assert not Group(id="g", extension="10", name="g", strategy="ring_all").queued
+
+
+def test_queue_overflow_voicemail_gets_the_groups_mailbox() -> None:
+    tenant = validate_tenant(queued(overflow={"timeout": {"kind": "voicemail"}}))
+    assert tenant.groups[0].overflow_target("timeout") == Voicemail(mailbox="q")
+
+
+@pytest.mark.parametrize(
+    ("queue", "location", "message"),
+    [
+        ({"max_wait": 181}, "groups[0].queue.max_wait", "less than or equal to 180"),
+        ({"max_wait": 170}, "groups[0].queue.max_wait", "must be at most 180 s"),
+        ({"max_length": 0}, "groups[0].queue.max_length", "greater than or equal to 1"),
+        ({"music": "none"}, "groups[0].queue.music", "needs music on hold"),
+        ({"greeting": "bad id!"}, "groups[0].queue.greeting", "should match pattern"),
+        ({"announce_interval": 5}, "groups[0].queue.announce_interval", "at least 10"),
+        ({"language": "fr"}, "groups[0].queue.language", "'de' or 'en'"),
+        (
+            {
+                "priority_callers": [
+                    {"prefix": "+49", "priority": 1},
+                    {"prefix": "+49", "priority": 2},
+                ]
+            },
+            "groups[0].queue.priority_callers[1].prefix",
+            "duplicate prefix '+49'",
+        ),
+        (
+            {"priority_callers": [{"prefix": "+49", "priority": 10}]},
+            "groups[0].queue.priority_callers[0].priority",
+            "less than or equal to 9",
+        ),
+        (
+            {"overflow": {"full": {"kind": "group", "group": "nope"}}},
+            "groups[0].queue.overflow.full.group",
+            "unknown group 'nope'",
+        ),
+        (
+            {"overflow": {"later": {"kind": "voicemail"}}},
+            "groups[0].queue.overflow.later",
+            "unknown field",
+        ),
+    ],
+)
+def test_queue_problems_name_the_field(queue: Data, location: str, message: str) -> None:
+    found = problems(queued(**queue))
+    assert any(loc == location and message in text for loc, text in found), found
+
+
+def test_a_cycle_through_a_queue_overflow_is_refused() -> None:
+    data = {
+        "id": "t",
+        "name": "T",
+        "groups": [
+            group("a", "10", queue={"overflow": {"full": {"kind": "group", "group": "b"}}}),
+            group("b", "11", no_answer={"kind": "group", "group": "a"}),
+        ],
+    }
+    assert problems(data) == [("groups[0].queue.overflow.full.group", "overflow cycle a -> b -> a")]
+
+
+def test_priority_is_the_longest_matching_prefix() -> None:
+    tenant = validate_tenant(
+        queued(
+            priority_callers=[{"prefix": "+49", "priority": 1}, {"prefix": "+4930", "priority": 5}]
+        )
+    )
+    queue = tenant.groups[0].queue
+    assert queue is not None
+    assert [queue.priority_of(c) for c in ("+4930123", "+4989", "+1555", "")] == [5, 1, 0, 0]
