@@ -49,7 +49,7 @@ REDIS_ERRORS = Counter(
 
 # The library's answers that are outcomes, not failures: a stale version, an unknown agent
 # or group. Everything else a StateError carries is an unexpected error reply.
-_DOMAIN_CODES = frozenset({"CONFLICT", "NOAGENT", "NOGROUP"})
+_DOMAIN_CODES = frozenset({"CONFLICT", "NOAGENT", "NOGROUP", "NOQUEUE"})
 
 
 def count_redis_error(component: str, exc: BaseException) -> None:

@@ -19,9 +19,10 @@ UPDATE_ATTEMPTS = 5
 
 def config_records(
     tenant: Tenant,
-) -> tuple[bytes, list[AgentLimits], list[tuple[str, list[str]]]]:
+) -> tuple[bytes, list[AgentLimits], list[tuple[str, list[str], int]]]:
     """What disp_config_put stores for `tenant`: its document, the agents' limits (and initial
-    states) and each group's members in canonical order. Pure, O(agents + members)."""
+    states) and each group's members in canonical order with its queue's max length (0: no
+    queue). Pure, O(agents + members)."""
     agents = [
         AgentLimits(
             id=a.id,
@@ -33,7 +34,14 @@ def config_records(
         )
         for a in tenant.agents
     ]
-    groups = [(g.id, [m.agent for m in g.canonical_members()]) for g in tenant.groups]
+    groups = [
+        (
+            g.id,
+            [m.agent for m in g.canonical_members()],
+            g.queue.max_length if g.queue is not None and g.queue.enabled else 0,
+        )
+        for g in tenant.groups
+    ]
     return tenant_doc(tenant), agents, groups
 
 

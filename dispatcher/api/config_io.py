@@ -90,7 +90,7 @@ async def _read(store: AsyncStateStore) -> tuple[int, bytes, Tenant]:
 
 async def _put(
     store: AsyncStateStore,
-    records: tuple[bytes, list[AgentLimits], list[tuple[str, list[str]]]],
+    records: tuple[bytes, list[AgentLimits], list[tuple[str, list[str], int]]],
     events_maxlen: int,
     *,
     expected: int,

@@ -40,6 +40,12 @@ class UnknownGroup(StateError):
     code = "NOGROUP"
 
 
+class UnknownQueue(StateError):
+    """The group has no queue (the config put with the call's view had one)."""
+
+    code = "NOQUEUE"
+
+
 class InvalidArgument(StateError):
     """The library rejected KEYS or ARGV: the Python side and library.lua disagree."""
 
@@ -47,5 +53,6 @@ class InvalidArgument(StateError):
 
 
 LIBRARY_ERRORS: dict[str, type[StateError]] = {
-    cls.code: cls for cls in (ConfigConflict, UnknownAgent, UnknownGroup, InvalidArgument)
+    cls.code: cls
+    for cls in (ConfigConflict, UnknownAgent, UnknownGroup, UnknownQueue, InvalidArgument)
 }

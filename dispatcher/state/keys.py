@@ -37,6 +37,12 @@ AGENT_COLUMNS = (
 )
 
 
+# The queues' keys inside TenantKeys.base (KEYS[15..20]): every group's waiting callers (zset),
+# their entries, their leases, how many wait per group, each queued group's config, and its
+# recent handle times (library.lua's header says what each holds).
+QUEUE_KEYS = ("q", "qe", "qlease", "qn", "qcfg", "ht")
+
+
 def validate_id(value: str, field: str) -> str:
     """Return `value` if it is a valid tenant, group or agent id; ValueError naming `field`."""
     if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
@@ -58,8 +64,9 @@ def validate_call_id(value: str, field: str = "call_id") -> str:
 class TenantKeys:
     """All key names of one tenant.
 
-    `base` is the tuple every library function receives first (KEYS[1..14]): config, events,
-    reservations, live calls, then the agent columns in `AGENT_COLUMNS` order.
+    `base` is the tuple every library function receives first (KEYS[1..20]): config, events,
+    reservations, live calls, the agent columns in `AGENT_COLUMNS` order, then the queues'
+    keys in `QUEUE_KEYS` order.
     """
 
     __slots__ = (
@@ -69,6 +76,7 @@ class TenantKeys:
         "events",
         "live",
         "prefix",
+        "queue",
         "resv",
         "tenant",
         "tokens",
@@ -83,12 +91,14 @@ class TenantKeys:
         self.live = f"{self.prefix}:live"
         self.tokens = f"{self.prefix}:tokens"  # admin API token id -> record (digest, role)
         self.agent = {column: f"{self.prefix}:a:{column}" for column in AGENT_COLUMNS}
+        self.queue = {name: f"{self.prefix}:{name}" for name in QUEUE_KEYS}
         self.base = (
             self.config,
             self.events,
             self.resv,
             self.live,
             *(self.agent[column] for column in AGENT_COLUMNS),
+            *(self.queue[name] for name in QUEUE_KEYS),
         )
 
     def group(self, gid: str) -> str:

@@ -3,16 +3,21 @@
 -- Shared state of the call-group dispatcher: the only code that writes the tenant's keys.
 -- Python calls it through dispatcher.state.store.StateStore; key names: dispatcher/state/keys.py.
 --
--- KEYS common to every function (KEYS[1..14], one tenant, hash tag {t:<tenant>}):
+-- KEYS common to every function (KEYS[1..20], one tenant, hash tag {t:<tenant>}):
 --   1 {t:T}:config   2 {t:T}:events   3 {t:T}:resv   4 {t:T}:live
 --   5..14 agent columns {t:T}:a:<column>, column = status reason live resv max wrapup
 --         wrapuntil idle missed autopause
+--   15..20 the queues: {t:T}:q (zset of every group's waiting callers, member <gid>\31<call>,
+--         score by priority then arrival), :qe (hash call -> entry), :qlease (zset call ->
+--         lease deadline), :qn (hash gid -> callers waiting), :qcfg (hash gid -> the queue's
+--         max length and members, written by disp_config_put), :ht (hash gid -> the group's
+--         recent handle times)
 -- Passing the same prefix to every function keeps the Python side a constant tuple and lets
--- each function reach the events stream (and its MAXLEN in config) without a second call.
--- A function's own keys follow from KEYS[15].
+-- each function reach the events stream (and its MAXLEN in config) and the queues without a
+-- second call. A function's own keys follow from KEYS[21].
 --
 -- Error replies start with a code: BADARG (malformed KEYS/ARGV, a caller bug), CONFLICT,
--- NOAGENT, NOGROUP. Errors are raised before the first write: a FUNCTION is not rolled back.
+-- NOAGENT, NOGROUP, NOQUEUE. Errors are raised before the first write: a FUNCTION is not rolled back.
 --
 -- Time is Redis' TIME in ms, one clock for every node. A reservation is valid while
 -- now < deadline; the zset {t:T}:resv is its source of truth and the resv column counts its
@@ -22,7 +27,8 @@
 local K_CONFIG, K_EVENTS, K_RESV, K_LIVE = 1, 2, 3, 4
 local C_STATUS, C_REASON, C_LIVE, C_RESV, C_MAX = 5, 6, 7, 8, 9
 local C_WRAPUP, C_WRAPUNTIL, C_IDLE, C_MISSED, C_AUTOPAUSE = 10, 11, 12, 13, 14
-local NBASE = 14
+local K_Q, K_QE, K_QLEASE, K_QN, K_QCFG, K_HT = 15, 16, 17, 18, 19, 20
+local NBASE = 20
 
 local SEP = '\031'
 local AVAILABLE, PAUSED, LOGGED_OUT = 0, 1, 2
@@ -41,6 +47,19 @@ local NO_MISS_REASONS = {cancelled = true, unreachable = true}
 local OUTCOMES = {answered = true, abandoned = true, no_answer = true, failed = true}
 -- How disp_claim chooses among candidate waves.
 local PICKS = {first = true, busy = true, idle = true}
+-- Why a caller left a queue (event dequeued): answered, hung up, waited max_wait, nobody
+-- logged in any more, its node's lease lapsed, or its node gave up on it (media failure).
+local LEAVE_REASONS = {answered = true, abandoned = true, timeout = true, no_agents = true,
+                       lost = true, error = true}
+-- A queue entry's states: waiting; notified (its node was told an agent is free for it and
+-- has this long to claim one, else it waits again); ringing (its node claimed agents).
+local NOTIFY_MS = 2000
+local QUEUE_SWEEP_BATCH = 16
+-- Handle times kept per group for the wait estimate (the newest first).
+local HANDLE_TIMES = 100
+-- Priorities 0..9 and an arrival time in ms (< 1e13 until the year 2286) share one exact
+-- double: higher priorities sort first, then earlier arrivals.
+local PRIORITY_SPAN = 1e13
 
 local function raise(code, message)
   error({err = code .. ' ' .. message})
@@ -185,14 +204,21 @@ local function counter_down(ctx, column, agent)
   end
 end
 
+local doorbells_for
+
 local function sweep(ctx, limit)
   local k = ctx.keys
   local due = redis.call('ZRANGEBYSCORE', k[K_RESV], '-inf', ctx.now, 'LIMIT', 0, limit)
+  local freed = {}
   for _, member in ipairs(due) do
     redis.call('ZREM', k[K_RESV], member)
     local call, agent = split_slot(member)
     counter_down(ctx, C_RESV, agent)
     emit(ctx, 'expired', 'call', call, 'agent', agent)
+    freed[agent] = true
+  end
+  if #due > 0 then
+    doorbells_for(ctx, freed)
   end
   return #due
 end
@@ -255,12 +281,16 @@ local function drop_reservation(ctx, call, agent)
   return true
 end
 
+-- Returns the set of agents whose reservation was dropped, and whether there was any.
 local function release_reservations(ctx, call_key, call, keep_agent, reason)
+  local freed, any = {}, false
   for _, agent in ipairs(redis.call('SMEMBERS', call_key)) do
     if agent ~= keep_agent and drop_reservation(ctx, call, agent) then
       emit(ctx, 'released', 'call', call, 'agent', agent, 'reason', reason)
+      freed[agent], any = true, true
     end
   end
+  return freed, any
 end
 
 local function check_call_key(ctx, key, call)
@@ -322,16 +352,169 @@ local function sticky_of_now(ctx, first, bounds, gid)
   return nil
 end
 
+-- -- queues ----------------------------------------------------------------------------------
+-- An entry ({t:T}:qe, call -> record) is gid, caller, priority, joined ms, node, state,
+-- until ms (the end of a notification), joined by \31. Its node holds the caller's INVITE
+-- and renews the lease ({t:T}:qlease) while it does; an entry whose lease lapsed (its node
+-- died) is swept by the next queue-aware call, so it never blocks the queue.
+
+local function entry_of(ctx, call)
+  local raw = redis.call('HGET', ctx.keys[K_QE], call)
+  if not raw then
+    return nil
+  end
+  local f = {}
+  for part in string.gmatch(raw .. SEP, '([^' .. SEP .. ']*)' .. SEP) do
+    f[#f + 1] = part
+  end
+  return {gid = f[1], caller = f[2], priority = tonumber(f[3]), joined = tonumber(f[4]),
+          node = f[5], state = f[6], ['until'] = tonumber(f[7]) or 0}
+end
+
+local function entry_put(ctx, call, e)
+  redis.call('HSET', ctx.keys[K_QE], call, table.concat({e.gid, e.caller, e.priority, e.joined,
+             e.node, e.state, e['until']}, SEP))
+end
+
+local function tenant_of(ctx)
+  return string.sub(ctx.keys[K_CONFIG], 4, -9)
+end
+
+-- The queue config of group gid: its max length and members, or nil when it has no queue.
+local function queue_config(ctx, gid)
+  local raw = redis.call('HGET', ctx.keys[K_QCFG], gid)
+  if not raw then
+    return nil
+  end
+  local i = string.find(raw, SEP, 1, true)
+  return tonumber(string.sub(raw, 1, i - 1)), split_csv(string.sub(raw, i + 1))
+end
+
+local function queue_remove(ctx, call, e, reason)
+  local k = ctx.keys
+  redis.call('ZREM', k[K_Q], e.gid .. SEP .. call)
+  redis.call('HDEL', k[K_QE], call)
+  redis.call('ZREM', k[K_QLEASE], call)
+  if redis.call('HINCRBY', k[K_QN], e.gid, -1) <= 0 then
+    redis.call('HDEL', k[K_QN], e.gid)
+  end
+  emit(ctx, 'dequeued', 'call', call, 'group', e.gid, 'caller', e.caller, 'reason', reason,
+       'wait_ms', ctx.now - e.joined)
+end
+
+local function sweep_queue(ctx, limit)
+  local due = redis.call('ZRANGEBYSCORE', ctx.keys[K_QLEASE], '-inf', ctx.now, 'LIMIT', 0, limit)
+  for _, call in ipairs(due) do
+    local e = entry_of(ctx, call)
+    if e then
+      queue_remove(ctx, call, e, 'lost')
+    else
+      redis.call('ZREM', ctx.keys[K_QLEASE], call)
+    end
+  end
+end
+
+-- The calls waiting in group gid, in queue order. O(callers waiting in the tenant).
+local function queue_calls(ctx, gid)
+  local head, out = gid .. SEP, {}
+  for _, member in ipairs(redis.call('ZRANGE', ctx.keys[K_Q], 0, -1)) do
+    if string.sub(member, 1, #head) == head then
+      out[#out + 1] = string.sub(member, #head + 1)
+    end
+  end
+  return out
+end
+
+local function position_of(ctx, gid, call)
+  for i, c in ipairs(queue_calls(ctx, gid)) do
+    if c == call then
+      return i
+    end
+  end
+  return 0
+end
+
+-- Tells the nodes of the first waiting entries of gid that an agent is free for them: one
+-- entry per eligible member not yet promised to a notified entry. The node claims the agent
+-- by the group's rules (its Decider), so the strategy and sticky memory decide who rings.
+-- PUBLISH reaches the node's keeper at once; a missed one is found by the keeper's next
+-- disp_queue_keep, which reports each held entry's state.
+local function ring_doorbells(ctx, gid, members)
+  if (tonumber(redis.call('HGET', ctx.keys[K_QN], gid)) or 0) == 0 then
+    return 0
+  end
+  local s = read_members(ctx, members)
+  local free = 0
+  for i = 1, s.n do
+    if eligible(s, i, ctx.now) then
+      free = free + 1
+    end
+  end
+  local rung = 0
+  for _, call in ipairs(queue_calls(ctx, gid)) do
+    if free <= 0 then
+      break
+    end
+    local e = entry_of(ctx, call)
+    if e and e.state == 'notified' and e['until'] > ctx.now then
+      free = free - 1
+    elseif e and e.state ~= 'ringing' then
+      e.state, e['until'] = 'notified', ctx.now + NOTIFY_MS
+      entry_put(ctx, call, e)
+      redis.call('PUBLISH', 'dispatcher:node:' .. e.node, tenant_of(ctx) .. SEP .. call)
+      free = free - 1
+      rung = rung + 1
+    end
+  end
+  return rung
+end
+
+-- Rings the doorbells of every queued group with one of `agents` (a set; nil: every group)
+-- among its members. A tenant without queues pays one HGETALL of an empty hash.
+-- (Declared before sweep, which frees agents too.)
+function doorbells_for(ctx, agents)
+  local qcfg = redis.call('HGETALL', ctx.keys[K_QCFG])
+  for i = 1, #qcfg, 2 do
+    local gid = qcfg[i]
+    local _, members = queue_config(ctx, gid)
+    local concerned = agents == nil
+    for _, agent in ipairs(members) do
+      concerned = concerned or agents[agent] ~= nil
+    end
+    if concerned then
+      ring_doorbells(ctx, gid, members)
+    end
+  end
+end
+
+-- Appends a handle time (ms) to the group's recent ones, when the group has a queue.
+local function record_handle_time(ctx, gid, ms)
+  if redis.call('HEXISTS', ctx.keys[K_QCFG], gid) == 0 then
+    return
+  end
+  local old = redis.call('HGET', ctx.keys[K_HT], gid)
+  local times = {ms}
+  for _, t in ipairs(split_csv(old)) do
+    if #times >= HANDLE_TIMES then
+      break
+    end
+    times[#times + 1] = t
+  end
+  redis.call('HSET', ctx.keys[K_HT], gid, table.concat(times, ','))
+end
+
 -- disp_config_put: atomically replaces the tenant's config.
--- KEYS: 1..14 common; 15..14+G the keys of the G new groups, in the order of their ARGV
+-- KEYS: 1..20 common; 21..20+G the keys of the G new groups, in the order of their ARGV
 --       records; after them the keys of the current groups the new config drops (deleted).
 -- ARGV: 1 expected_version, 2 doc_json (opaque), 3 events_maxlen, 4 A (agent count),
 --       5 G (group count), then A records of 6: agent_id, max_calls, wrapup_s,
---       auto_pause_after, status, reason; then G records of 2: group_id, members (comma list,
---       canonical order); then optionally 1 audit JSON ({actor, action, object, detail},
+--       auto_pause_after, status, reason; then G records of 3: group_id, members (comma list,
+--       canonical order), queue max length (0: the group has no queue); then optionally 1 audit JSON ({actor, action, object, detail},
 --       strings), appended as an audit event with the new version after config_changed.
 --       max/wrapup/autopause are written for every agent; status/reason only for agents new
---       to Redis (the others keep their live state). Agents that are gone lose their columns,
+--       to Redis (the others keep their live state). {t:T}:qcfg gets each queued group's max
+--       length and members (groups without a queue lose theirs, and their handle times);
+--       every queued group's doorbells ring after the put. Agents that are gone lose their columns,
 --       except live/resv counters that are not zero yet (they drain on release). A group's rr
 --       follows the agent it pointed at (-1 if that agent left the group).
 -- Returns: the new version (integer).
@@ -345,7 +528,7 @@ local function config_put(keys, args)
   local maxlen = need_count_text(args[3], 'events_maxlen')
   local na = need_int(args[4], 'agent count', 0)
   local ng = need_int(args[5], 'group count', 0)
-  local nargs = 5 + 6 * na + 2 * ng
+  local nargs = 5 + 6 * na + 3 * ng
   if #args ~= nargs and #args ~= nargs + 1 then
     raise('BADARG', 'expected ' .. nargs .. ' arguments (+1 audit), got ' .. #args)
   end
@@ -384,7 +567,7 @@ local function config_put(keys, args)
   local prefix = string.sub(k[K_CONFIG], 1, -8)
   local groups, by_gid = {}, {}
   for j = 0, ng - 1 do
-    local o = 6 + 6 * na + 2 * j
+    local o = 6 + 6 * na + 3 * j
     local gid = need_text(args[o], 'group id')
     local key = k[NBASE + 1 + j]
     if by_gid[gid] then
@@ -400,7 +583,9 @@ local function config_put(keys, args)
       end
       seen[agent] = true
     end
-    groups[#groups + 1] = {id = gid, key = key, csv = args[o + 1], members = members}
+    local queue_max = need_int(args[o + 2], 'queue max length of ' .. gid, 0)
+    groups[#groups + 1] = {id = gid, key = key, csv = args[o + 1], members = members,
+                           queue_max = queue_max}
     by_gid[gid] = true
   end
 
@@ -455,7 +640,18 @@ local function config_put(keys, args)
       end
     end
     redis.call('HSET', g.key, 'members', g.csv, 'rr', rr)
+    if g.queue_max > 0 then
+      redis.call('HSET', k[K_QCFG], g.id, g.queue_max .. SEP .. g.csv)
+    else
+      redis.call('HDEL', k[K_QCFG], g.id)
+    end
     gids[#gids + 1] = g.id
+  end
+  for _, gid in ipairs(redis.call('HKEYS', k[K_QCFG])) do
+    if not by_gid[gid] then
+      redis.call('HDEL', k[K_QCFG], gid)
+      redis.call('HDEL', k[K_HT], gid)
+    end
   end
   for _, key in ipairs(dropped) do
     redis.call('DEL', key)
@@ -467,12 +663,14 @@ local function config_put(keys, args)
   ctx.maxlen = maxlen
   emit(ctx, 'config_changed', 'version', version)
   emit_audit(ctx, audit, 'version', version)
+  -- New members or limits may free an agent for someone waiting.
+  doorbells_for(ctx, nil)
   return version
 end
 
 -- disp_claim: reserves agents of one group for one call (one wave), returning fresh state.
--- KEYS: 1..14 common; 15 group {t:T}:g:<gid>; 16 call set {t:T}:call:<call>;
---       17..19 (with sticky bounds) the sticky hashes {t:T}:sticky:<gid>:<yyyymmdd> of three
+-- KEYS: 1..20 common; 21 group {t:T}:g:<gid>; 22 call set {t:T}:call:<call>;
+--       23..25 (with sticky bounds) the sticky hashes {t:T}:sticky:<gid>:<yyyymmdd> of three
 --       consecutive local days of the group's zone (sticky_of_now).
 -- ARGV: 1 call, 2 gid, 3 caller ('' = no sticky), 4 reservation_ttl_ms, 5 arrival (1 when
 --       the call arrives at this group with this claim: event arrived, for reports; else 0),
@@ -481,7 +679,7 @@ end
 --       the least busy (live + resv, then idle since the longest) / idle the longest, on the
 --       current counts, earlier waves winning ties: the core's least_busy / longest_idle
 --       pick, made here so a worker's stale counts cost no second claim,
---       7 sticky bounds of KEYS 17..19 ('' = no sticky memory; see sticky_of_now),
+--       7 sticky bounds of KEYS 23..25 ('' = no sticky memory; see sticky_of_now),
 --       8 W (withdraw count), 9..8+W agents to withdraw, then the wave agent ids,
 --       optionally followed by further candidate waves, each after an empty-string separator.
 --       First sweeps up to 64 expired reservations, then withdraws: this call's reservations
@@ -498,7 +696,10 @@ end
 --       rr becomes the canonical index of the last agent claimed (rr_prev keeps the value
 --       it replaced, so a withdrawal of that agent puts the cursor back).
 -- Returns: {version, now_ms, rr, sticky_agent or '', is_sticky 0/1, {claimed agent ids},
---           {status, busy, max, wrapuntil, idle per member in canonical order}}
+--           {status, busy, max, wrapuntil, idle per member in canonical order}, queue_ahead}
+--           queue_ahead 1: the group has a queue with callers waiting and this call is not
+--           one of them, so nothing was claimed (it queues behind them); else 0. A queued
+--           call (one with an entry) claims as any call, and its entry turns 'ringing'.
 --           rr and rows are the state after the sweep and the withdrawals but BEFORE this
 --           claim's reservations: the worker re-plans on exactly what the claim decided on,
 --           which shows whether its wave was the right one (busy = live + resv, all groups).
@@ -530,6 +731,16 @@ local function claim(keys, args)
   if arrival == 1 then
     emit(ctx, 'arrived', 'call', call, 'group', gid, 'caller', caller)
   end
+  -- Callers waiting in this group's queue go first: a new call does not take the agent a
+  -- waiting caller is about to get, it queues behind them (queue_ahead in the reply).
+  local entry, queue_ahead = nil, 0
+  if redis.call('HEXISTS', k[K_QCFG], gid) == 1 then
+    sweep_queue(ctx, QUEUE_SWEEP_BATCH)
+    entry = entry_of(ctx, call)
+    if not entry and (tonumber(redis.call('HGET', k[K_QN], gid)) or 0) > 0 then
+      queue_ahead = 1
+    end
+  end
   for j = 9, 8 + withdraw do
     local agent = args[j]
     if drop_reservation(ctx, call, agent) then
@@ -550,6 +761,9 @@ local function claim(keys, args)
   local rows_before, rr_before = flat_rows(s), rr
   local claimed = {}
   local deadline = ctx.now + ttl
+  if queue_ahead == 1 then
+    return {config_version(ctx), ctx.now, rr_before, '', 0, claimed, rows_before, 1}
+  end
 
   local function take(agent, i, reason)
     local slot = call .. SEP .. agent
@@ -642,15 +856,20 @@ local function claim(keys, args)
   if #claimed > 0 then
     redis.call('HSET', group_key, 'rr', rr, 'rr_prev', rr_before)
     redis.call('EXPIRE', call_key, CALL_TTL_S)
+    if entry then
+      entry.state = 'ringing'
+      entry_put(ctx, call, entry)
+    end
   end
-  return {config_version(ctx), ctx.now, rr_before, sticky_agent, is_sticky, claimed, rows_before}
+  return {config_version(ctx), ctx.now, rr_before, sticky_agent, is_sticky, claimed, rows_before,
+          0}
 end
 
 -- disp_answered: an offered agent answered; its reservation becomes a live call.
--- KEYS: 1..14 common; 15 call set {t:T}:call:<call>; 16 end marker {t:T}:ended:<call>;
---       17..19 (with sticky bounds) the sticky hashes of three consecutive local days, as
+-- KEYS: 1..20 common; 21 call set {t:T}:call:<call>; 22 end marker {t:T}:ended:<call>;
+--       23..25 (with sticky bounds) the sticky hashes of three consecutive local days, as
 --       for disp_claim.
--- ARGV: 1 call, 2 gid, 3 agent, 4 caller ('' = no sticky), 5 sticky bounds of KEYS 17..19
+-- ARGV: 1 call, 2 gid, 3 agent, 4 caller ('' = no sticky), 5 sticky bounds of KEYS 23..25
 --       ('' = none; see sticky_of_now).
 --       The call's other reservations are released (event released, reason other_answered).
 -- Returns: 'ok' reservation converted; 'late' reservation gone (expired) but a free slot was
@@ -661,6 +880,8 @@ end
 --          no live call outlives its call.
 --          ok/late: live + 1, live entry, missed = 0, the caller's agent of the day Redis'
 --          TIME falls in set (that day's hash expires at the day's end, PEXPIREAT).
+--          A queued call leaves its queue (event dequeued, reason answered); the agents whose
+--          reservations the answer released ring their groups' doorbells.
 -- Errors: BADARG for an empty call/gid/agent, bad sticky bounds or a key that does not
 --         match call/gid.
 local function answered(keys, args)
@@ -689,7 +910,14 @@ local function answered(keys, args)
     local max = tonumber(redis.call('HGET', k[C_MAX], agent)) or 0
     outcome = (live + resv < max) and 'late' or 'over'
   end
-  release_reservations(ctx, call_key, call, agent, 'other_answered')
+  local freed, any_freed = release_reservations(ctx, call_key, call, agent, 'other_answered')
+  local queued = entry_of(ctx, call)
+  if queued then
+    queue_remove(ctx, call, queued, 'answered')
+  end
+  if any_freed then
+    doorbells_for(ctx, freed)
+  end
 
   if outcome ~= 'over' then
     redis.call('HINCRBY', k[C_LIVE], agent, 1)
@@ -711,12 +939,13 @@ local function answered(keys, args)
 end
 
 -- disp_failed: an offer ended without answer.
--- KEYS: 1..14 common.
+-- KEYS: 1..20 common.
 -- ARGV: 1 call, 2 agent, 3 reason: busy | noanswer | declined | error (count a missed offer)
 --       or cancelled | unreachable (do not: the caller gave up / the phone was not registered).
 --       Only a reservation that still exists is released and counted (event failed); a
 --       failure reported after the reservation expired or a repeated report changes nothing,
---       so the reservation TTL must exceed the ring timeout. At missed >= autopause > 0 an
+--       so the reservation TTL must exceed the ring timeout. The freed agent rings the
+--       doorbells of its queued groups. At missed >= autopause > 0 an
 --       available agent is paused (reason 'auto: N missed offers', event state_changed).
 -- Returns: {released 0/1, paused 0/1}
 -- Errors: BADARG for an empty call/agent or an unknown reason.
@@ -746,11 +975,12 @@ local function failed(keys, args)
     end
   end
   emit(ctx, 'failed', 'call', call, 'agent', agent, 'reason', reason)
+  doorbells_for(ctx, {[agent] = true})
   return {1, paused}
 end
 
 -- disp_release: the call ended (or one agent's leg of it).
--- KEYS: 1..14 common; 15 call set {t:T}:call:<call>; 16 end marker {t:T}:ended:<call>.
+-- KEYS: 1..20 common; 21 call set {t:T}:call:<call>; 22 end marker {t:T}:ended:<call>.
 -- ARGV: 1 call, 2 agent, or '' for every agent offered on the call; 3 (optional) outcome of
 --       the call for reports: answered | abandoned (the caller gave up before an answer) |
 --       no_answer (the group's no-answer target ended it) | failed | '' (unknown); only
@@ -762,7 +992,9 @@ end
 --       (agent '') also appends event ended {call, outcome} after those, once per call: the
 --       end marker (SET NX, expiring after CALL_TTL_S) remembers it was emitted, even for a
 --       call whose claims reserved nobody and so never had a call set. Repeating it changes
---       nothing (within CALL_TTL_S).
+--       nothing (within CALL_TTL_S). A live call of a queued group adds its handle time to
+--       the group's ({t:T}:ht); a call still queued leaves its queue (abandoned, or answered
+--       for that outcome); every freed agent rings its queued groups' doorbells.
 -- Returns: number of live calls ended.
 -- Errors: BADARG for an empty call, a mismatching call or marker key, an unknown outcome or
 --         an outcome with an agent.
@@ -782,7 +1014,7 @@ local function release(keys, args)
   end
   local k = keys
 
-  release_reservations(ctx, call_key, call, nil, 'call_released')
+  local freed, any_freed = release_reservations(ctx, call_key, call, nil, 'call_released')
   local offered = redis.call('SMEMBERS', call_key)
   local targets = offered
   if agent ~= '' then
@@ -800,12 +1032,22 @@ local function release(keys, args)
         redis.call('HSET', k[C_WRAPUNTIL], a, ctx.now + wrapup * 1000)
         redis.call('HSET', k[C_IDLE], a, ctx.now)
       end
-      local gid = split_slot(entry)
+      local gid, start = split_slot(entry)
       emit(ctx, 'released', 'call', call, 'agent', a, 'group', gid, 'reason', 'hangup')
+      record_handle_time(ctx, gid, ctx.now - (tonumber(start) or ctx.now))
+      freed[a], any_freed = true, true
     end
+  end
+  -- A caller still queued when its call ends hung up (its node normally says so first).
+  local queued = agent == '' and entry_of(ctx, call)
+  if queued then
+    queue_remove(ctx, call, queued, outcome == 'answered' and 'answered' or 'abandoned')
   end
   if agent == '' and redis.call('SET', end_key, 1, 'NX', 'EX', CALL_TTL_S) then
     emit(ctx, 'ended', 'call', call, 'outcome', outcome)
+  end
+  if any_freed then
+    doorbells_for(ctx, freed)
   end
   for _, a in ipairs(offered) do
     if redis.call('HEXISTS', k[K_LIVE], call .. SEP .. a) == 1 then
@@ -817,11 +1059,12 @@ local function release(keys, args)
 end
 
 -- disp_set_state: login, logout, pause, unpause.
--- KEYS: 1..14 common.
+-- KEYS: 1..20 common.
 -- ARGV: 1 agent, 2 status (0 available, 1 paused, 2 logged out), 3 reason, 4 (optional)
 --       audit JSON as for disp_config_put.
 --       Available resets the missed-offer count. Event state_changed (with the audit's actor)
---       only when status or reason changes; the audit event whenever one is passed.
+--       only when status or reason changes; the audit event whenever one is passed. An agent
+--       that becomes available (login, unpause) rings its queued groups' doorbells.
 -- Returns: the previous status.
 -- Errors: NOAGENT when the agent is not configured; BADARG for a bad status or audit.
 local function set_state(keys, args)
@@ -849,11 +1092,14 @@ local function set_state(keys, args)
          'actor', audit and audit.actor)
   end
   emit_audit(ctx, audit, 'status', status, 'reason', reason)
+  if status == AVAILABLE and previous ~= AVAILABLE then
+    doorbells_for(ctx, {[agent] = true})  -- a login or unpause may be the agent a caller awaits
+  end
   return previous
 end
 
 -- disp_token_set: adds, replaces or revokes an admin API token of the tenant.
--- KEYS: 1..14 common; 15 tokens hash {t:T}:tokens (token id -> record).
+-- KEYS: 1..20 common; 21 tokens hash {t:T}:tokens (token id -> record).
 -- ARGV: 1 token id, 2 record (opaque to the library: JSON with the token's digest and role;
 --       '' revokes), 3 (optional) audit JSON as for disp_config_put.
 --       The audit event is appended only when the hash changed.
@@ -882,7 +1128,7 @@ local function token_set(keys, args)
 end
 
 -- disp_snapshot: a group's live state for planning, after sweeping like disp_claim.
--- KEYS: 1..14 common; 15 group {t:T}:g:<gid>.
+-- KEYS: 1..20 common; 21 group {t:T}:g:<gid>.
 -- ARGV: 1 gid.
 -- Returns: {version, now_ms, rr, {status, busy, max, wrapuntil, idle per member}}
 --          (the same row layout as disp_claim).
@@ -895,14 +1141,197 @@ local function snapshot(keys, args)
   return {config_version(ctx), ctx.now, rr, flat_rows(read_members(ctx, members))}
 end
 
--- disp_sweep: expires overdue reservations (resv - 1, event expired).
--- KEYS: 1..14 common.
+-- disp_sweep: expires overdue reservations (resv - 1, event expired); the freed agents ring
+-- their queued groups' doorbells.
+-- KEYS: 1..20 common.
 -- ARGV: 1 limit (max reservations expired by this call, >= 1).
 -- Returns: the number expired.
 -- Errors: BADARG for a bad limit.
 local function sweep_expired(keys, args)
   local ctx = open(keys, 0)
   return sweep(ctx, need_int(args[1], 'limit', 1))
+end
+
+-- disp_queue_join: a caller nobody can take now waits in its group's queue.
+-- KEYS: 1..20 common.
+-- ARGV: 1 call, 2 gid, 3 caller, 4 priority (0..9; higher waits ahead), 5 node (the node that
+--       holds the caller's INVITE; its doorbell channel is dispatcher:node:<node>), 6 lease_ms.
+--       Sweeps lapsed leases first. A call already queued (back from a ring round nobody
+--       answered) keeps its place: state waiting, its lease renewed. A new call is refused
+--       when the queue holds max-length callers ('full') or no member is logged in, so
+--       nobody could ever take it ('no_agents'); else it is queued (event queued with its
+--       position). Then the group's doorbells ring: an agent freed since the caller's claim
+--       found none is offered at once.
+-- Returns: {status, position (0 unless queued), callers waiting in the group}; status is
+--          'queued', 'waiting' (rejoined), 'full' or 'no_agents'.
+-- Errors: NOQUEUE when the group has no queue; BADARG for an empty call, gid or node, a bad
+--         priority or lease.
+local function queue_join(keys, args)
+  local ctx = open(keys, 0)
+  local call = need_text(args[1], 'call')
+  local gid = need_text(args[2], 'gid')
+  local caller = args[3] or ''
+  local priority = need_int(args[4], 'priority', 0)
+  local node = need_text(args[5], 'node')
+  local lease = need_int(args[6], 'lease_ms', 1)
+  if priority > 9 then
+    raise('BADARG', 'priority must be 0..9, got ' .. priority)
+  end
+  local max_length, members = queue_config(ctx, gid)
+  if not max_length then
+    raise('NOQUEUE', 'group ' .. gid .. ' has no queue')
+  end
+  local k = keys
+  sweep_queue(ctx, QUEUE_SWEEP_BATCH)
+  local waiting = tonumber(redis.call('HGET', k[K_QN], gid)) or 0
+  local e = entry_of(ctx, call)
+  local status = 'waiting'
+  if e then
+    e.state, e['until'], e.node = 'waiting', 0, node
+  else
+    if waiting >= max_length then
+      return {'full', 0, waiting}
+    end
+    local s = read_members(ctx, members)
+    local staffed = false
+    for i = 1, s.n do
+      staffed = staffed or (s.status[i] ~= LOGGED_OUT and s.max[i] > 0)
+    end
+    if not staffed then
+      return {'no_agents', 0, waiting}
+    end
+    e = {gid = gid, caller = caller, priority = priority, joined = ctx.now, node = node,
+         state = 'waiting', ['until'] = 0}
+    redis.call('ZADD', k[K_Q], (9 - priority) * PRIORITY_SPAN + ctx.now, gid .. SEP .. call)
+    waiting = redis.call('HINCRBY', k[K_QN], gid, 1)
+    status = 'queued'
+  end
+  entry_put(ctx, call, e)
+  redis.call('ZADD', k[K_QLEASE], ctx.now + lease, call)
+  local position = position_of(ctx, gid, call)
+  if status == 'queued' then
+    emit(ctx, 'queued', 'call', call, 'group', gid, 'caller', caller, 'priority', priority,
+         'position', position)
+  end
+  ring_doorbells(ctx, gid, members)
+  return {status, position, waiting}
+end
+
+-- disp_queue_leave: a queued caller leaves its queue without an answer from it.
+-- KEYS: 1..20 common.
+-- ARGV: 1 call, 2 reason: abandoned (hung up) | timeout (waited max_wait) | no_agents |
+--       error (its node could not keep it, e.g. no media) | answered | lost.
+--       Event dequeued {call, group, caller, reason, wait_ms}; the group's doorbells ring (a
+--       notified entry leaving frees the agent promised to it).
+-- Returns: the caller's wait in ms, or -1 when it was not queued (nothing changed).
+-- Errors: BADARG for an empty call or an unknown reason.
+local function queue_leave(keys, args)
+  local ctx = open(keys, 0)
+  local call = need_text(args[1], 'call')
+  local reason = args[2] or ''
+  if not LEAVE_REASONS[reason] then
+    raise('BADARG', 'unknown reason to leave a queue ' .. reason)
+  end
+  local e = entry_of(ctx, call)
+  if not e then
+    return -1
+  end
+  queue_remove(ctx, call, e, reason)
+  local _, members = queue_config(ctx, e.gid)
+  if members then
+    ring_doorbells(ctx, e.gid, members)
+  end
+  return ctx.now - e.joined
+end
+
+-- disp_queue_keep: a node's periodic look after the callers it holds (its keeper, ~4/s).
+-- KEYS: 1..20 common.
+-- ARGV: 1 node, 2 lease_ms, 3 stats (1: add the estimate's inputs for the groups of the held
+--       calls), 4 N, 5..4+N the calls this node holds, then A, then A triples (call,
+--       position, announced wait in s or '') of the announcements made since the last keep.
+--       Sweeps lapsed leases (any node's), renews the leases of the held calls queued by this
+--       node, rings every queued group's doorbells (wrap-ups end, notifications lapse), and
+--       appends an event announced {call, group, position, wait_s} per announcement.
+-- Returns: {now_ms, {call, state, position, waiting, joined_ms, gid} per held call in ARGV
+--          order (state 'gone' and zeros when it is not queued: swept or never joined),
+--          {gid, logged in, idle, {start_ms of each live call of its members},
+--          'handle times ms, newest first'} per group of a held call when stats = 1}.
+-- Errors: BADARG for an empty node, a bad lease, count or flag.
+local function queue_keep(keys, args)
+  local ctx = open(keys, 0)
+  local node = need_text(args[1], 'node')
+  local lease = need_int(args[2], 'lease_ms', 1)
+  local want_stats = need_int(args[3], 'stats flag', 0)
+  local n = need_int(args[4], 'held count', 0)
+  local na = need_int(args[5 + n], 'announcement count', 0)
+  if #args ~= 5 + n + 3 * na then
+    raise('BADARG', 'expected ' .. (5 + n + 3 * na) .. ' arguments, got ' .. #args)
+  end
+  local k = keys
+  sweep_queue(ctx, SWEEP_BATCH)
+  for j = 0, na - 1 do
+    local call = args[6 + n + 3 * j]
+    local e = entry_of(ctx, call)
+    emit(ctx, 'announced', 'call', call, 'group', e and e.gid, 'position', args[7 + n + 3 * j],
+         'wait_s', args[8 + n + 3 * j])
+  end
+  local qcfg = redis.call('HGETALL', k[K_QCFG])
+  for i = 1, #qcfg, 2 do
+    local _, members = queue_config(ctx, qcfg[i])
+    ring_doorbells(ctx, qcfg[i], members)
+  end
+  -- Positions in one pass over every waiting caller of the tenant.
+  local position, waiting = {}, {}
+  for _, member in ipairs(redis.call('ZRANGE', k[K_Q], 0, -1)) do
+    local gid, call = split_slot(member)
+    waiting[gid] = (waiting[gid] or 0) + 1
+    position[call] = waiting[gid]
+  end
+  local held, groups = {}, {}
+  for j = 1, n do
+    local call = args[4 + j]
+    local e = entry_of(ctx, call)
+    if e and e.node == node then
+      redis.call('ZADD', k[K_QLEASE], ctx.now + lease, call)
+      held[#held + 1] = {call, e.state, position[call] or 0, waiting[e.gid] or 0, e.joined, e.gid}
+      groups[e.gid] = true
+    else
+      held[#held + 1] = {call, 'gone', 0, 0, 0, ''}
+    end
+  end
+  local stats = {}
+  if want_stats == 1 then
+    -- Every live call's start by agent: a member busy on another group's call is busy here.
+    local starts = {}
+    local live = redis.call('HGETALL', k[K_LIVE])
+    for i = 1, #live, 2 do
+      local _, agent = split_slot(live[i])
+      local _, start = split_slot(live[i + 1])
+      starts[agent] = starts[agent] or {}
+      table.insert(starts[agent], tonumber(start))
+    end
+    for gid in pairs(groups) do
+      local _, members = queue_config(ctx, gid)
+      if members then
+        local s = read_members(ctx, members)
+        local logged_in, idle, busy = 0, 0, {}
+        for i = 1, s.n do
+          if s.status[i] ~= LOGGED_OUT then
+            logged_in = logged_in + s.max[i]
+            if eligible(s, i, ctx.now) then
+              idle = idle + s.max[i] - s.busy[i]
+            end
+            for _, start in ipairs(starts[members[i]] or {}) do
+              busy[#busy + 1] = start
+            end
+          end
+        end
+        stats[#stats + 1] = {gid, logged_in, idle, busy,
+                             redis.call('HGET', k[K_HT], gid) or ''}
+      end
+    end
+  end
+  return {ctx.now, held, stats}
 end
 
 -- Every function writes (even disp_snapshot sweeps), so none is registered no-writes.
@@ -915,3 +1344,6 @@ redis.register_function('disp_set_state', set_state)
 redis.register_function('disp_snapshot', snapshot)
 redis.register_function('disp_sweep', sweep_expired)
 redis.register_function('disp_token_set', token_set)
+redis.register_function('disp_queue_join', queue_join)
+redis.register_function('disp_queue_leave', queue_leave)
+redis.register_function('disp_queue_keep', queue_keep)

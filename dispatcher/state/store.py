@@ -13,6 +13,7 @@ pure helpers at the end of this module (`config_put_request`, `set_state_args`,
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -44,6 +45,8 @@ LIBRARY_SOURCE = files(__package__).joinpath("library.lua").read_text(encoding="
 FAILURE_REASONS = frozenset({"busy", "noanswer", "declined", "error", "cancelled", "unreachable"})
 # How a whole call ended (`StateStore.release`'s outcome, the `ended` event's).
 CALL_OUTCOMES = frozenset({"answered", "abandoned", "no_answer", "failed"})
+# Why a caller leaves a queue (disp_queue_leave).
+LEAVE_REASONS = frozenset({"answered", "abandoned", "timeout", "no_agents", "lost", "error"})
 # How disp_claim chooses among candidate waves: the first with an eligible agent, or the one
 # whose agent is least busy / longest idle on the current counts.
 CLAIM_PICKS = frozenset({"first", "busy", "idle"})
@@ -56,6 +59,9 @@ _PUT_ATTEMPTS = 5
 # Redis' reply when the library is gone, typically after a restart with empty memory.
 _MISSING_FUNCTION = "Function not found"
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+# A group in a config put: (id, members in canonical order[, queue max length, 0 = none]).
+GroupRecord = tuple[str, Sequence[str]] | tuple[str, Sequence[str], int]
 
 # Who changed what, appended as an `audit` event by the function that makes the change:
 # keys actor, action, object, detail (see need_audit in library.lua).
@@ -82,7 +88,8 @@ class ClaimResult:
     reservations. `rows` is flat, 5 ints per member in canonical order (status, busy, max_calls,
     wrapup_until_ms, idle_since_ms): the layout of `dispatcher.core.LiveTable`.
     `sticky_agent` is the caller's agent of the day ("" if none); `is_sticky` says whether it
-    was the one claimed.
+    was the one claimed. `queue_ahead`: the group's queue has callers waiting and this call
+    is not one of them, so nothing was claimed: the call queues behind them.
     """
 
     version: int
@@ -92,6 +99,7 @@ class ClaimResult:
     is_sticky: bool
     claimed: tuple[str, ...]
     rows: list[int]
+    queue_ahead: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +110,51 @@ class Snapshot:
     now_ms: int
     rr: int
     rows: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueJoin:
+    """`StateStore.queue_join`'s answer: status queued / waiting (back in its place) / full /
+    no_agents, the caller's position (1 = next) and how many wait in the group."""
+
+    status: str
+    position: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntryState:
+    """One held call as `queue_keep` found it: state waiting / notified / ringing, or gone
+    (not queued: swept after its lease lapsed, or removed)."""
+
+    call: str
+    state: str
+    position: int
+    waiting: int
+    joined_ms: int
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueGroupStats:
+    """A queued group's inputs to the wait estimate: capacity logged in and idle (in calls),
+    the start (ms) of every live call of its members, recent handle times (ms, newest
+    first)."""
+
+    group: str
+    logged_in: int
+    idle: int
+    busy_since_ms: tuple[int, ...]
+    handle_times_ms: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeep:
+    """`StateStore.queue_keep`'s answer, read at Redis' `now_ms`."""
+
+    now_ms: int
+    entries: tuple[QueueEntryState, ...]
+    groups: tuple[QueueGroupStats, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +378,7 @@ class StateStore:
         self,
         doc_json: bytes,
         agents: Sequence[AgentLimits],
-        groups: Sequence[tuple[str, Sequence[str]]],
+        groups: Sequence[GroupRecord],
         *,
         expected_version: int | None = None,
         events_maxlen: int = DEFAULT_EVENTS_MAXLEN,
@@ -434,7 +487,7 @@ class StateStore:
             *candidates,
         ]
         raw = self._fcall("disp_claim", keys, args)
-        version, now_ms, rr, sticky_agent, is_sticky, claimed, rows = raw
+        version, now_ms, rr, sticky_agent, is_sticky, claimed, rows, queue_ahead = raw
         return ClaimResult(
             version=int(version),
             now_ms=int(now_ms),
@@ -443,6 +496,7 @@ class StateStore:
             is_sticky=bool(is_sticky),
             claimed=tuple(agent.decode() for agent in claimed),
             rows=rows,  # Lua numbers: hiredis hands over ints already
+            queue_ahead=bool(queue_ahead),
         )
 
     def answered(
@@ -568,6 +622,67 @@ class StateStore:
         """Expire up to `limit` overdue reservations; return how many. Cost: 1 FCALL."""
         return int(self._fcall("disp_sweep", self.keys.base, [_positive(limit)]))
 
+    # -- queues ---------------------------------------------------------------------------
+
+    def queue_join(
+        self, call: str, gid: str, caller: str, priority: int, node: str, lease_ms: int
+    ) -> QueueJoin:
+        """Queue `call` in group `gid` (or put it back in its place after a ring round):
+        see disp_queue_join. Cost: exactly 1 FCALL, O(callers waiting in the tenant)."""
+        validate_call_id(call)
+        validate_id(gid, "group id")
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+            raise ValueError(f"invalid priority {priority!r}: an int 0..9")
+        args = [call, gid, caller, priority, _node_id(node), _positive(lease_ms)]
+        status, position, waiting = self._fcall("disp_queue_join", self.keys.base, args)
+        return QueueJoin(status.decode(), int(position), int(waiting))
+
+    def queue_leave(self, call: str, reason: str) -> int | None:
+        """`call` leaves its queue (LEAVE_REASONS); its wait in ms, None if it was not queued.
+        Cost: exactly 1 FCALL."""
+        validate_call_id(call)
+        if reason not in LEAVE_REASONS:
+            raise ValueError(f"invalid reason {reason!r}: one of {sorted(LEAVE_REASONS)}")
+        wait = int(self._fcall("disp_queue_leave", self.keys.base, [call, reason]))
+        return None if wait < 0 else wait
+
+    def queue_keep(
+        self,
+        node: str,
+        held: Sequence[str],
+        lease_ms: int,
+        stats: bool = False,
+        announced: Sequence[tuple[str, int, int | None]] = (),
+    ) -> QueueKeep:
+        """A node's periodic keep of the calls it holds (disp_queue_keep): leases renewed,
+        lapsed ones swept, doorbells rung, `announced` (call, position, wait s or None)
+        recorded; returns each held call's state and, with `stats`, the wait estimate's
+        inputs per group. Cost: exactly 1 FCALL, O(callers waiting + live calls) in Redis."""
+        for call in held:
+            validate_call_id(call)
+        args: list[Any] = [_node_id(node), _positive(lease_ms), int(stats), len(held), *held]
+        args.append(len(announced))
+        for call, position, wait_s in announced:
+            args += [validate_call_id(call), position, "" if wait_s is None else wait_s]
+        now_ms, entries, groups = self._fcall("disp_queue_keep", self.keys.base, args)
+        return QueueKeep(
+            int(now_ms),
+            tuple(
+                QueueEntryState(c.decode(), s.decode(), int(p), int(w), int(j), g.decode())
+                for c, s, p, w, j, g in entries
+            ),
+            tuple(
+                QueueGroupStats(
+                    gid.decode(),
+                    int(logged_in),
+                    int(idle),
+                    tuple(int(t) for t in starts),
+                    tuple(int(t) for t in times.decode().split(",") if t),
+                )
+                for gid, logged_in, idle, starts, times in groups
+            ),
+        )
+
     # -- admin API tokens and the tenant list ---------------------------------------------
 
     def set_token(self, token_id: str, record: bytes | None, audit: Audit | None = None) -> bool:
@@ -644,7 +759,7 @@ def _non_negative(value: int, field: str) -> int:
 
 def _config_args(
     agents: Sequence[AgentLimits],
-    groups: Sequence[tuple[str, Sequence[str]]],
+    groups: Sequence[GroupRecord],
     agent_ids: set[str],
     events_maxlen: int,
 ) -> list[Any]:
@@ -665,7 +780,7 @@ def _config_args(
             a.reason,
         ]
     seen_groups: set[str] = set()
-    for gid, members in groups:
+    for gid, members, *queue in groups:
         validate_id(gid, "group id")
         if gid in seen_groups:
             raise ValueError(f"duplicate group id {gid!r} in config")
@@ -675,7 +790,7 @@ def _config_args(
         for member in members:
             if member not in agent_ids:
                 raise ValueError(f"group {gid}: member {member!r} is not a configured agent")
-        args += [gid, ",".join(members)]
+        args += [gid, ",".join(members), _non_negative(queue[0] if queue else 0, "queue max")]
     return args
 
 
@@ -690,7 +805,7 @@ def config_put_request(
     keys: TenantKeys,
     doc_json: bytes,
     agents: Sequence[AgentLimits],
-    groups: Sequence[tuple[str, Sequence[str]]],
+    groups: Sequence[GroupRecord],
     *,
     expected_version: int,
     old_groups: Sequence[str],
@@ -701,7 +816,7 @@ def config_put_request(
     `expected_version`, whose keys are passed so the groups it drops can be deleted."""
     agent_ids = {a.id for a in agents}
     args = _config_args(agents, groups, agent_ids, events_maxlen)
-    new_gids = {gid: keys.group(gid) for gid, _ in groups}
+    new_gids = {record[0]: keys.group(record[0]) for record in groups}
     dropped = [keys.group(gid) for gid in old_groups if gid not in new_gids]
     call_keys = [*keys.base, *new_gids.values(), *dropped]
     expected = _non_negative(expected_version, "expected_version")
@@ -791,6 +906,16 @@ def _known_agent_id(agent: str) -> str:
 @lru_cache(maxsize=65_536)
 def _remembered_agent_id(agent: str) -> str:
     return validate_id(agent, "agent id")
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def _node_id(node: str) -> str:
+    """A node id (its doorbell channel's name): letters, digits and _ . : -, 1..128 chars."""
+    if not isinstance(node, str) or _NODE_ID.fullmatch(node) is None:
+        raise ValueError(f"invalid node id {node!r}: must match ^{_NODE_ID.pattern}$")
+    return node
 
 
 def _claim_pick(pick: str) -> str:

@@ -165,10 +165,11 @@ def fcall_put(client: redis.Redis, store: StateStore, keys: list[str], args: lis
         ([], [1, "{}", 0, 0, 0], "events_maxlen"),
         ([], [1, "{}", 100, 1, 0, "a1", "1", "0", "0", "7", ""], "status of a1"),
         ([], [1, "{}", 100, 2, 0, "a1", 1, 0, 0, 0, "", "a1", 1, 0, 0, 0, ""], "duplicate agent"),
-        (["{t:acme}:g:other"], [1, "{}", 100, 0, 1, "g1", ""], "does not belong to group g1"),
-        (["{t:acme}:g:g1"], [1, "{}", 100, 0, 1, "g1", "a9"], "member a9 unknown"),
+        (["{t:acme}:g:other"], [1, "{}", 100, 0, 1, "g1", "", 0], "does not belong to group g1"),
+        (["{t:acme}:g:g1"], [1, "{}", 100, 0, 1, "g1", "a9", 0], "member a9 unknown"),
         # g2 is in the current config and dropped: its key must be passed.
-        (["{t:acme}:g:g1"], [1, "{}", 100, 0, 1, "g1", ""], "dropped group g2"),
+        (["{t:acme}:g:g1"], [1, "{}", 100, 0, 1, "g1", "", 0], "dropped group g2"),
+        (["{t:acme}:g:g1"], [1, "{}", 100, 0, 1, "g1", "", -1], "queue max length of g1"),
     ],
 )
 def test_library_refuses_malformed_puts(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dispatcher.state import TenantKeys, validate_call_id, validate_id
-from dispatcher.state.keys import AGENT_COLUMNS
+from dispatcher.state.keys import AGENT_COLUMNS, QUEUE_KEYS
 
 
 def test_every_key_has_the_tenant_hash_tag() -> None:
@@ -31,8 +31,9 @@ def test_every_key_has_the_tenant_hash_tag() -> None:
 def test_base_order_is_what_the_library_reads() -> None:
     keys = TenantKeys("t1")
     assert keys.base[:4] == (keys.config, keys.events, keys.resv, keys.live)
-    assert keys.base[4:] == tuple(f"{{t:t1}}:a:{column}" for column in AGENT_COLUMNS)
-    assert len(keys.base) == 14
+    assert keys.base[4:14] == tuple(f"{{t:t1}}:a:{column}" for column in AGENT_COLUMNS)
+    assert keys.base[14:] == tuple(f"{{t:t1}}:{name}" for name in QUEUE_KEYS)
+    assert len(keys.base) == 20
 
 
 @pytest.mark.parametrize("value", ["a", "A9", "agent_1.x-y", "x" * 64])
