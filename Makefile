@@ -7,7 +7,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 APT_PACKAGES := kamailio kamailio-python3-modules kamailio-extra-modules \
                 rtpengine-daemon sip-tester redis-server python3-venv python3-dev gcc \
-                faketime chromium chromium-driver
+                faketime espeak-ng sox chromium chromium-driver
 RUN_DIR     := .run
 STAMP       := $(VENV)/.installed
 EXT_STAMP   := $(VENV)/.ext-built
@@ -62,6 +62,7 @@ test: setup
 bench: setup
 	$(PY) bench/core.py
 	$(PY) bench/router.py
+	$(PY) bench/ewt.py
 	$(PY) bench/sip_load.py
 
 lint: setup
