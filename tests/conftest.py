@@ -57,6 +57,17 @@ def clock_redis(tmp_path: Path) -> Iterator[RedisProcess]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default prompts (espeak-ng, sox), generated once for the session (about 6 s of
+    CPU): the media tests read them, the SIP tests' Kamailio nodes play them."""
+    from dispatcher.media.prompts import ensure_default_prompts
+
+    directory = tmp_path_factory.mktemp("prompts")
+    ensure_default_prompts(directory)
+    return directory
+
+
 @pytest.fixture
 def demo_file() -> Path:
     """Path of the demo tenant shipped with the package."""
