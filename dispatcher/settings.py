@@ -6,6 +6,13 @@ API_PORT                admin API port on 127.0.0.1 (default 8080)
 DISPATCHER_ADMIN_TOKEN  bootstrap admin token of the admin API
 DISPATCHER_TENANT       tenant a Kamailio node serves (default "demo")
 REDIS_TIMEOUT_MS        per-command Redis timeout; past it a call gets 503 (default 500)
+DISPATCHER_NODE         this Kamailio node's id in the queues (its doorbell channel); default
+                        <hostname>:<SIP_PORT>; unique per node
+RTPENGINE_NG            host:port of this node's RTPengine NG control (the one kamailio.cfg's
+                        RTPENGINE_SOCK names); unset: queued callers hear nothing and go to
+                        the queue's overflow target for a full queue
+DISPATCHER_PROMPTS      folder of the prompts (generated default set, composed sentences);
+                        default ~/.cache/dispatcher/prompts
 DISPATCHER_CLOCK_OFFSET_MS
                         shifts this node's wall clock for what stays on the node: inbound
                         schedules and overall timeouts (tests: "Wednesday 10:00" without
@@ -16,8 +23,11 @@ DISPATCHER_CLOCK_OFFSET_MS
 from __future__ import annotations
 
 import os
+import re
+import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class SettingsError(ValueError):
@@ -37,6 +47,28 @@ def _int_env(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def _node_env(sip_port: int) -> str:
+    node = os.environ.get("DISPATCHER_NODE") or f"{socket.gethostname()}:{sip_port}"
+    if _NODE.fullmatch(node) is None:
+        raise SettingsError(
+            f"DISPATCHER_NODE={node!r}: letters, digits and _ . : - only, 1..128 characters"
+        )
+    return node
+
+
+def _address_env(name: str) -> tuple[str, int] | None:
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    host, _, port = raw.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{name}={raw!r}: expected host:port, e.g. 127.0.0.1:2223")
+    return host, int(port)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The knobs as read from the environment, validated."""
@@ -48,6 +80,9 @@ class Settings:
     tenant: str
     redis_timeout_ms: int
     clock_offset_ms: int
+    node: str
+    rtpengine_ng: tuple[str, int] | None
+    prompts_dir: Path
 
     def clock_ms(self) -> int:
         """This node's wall clock in ms, shifted by DISPATCHER_CLOCK_OFFSET_MS."""
@@ -56,12 +91,19 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """Read and validate the knobs; raises SettingsError naming the variable."""
+        sip_port = _int_env("SIP_PORT", 5060, 1, 65535)
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         return cls(
             redis_url=os.environ.get("REDIS_URL") or None,
-            sip_port=_int_env("SIP_PORT", 5060, 1, 65535),
+            sip_port=sip_port,
             api_port=_int_env("API_PORT", 8080, 1, 65535),
             admin_token=os.environ.get("DISPATCHER_ADMIN_TOKEN") or None,
             tenant=os.environ.get("DISPATCHER_TENANT") or "demo",
             redis_timeout_ms=_int_env("REDIS_TIMEOUT_MS", 500, 10, 60_000),
             clock_offset_ms=_int_env("DISPATCHER_CLOCK_OFFSET_MS", 0, -(10**12), 10**12),
+            node=_node_env(sip_port),
+            rtpengine_ng=_address_env("RTPENGINE_NG"),
+            prompts_dir=Path(
+                os.environ.get("DISPATCHER_PROMPTS") or Path(cache) / "dispatcher" / "prompts"
+            ),
         )

@@ -67,6 +67,7 @@ class KamailioRoutes:
     def __init__(self) -> None:
         self.router = None  # dispatcher.sip.routing.Router of this process, or None
         self._router_opened = False
+        self.keeper = None  # dispatcher.sip.keeper.Keeper, in the keeper's rtimer process
 
     def child_init(self, rank: int) -> int:
         # Called after fork in every process: rank > 0 SIP workers, PROC_TIMER
@@ -97,8 +98,12 @@ class KamailioRoutes:
             return 1
 
         # CANCEL matches the INVITE transaction it cancels (RFC 3261 9.2); tm
-        # relays it to the branches of that transaction.
+        # relays it to the branches of that transaction. A queued caller's INVITE is
+        # suspended, with no branch to cancel: the router answers that one itself.
         if KSR.is_CANCEL():
+            router = self.open_worker_state()
+            if router is not None and router.queue.cancel_request():
+                return 1
             if KSR.tm.t_check_trans() > 0:
                 self.ksr_route_relay(msg)
             return 1
@@ -205,8 +210,8 @@ class KamailioRoutes:
     # -- onreply_route[GROUP]: armed by the router for a group call's branches
     def ksr_onreply_group(self, msg):
         router = self.open_worker_state()
-        if router is not None:
-            router.on_reply()
+        if router is not None and not router.on_reply():
+            KSR.set_drop()  # an agent's early media while the caller hears the queue
         return 1
 
     # -- failure_route[GROUP]: every branch of a wave failed
@@ -233,6 +238,38 @@ class KamailioRoutes:
             router = self.open_worker_state()
             if router is not None:
                 router.dialog_event("dialog:end")
+        return 1
+
+    # -- rtimer "keeper" (kamailio.cfg): the node's queue keeper, every 10 ms
+    def ksr_queue_keeper(self, msg, evname=""):
+        if self.keeper is None:
+            router = self.open_worker_state()
+            if router is None:
+                return 1
+            from dispatcher.sip.keeper import Keeper
+
+            self.keeper = Keeper(router)
+        self.keeper.tick()
+        return 1
+
+    # -- route blocks t_continue resumes a queued caller's INVITE into (failure-route
+    # context): an agent is free, it cannot wait any more, its CANCEL came
+    def ksr_queue_serve(self, msg):
+        router = self.open_worker_state()
+        if router is not None:
+            router.queue.serve()
+        return 1
+
+    def ksr_queue_overflow(self, msg):
+        router = self.open_worker_state()
+        if router is not None:
+            router.queue.overflow()
+        return 1
+
+    def ksr_queue_cancel(self, msg):
+        router = self.open_worker_state()
+        if router is not None:
+            router.queue.cancelled()
         return 1
 
     # -- route[RELAY]

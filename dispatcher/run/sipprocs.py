@@ -106,6 +106,10 @@ class KamailioProcess:
     "3600000"} for a node whose own clock is an hour ahead (its inbound schedules see that
     hour; shared state keeps Redis' clock); REDIS_URL and DISPATCHER_TENANT still come from
     `redis_url` and `tenant`.
+
+    `rtpengine_ng` (host, port) is the RTPengine of the node's queue and voicemail audio
+    (RTPENGINE_SOCK for the module, RTPENGINE_NG for the router); `prompts_dir` the folder of
+    its prompts (DISPATCHER_PROMPTS). The node's id (DISPATCHER_NODE) is its address.
     """
 
     def __init__(
@@ -120,8 +124,12 @@ class KamailioProcess:
         children: int | None = None,
         listen_addr: str = "127.0.0.1",
         env: Mapping[str, str] | None = None,
+        rtpengine_ng: tuple[str, int] | None = None,
+        prompts_dir: Path | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        self.rtpengine_ng = rtpengine_ng
+        self.prompts_dir = prompts_dir
         self.listen_addr = listen_addr
         self.sip_port = sip_port or free_sip_port(listen_addr)
         self.redis_url = redis_url
@@ -170,6 +178,9 @@ class KamailioProcess:
         }
         if self.children is not None:
             defines["CHILDREN"] = self.children
+        if self.rtpengine_ng is not None:
+            host, port = self.rtpengine_ng
+            defines["RTPENGINE_SOCK"] = f'"udp:{host}:{port}"'
         defines.update(self.extra_defines)
         args = [
             binary,
@@ -188,6 +199,14 @@ class KamailioProcess:
         env = dict(os.environ)
         env.update(self.env)
         env["DISPATCHER_TENANT"] = self.tenant
+        # Two nodes on one host differ by port: each has its own queue doorbell.
+        env.setdefault("DISPATCHER_NODE", f"{self.listen_addr}:{self.sip_port}")
+        if self.rtpengine_ng is not None:
+            env["RTPENGINE_NG"] = "{}:{}".format(*self.rtpengine_ng)
+        else:
+            env.pop("RTPENGINE_NG", None)
+        if self.prompts_dir is not None:
+            env["DISPATCHER_PROMPTS"] = str(self.prompts_dir)
         if self.redis_url is None:
             env.pop("REDIS_URL", None)
         else:

@@ -66,10 +66,13 @@ class Offer:
 
 @dataclass(frozen=True, slots=True)
 class Exhausted:
-    """Nobody (more) can be offered: the group's no-answer target applies."""
+    """Nobody (more) can be offered now: the group's no-answer target applies, or, for a group
+    with a queue, the caller waits in it. `why`: busy (no member could be claimed, or callers
+    wait in the group's queue ahead of this one) or timeout (the overall timeout is over)."""
 
     group: str
     target: NoAnswerTarget
+    why: str = "busy"
 
 
 @dataclass(slots=True)
@@ -82,6 +85,8 @@ class CallContext:
     started_ms: int
     tried: list[str] = field(default_factory=list)
     sticky: str | None = None
+    # The call waits (or waited) in the group's queue: its claims are no new arrival.
+    queued: bool = False
 
     @property
     def seed(self) -> int:
@@ -91,17 +96,33 @@ class CallContext:
     def encode(self) -> str:
         """Compact text for a Kamailio AVP."""
         return orjson.dumps(
-            [self.call_id, self.group, self.caller, self.started_ms, self.tried, self.sticky]
+            [
+                self.call_id,
+                self.group,
+                self.caller,
+                self.started_ms,
+                self.tried,
+                self.sticky,
+                self.queued,
+            ]
         ).decode()
 
     @classmethod
     def decode(cls, text: str) -> CallContext:
         """Inverse of `encode`; ValueError on anything else."""
         try:
-            call_id, group, caller, started_ms, tried, sticky = orjson.loads(text)
+            call_id, group, caller, started_ms, tried, sticky, queued = orjson.loads(text)
+            return cls(
+                str(call_id),
+                str(group),
+                str(caller),
+                int(started_ms),
+                list(tried),
+                sticky,
+                bool(queued),
+            )
         except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
             raise ValueError(f"not a call context: {text[:80]!r}") from exc
-        return cls(str(call_id), str(group), str(caller), int(started_ms), list(tried), sticky)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +245,7 @@ class Decider:
         now = self.clock_ms()
         remaining_s = (group.overall_timeout * 1000 - (now - ctx.started_ms)) // 1000
         if remaining_s <= 0:
-            return Exhausted(group.id, group.no_answer)
+            return Exhausted(group.id, group.no_answer, "timeout")
         timeout = min(group.ring_timeout, remaining_s)
         # The caller goes with every claim, for the events (the dashboard and reports show
         # it); the sticky days only with a sticky group's first one, which alone looks up and
@@ -255,7 +276,7 @@ class Decider:
         seed = ctx.seed
         waves = self._candidates(group.id, now, seed, ctx, unreachable)
         held: list[str] = []
-        arrival = not ctx.tried
+        arrival = not ctx.tried and not ctx.queued
         pick = CLAIM_PICK.get(self.view().tables[group.id].strategy, "first")
         for _ in range(MAX_CLAIM_ATTEMPTS):
             want = waves[0] if waves else ()
@@ -274,6 +295,8 @@ class Decider:
             arrival = False
             self.clock_skew_ms = result.now_ms - now
             self._adopt(result)
+            if result.queue_ahead:
+                return Exhausted(group.id, group.no_answer)  # behind the callers waiting
             if result.sticky_agent:
                 ctx.sticky = result.sticky_agent
             held = [a for a in held if a in want] + list(result.claimed)

@@ -67,24 +67,30 @@ from collections.abc import Sequence
 from typing import Any
 
 from dispatcher.config.model import Forward, Overflow, Reply
+from dispatcher.media.ng import NgClient
 from dispatcher.settings import Settings, SettingsError
+from dispatcher.sip.announcer import Announcer
 from dispatcher.sip.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
 from dispatcher.sip.inbound import match_inbound
-from dispatcher.state import AnswerOutcome, StateError, StateStore, StateUnavailable
-from dispatcher.state.keys import validate_call_id
+from dispatcher.sip.media import CallMedia
 
 # Kamailio names shared with kamailio.cfg / kemi.py.
-FLT_DLG = 4
-FAILURE_ROUTE = "ksr_failure_group"
-REPLY_ROUTE = "ksr_onreply_group"
-HTABLE = "dsp"
-AVP_CTX = "$avp(dsp_ctx)"
-AVP_WAVE = "$avp(dsp_wave)"
-DLG_CALL = "$dlg_var(dsp_call)"
-DLG_CANCELLED = "$dlg_var(dsp_cancelled)"
-DLG_ANSWER = "$dlg_var(dsp_answer)"
-ULC_PROFILE = "dsp"
-LOCATION = "location"
+from dispatcher.sip.names import (
+    AVP_CTX,
+    AVP_WAVE,
+    DLG_ANSWER,
+    DLG_CALL,
+    DLG_CANCELLED,
+    FAILURE_ROUTE,
+    FLT_DLG,
+    HTABLE,
+    LOCATION,
+    REPLY_ROUTE,
+    ULC_PROFILE,
+)
+from dispatcher.sip.queueing import Queueing
+from dispatcher.state import AnswerOutcome, StateError, StateStore, StateUnavailable
+from dispatcher.state.keys import validate_call_id
 
 BRANCH_SHIFT = 8
 BRANCH_MASK = 0xFFFF
@@ -95,6 +101,8 @@ MAX_OVERFLOWS = 8
 # follows Redis' TIME, so only what stays on the node (overall timeouts, inbound schedules)
 # and, past a day, sticky memory (dispatcher/state/sticky.py) suffer from it.
 CLOCK_SKEW_LOG_MS = 2000
+# The node's RTPengine outage flag in the shared htable (no call-id looks like it).
+MEDIA_DOWN_KEY = "!media_down"
 
 
 def call_outcome(dialog_event: str, caller_cancelled: bool) -> str:
@@ -127,11 +135,26 @@ def failure_reason(code: int | None, caller_cancelled: bool) -> str:
 
 
 class Router:
-    """The group routing of one Kamailio process; `ksr` is app_python3's KSR module."""
+    """The group routing of one Kamailio process; `ksr` is app_python3's KSR module.
 
-    def __init__(self, ksr: Any, decider: Decider) -> None:
+    `media` (RTPengine) and `announcer` (the prompts) serve queued callers; without them a
+    caller that would wait goes to the queue's overflow target for a full queue.
+    """
+
+    def __init__(
+        self,
+        ksr: Any,
+        decider: Decider,
+        settings: Settings | None = None,
+        media: CallMedia | None = None,
+        announcer: Announcer | None = None,
+    ) -> None:
         self.ksr = ksr
         self.decider = decider
+        self.settings = settings or Settings.from_env()
+        self.media = media
+        self.announcer = announcer
+        self.queue = Queueing(self)
         self._down = False
         self._no_config = False
         self._skewed = False
@@ -158,7 +181,13 @@ class Router:
         # Records each decision's latency and Redis errors for /metrics (dispatcher.sip.metrics).
         from dispatcher.sip.metrics import MeteredDecider
 
-        return cls(ksr, MeteredDecider(store, settings.clock_ms))
+        media = None
+        if settings.rtpengine_ng is not None:
+            # One retransmission: a caller waits at most ~0.6 s for a dead RTPengine.
+            ng = NgClient(*settings.rtpengine_ng, timeout=0.3, retries=1)
+            media = CallMedia(ksr, ng)
+        announcer = Announcer(settings.prompts_dir, ksr.err)
+        return cls(ksr, MeteredDecider(store, settings.clock_ms), settings, media, announcer)
 
     # -- request route ----------------------------------------------------------------
 
@@ -226,12 +255,19 @@ class Router:
 
     # -- tm onreply route -------------------------------------------------------------
 
-    def on_reply(self) -> None:
-        """A reply of a group call's branch: 2xx answered, negative final remembered."""
+    def on_reply(self) -> bool:
+        """A reply of a group call's branch: 2xx answered, negative final remembered. False:
+        drop it (an agent's early media while the caller hears the queue)."""
         ksr = self.ksr
         status = int(ksr.pv.get("$rs") or 0)
-        if status < 200:
-            return
+        if not self.queue.on_answer(status):
+            return False
+        if status >= 200:
+            self._on_final_reply(status)
+        return True
+
+    def _on_final_reply(self, status: int) -> None:
+        ksr = self.ksr
         wave = self._wave_agents()
         if len(wave) < 2:
             return  # a one-agent wave: dialog:start and the failure route see to it
@@ -287,6 +323,8 @@ class Router:
             return
         ctx = CallContext.decode(str(text))
         self._looked_up.clear()
+        if ctx.queued and self.queue.failed_while_held(ctx):
+            return
         wave = self._wave_agents()
         cancelled = ksr.tm.t_is_canceled() > 0
         if cancelled:
@@ -304,6 +342,8 @@ class Router:
                 reason = failure_reason(int(code) if code else None, cancelled)
                 self.decider.failed(ctx, agent, reason)
             if cancelled:
+                if ctx.queued:
+                    self.decider.store.queue_leave(ctx.call_id, "abandoned")
                 return  # tm answers the caller 487; dialog:failed releases the call
             self._dispatch(ctx, self.decider.next(ctx, self._reachable), in_failure=True)
             self._up()
@@ -328,6 +368,7 @@ class Router:
         call_id = self.ksr.pv.get(DLG_CALL)
         if not call_id:
             return
+        self.queue.ended(str(call_id))
         outcome = call_outcome(event, bool(self.ksr.pv.get(DLG_CANCELLED)))
         try:
             self.decider.release_later(str(call_id), outcome=outcome)
@@ -346,6 +387,13 @@ class Router:
                 if self._relay_wave(ctx, decision, in_failure):
                     return
                 decision = self.decider.next(ctx, self._reachable)  # nobody of this wave reachable
+                continue
+            group = self.decider.view().groups.get(decision.group)
+            if decision.why == "busy" and group is not None and group.queued:
+                waits = self.queue.hold(ctx, group, in_failure)
+                if waits is None:
+                    return  # held: the keeper serves it
+                decision = waits  # it cannot wait: the queue's overflow target
                 continue
             target = decision.target
             if isinstance(target, Overflow) and overflows < MAX_OVERFLOWS:
@@ -398,8 +446,11 @@ class Router:
         ksr.pv.sets(AVP_WAVE, ",".join(offer.agents))
         if len(offer.agents) == 1:
             # Who answers is known already: dialog:start records it, the failure route takes
-            # the reason from tm's reply, and no reply route runs per 1xx/2xx.
+            # the reason from tm's reply, and no reply route runs per 1xx/2xx (but for a
+            # caller whose media runs through RTPengine, whose agent's 2xx must reach it).
             ksr.pv.sets(DLG_ANSWER, f"{offer.agents[0]} {encoded}")
+            if self.queue.media_anchored():
+                ksr.tm.t_on_reply(REPLY_ROUTE)
         else:
             ksr.pv.unset(DLG_ANSWER)
             ksr.tm.t_on_reply(REPLY_ROUTE)
@@ -488,6 +539,18 @@ class Router:
                 self.ksr.err(f"dispatcher: this node's clock is {-skew} ms off Redis' TIME\n")
             else:
                 self.ksr.info("dispatcher: this node's clock agrees with Redis' TIME again\n")
+
+    def media_down(self, why: str) -> None:
+        """A caller could not be held: RTPengine failed. Logged once per outage and node:
+        the flag lives in the node's shared htable, so the first worker to see it logs."""
+        if self.ksr.htable.sht_get(HTABLE, MEDIA_DOWN_KEY) is None:
+            self.ksr.htable.sht_seti(HTABLE, MEDIA_DOWN_KEY, 1)
+            self.ksr.err(f"dispatcher: no queue audio, callers go to the overflow: {why}\n")
+
+    def media_up(self) -> None:
+        if self.ksr.htable.sht_get(HTABLE, MEDIA_DOWN_KEY) is not None:
+            self.ksr.htable.sht_rm(HTABLE, MEDIA_DOWN_KEY)
+            self.ksr.info("dispatcher: queue audio works again\n")
 
     def _up(self) -> None:
         if self._down:

@@ -737,7 +737,9 @@ local function claim(keys, args)
   if redis.call('HEXISTS', k[K_QCFG], gid) == 1 then
     sweep_queue(ctx, QUEUE_SWEEP_BATCH)
     entry = entry_of(ctx, call)
-    if not entry and (tonumber(redis.call('HGET', k[K_QN], gid)) or 0) > 0 then
+    -- (A call that holds agents already, mid-decision, finishes its decision.)
+    if not entry and (tonumber(redis.call('HGET', k[K_QN], gid)) or 0) > 0
+        and redis.call('SCARD', call_key) == 0 then
       queue_ahead = 1
     end
   end
@@ -1254,8 +1256,9 @@ end
 --       appends an event announced {call, group, position, wait_s} per announcement.
 -- Returns: {now_ms, {call, state, position, waiting, joined_ms, gid} per held call in ARGV
 --          order (state 'gone' and zeros when it is not queued: swept or never joined),
---          {gid, logged in, idle, {start_ms of each live call of its members},
---          'handle times ms, newest first'} per group of a held call when stats = 1}.
+--          {gid, {agent, status, max, wrapup_s, wrapuntil_ms, {start_ms of each of its live
+--          calls}} per member, 'handle times ms, newest first'} per group of a held call when
+--          stats = 1}.
 -- Errors: BADARG for an empty node, a bad lease, count or flag.
 local function queue_keep(keys, args)
   local ctx = open(keys, 0)
@@ -1314,20 +1317,13 @@ local function queue_keep(keys, args)
       local _, members = queue_config(ctx, gid)
       if members then
         local s = read_members(ctx, members)
-        local logged_in, idle, busy = 0, 0, {}
+        local wrapup = hmget(k[C_WRAPUP], members)
+        local rows = {}
         for i = 1, s.n do
-          if s.status[i] ~= LOGGED_OUT then
-            logged_in = logged_in + s.max[i]
-            if eligible(s, i, ctx.now) then
-              idle = idle + s.max[i] - s.busy[i]
-            end
-            for _, start in ipairs(starts[members[i]] or {}) do
-              busy[#busy + 1] = start
-            end
-          end
+          rows[i] = {members[i], s.status[i], s.max[i], tonumber(wrapup[i]) or 0,
+                     s.wrapuntil[i], starts[members[i]] or {}}
         end
-        stats[#stats + 1] = {gid, logged_in, idle, busy,
-                             redis.call('HGET', k[K_HT], gid) or ''}
+        stats[#stats + 1] = {gid, rows, redis.call('HGET', k[K_HT], gid) or ''}
       end
     end
   end

@@ -136,15 +136,25 @@ class QueueEntryState:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberLoad:
+    """A queued group's member as the wait estimate sees it: status, lines, wrap-up seconds
+    and end (ms), the start (ms) of each of its live calls (any group's)."""
+
+    agent: str
+    status: int
+    max_calls: int
+    wrapup_s: int
+    wrapup_until_ms: int
+    busy_since_ms: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class QueueGroupStats:
-    """A queued group's inputs to the wait estimate: capacity logged in and idle (in calls),
-    the start (ms) of every live call of its members, recent handle times (ms, newest
-    first)."""
+    """A queued group's inputs to the wait estimate: its members' loads and its recent
+    handle times (ms, newest first)."""
 
     group: str
-    logged_in: int
-    idle: int
-    busy_since_ms: tuple[int, ...]
+    members: tuple[MemberLoad, ...]
     handle_times_ms: tuple[int, ...]
 
 
@@ -674,12 +684,20 @@ class StateStore:
             tuple(
                 QueueGroupStats(
                     gid.decode(),
-                    int(logged_in),
-                    int(idle),
-                    tuple(int(t) for t in starts),
+                    tuple(
+                        MemberLoad(
+                            agent.decode(),
+                            int(status),
+                            int(max_calls),
+                            int(wrapup),
+                            int(until),
+                            tuple(int(t) for t in starts),
+                        )
+                        for agent, status, max_calls, wrapup, until, starts in rows
+                    ),
                     tuple(int(t) for t in times.decode().split(",") if t),
                 )
-                for gid, logged_in, idle, starts, times in groups
+                for gid, rows, times in groups
             ),
         )
 

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -330,7 +331,7 @@ def test_a_closed_stream_gives_back_its_redis_connection(
 
 @pytest.fixture
 def small_server(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch, admin: httpx.Client
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, admin: httpx.Client, tmp_path: Path
 ) -> Iterator[str]:
     """The API in a thread of this process with 2 streams at most and a 0.3 s heartbeat."""
     monkeypatch.setattr(routes_dashboard, "MAX_STREAMS", 2)
@@ -343,6 +344,9 @@ def small_server(
         tenant="demo",
         redis_timeout_ms=2000,
         clock_offset_ms=0,
+        node="test:0",
+        rtpengine_ng=None,
+        prompts_dir=tmp_path / "prompts",
     )
     port = free_port()
     server = uvicorn.Server(

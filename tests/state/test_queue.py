@@ -229,14 +229,16 @@ def test_keep_reports_what_the_wait_estimate_needs(store: StateStore) -> None:
     keep = store.queue_keep(NODE, ["c1"], LEASE, stats=True)
     (group,) = keep.groups
     assert group.group == "g1"
-    assert (group.logged_in, group.idle) == (4, 0)  # a1 1 + a2 2 + a3 1 lines
-    assert len(group.busy_since_ms) == 4
-    assert all(0 <= keep.now_ms - t < 60_000 for t in group.busy_since_ms)
+    loads = {m.agent: (m.status, m.max_calls, len(m.busy_since_ms)) for m in group.members}
+    assert loads == {"a1": (AVAILABLE, 1, 1), "a2": (AVAILABLE, 2, 2), "a3": (AVAILABLE, 1, 1)}
+    starts = [t for m in group.members for t in m.busy_since_ms]
+    assert all(0 <= keep.now_ms - t < 60_000 for t in starts)
     assert group.handle_times_ms == ()
     store.release("b1")  # a g1 call: its handle time is kept; g2's are not
     store.release("b4")
     (group,) = store.queue_keep(NODE, ["c1"], LEASE, stats=True).groups
-    assert len(group.handle_times_ms) == 1 and group.idle == 2  # a1 and a3
+    assert len(group.handle_times_ms) == 1
+    assert [len(m.busy_since_ms) for m in group.members] == [0, 2, 0]
 
 
 def test_config_changes_keep_the_queue_config_current(

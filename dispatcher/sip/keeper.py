@@ -1,0 +1,262 @@
+"""The node's queue keeper: one Kamailio process (an rtimer process, kemi.py's ksr_queue_keeper)
+that looks after the callers this node holds in queues.
+
+Each tick (the timer calls it every 10 ms) it waits up to LISTEN_S for a doorbell on the node's
+channel (`PUBLISH dispatcher:node:<node>`, rung by the library when an agent may be free for a
+held caller) and resumes that caller into the serve route (t_continue) at once. About four
+times a second it keeps (`StateStore.queue_keep`): renews the leases, learns each held
+caller's state and position (a notified caller whose doorbell was missed is served now; a
+caller Redis lost is queued again), sends on callers that waited max_wait or whose group has
+nobody logged in, and drives what each caller hears: music on hold after the greeting, and
+every announce_interval its position and estimated wait (`dispatcher.queue.estimate`), then
+the music again.
+
+Which clock: waits and positions are Redis' (joined_ms, now_ms of the keep); the schedule of
+prompts is this node's (it only times what this node plays).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from dispatcher.config.model import Group
+from dispatcher.core import LOGGED_OUT, PAUSED
+from dispatcher.media import prompts
+from dispatcher.queue.estimate import AgentLoad, HandleTimes, Phrase, WaitModel, announcement
+from dispatcher.sip import held as held_calls
+from dispatcher.sip.held import SERVING, SUSPENDED, HeldCall
+from dispatcher.sip.queueing import LEASE_MS, OVERFLOW_ROUTE, SERVE_ROUTE
+from dispatcher.state import StateError
+from dispatcher.state.store import QueueGroupStats, QueueKeep
+
+if TYPE_CHECKING:
+    from dispatcher.sip.routing import Router
+
+LISTEN_S = 0.05
+KEEP_EVERY_S = 0.25
+
+
+@dataclass(slots=True)
+class _Hearing:
+    """What one held caller hears, on this node's clock (monotonic seconds)."""
+
+    music_at: float  # when the music (re)starts; inf while it plays
+    announce_at: float  # the next announcement
+    playing_music: bool = False
+    announced: list[tuple[int, int | None]] = field(default_factory=list)
+
+
+class Keeper:
+    """The queue keeper of this node; `router` is the keeper process's own Router."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.ksr: Any = router.ksr
+        self.node = router.settings.node
+        self._bell: Any = None  # redis-py PubSub on the node's channel, opened on first use
+        self._bell_down = False
+        self._next_keep = 0.0
+        self._hearing: dict[str, _Hearing] = {}
+        self._announced: list[tuple[str, int, int | None]] = []
+        self._want_stats = False
+
+    # -- the tick ---------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One turn: doorbells, then the keep and the prompts when due."""
+        for call_id in self._doorbells():
+            record = held_calls.get(self.ksr, call_id)
+            if record is not None and record.state == SUSPENDED:
+                self._resume(record, SERVE_ROUTE)
+        now = time.monotonic()
+        if now >= self._next_keep:
+            self._next_keep = now + KEEP_EVERY_S
+            try:
+                self._keep()
+                self.router._up()
+            except StateError as exc:
+                self.router._unavailable(exc)
+        self._play_due(time.monotonic())
+
+    def _doorbells(self) -> list[str]:
+        """The calls whose doorbells rang since the last tick (waits up to LISTEN_S)."""
+        try:
+            if self._bell is None:
+                self._bell = self.router.decider.store._redis.pubsub(ignore_subscribe_messages=True)
+                self._bell.subscribe(f"dispatcher:node:{self.node}")
+            calls: list[str] = []
+            message = self._bell.get_message(timeout=LISTEN_S)
+            while message is not None:
+                tenant, _, call_id = bytes(message["data"]).decode().partition("\x1f")
+                if tenant == self.router.decider.store.tenant:
+                    calls.append(call_id)
+                message = self._bell.get_message(timeout=0)
+            if self._bell_down:
+                self._bell_down = False
+                self.ksr.info("dispatcher: queue doorbells heard again\n")
+            return calls
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self._bell = None  # the next tick subscribes again; keeps serve meanwhile
+            if not self._bell_down:
+                self._bell_down = True
+                self.ksr.err(f"dispatcher: queue doorbells lost ({exc}); keeping on\n")
+            time.sleep(LISTEN_S)
+            return []
+
+    # -- the keep ---------------------------------------------------------------------------
+
+    def _keep(self) -> None:
+        records = {r.call_id: r for r in held_calls.every(self.ksr)}
+        for gone in set(self._hearing) - set(records):
+            del self._hearing[gone]
+        if not records:
+            return
+        store = self.router.decider.store
+        announced, self._announced = self._announced, []
+        keep = store.queue_keep(
+            self.node, list(records), LEASE_MS, stats=self._want_stats, announced=announced
+        )
+        self._want_stats = False
+        view = self.router.decider.view()
+        stats = {g.group: g for g in keep.groups}
+        for entry in keep.entries:
+            record = records[entry.call]
+            if record.state != SUSPENDED:
+                continue
+            group = view.groups.get(record.group)
+            if group is None or not group.queued or group.queue is None:
+                self._overflow(record, "timeout")
+            elif entry.state == "gone":
+                self._rejoin(record, group)
+            elif (keep.now_ms - entry.joined_ms) >= group.queue.max_wait * 1000:
+                self._overflow(record, "timeout")
+            elif record.group in stats and not _staffed(stats[record.group]):
+                self._overflow(record, "no_agents")
+            elif entry.state == "notified":
+                self._resume(record, SERVE_ROUTE)
+            else:
+                self._schedule(record, group, entry.position, keep, stats.get(record.group))
+
+    def _rejoin(self, record: HeldCall, group: Group) -> None:
+        """Redis lost the caller's entry (a restart, a lease that lapsed): queue it again."""
+        assert group.queue is not None
+        priority = group.queue.priority_of(record.caller)
+        joined = self.router.decider.store.queue_join(
+            record.call_id, group.id, record.caller, priority, self.node, LEASE_MS
+        )
+        if joined.status in ("full", "no_agents"):
+            self._overflow(record, joined.status)
+
+    def _overflow(self, record: HeldCall, case: str) -> None:
+        held_calls.put(self.ksr, record.moved(overflow=case))
+        self._resume(record.moved(overflow=case), OVERFLOW_ROUTE)
+
+    def _resume(self, record: HeldCall, route: str) -> None:
+        held_calls.put(self.ksr, record.moved(state=SERVING))
+        if self.ksr.tmx.t_continue(record.tindex, record.tlabel, route) < 0:
+            # Its transaction is gone (the caller's CANCEL won, or it timed out): forget it.
+            held_calls.drop(self.ksr, record.call_id)
+
+    # -- what the caller hears --------------------------------------------------------------
+
+    def _schedule(
+        self,
+        record: HeldCall,
+        group: Group,
+        position: int,
+        keep: QueueKeep,
+        stats: QueueGroupStats | None,
+    ) -> None:
+        assert group.queue is not None
+        hearing = self._hearing.get(record.call_id)
+        now = time.monotonic()
+        if hearing is None:
+            music_in = max(0.0, (record.music_at_ms - self.router.decider.clock_ms()) / 1000)
+            interval = group.queue.announce_interval or float("inf")
+            hearing = _Hearing(music_at=now + music_in, announce_at=now + music_in + interval)
+            self._hearing[record.call_id] = hearing
+        if group.queue.announce_interval and now + 2 * KEEP_EVERY_S >= hearing.announce_at:
+            if stats is None:
+                self._want_stats = True  # the next keep brings the estimate's inputs
+            elif now >= hearing.announce_at:
+                self._announce(record, group, hearing, position, keep.now_ms, stats)
+
+    def _announce(
+        self,
+        record: HeldCall,
+        group: Group,
+        hearing: _Hearing,
+        position: int,
+        now_ms: int,
+        stats: QueueGroupStats,
+    ) -> None:
+        assert group.queue is not None and self.router.announcer is not None
+        media = self.router.media
+        hearing.announce_at = time.monotonic() + group.queue.announce_interval
+        if media is None or position < 1:
+            return
+        estimate = _estimate(stats, position, now_ms)
+        wait_s = None if estimate is None else round(estimate)
+        sentence = self.router.announcer.announcement(group, position, _spoken(estimate))
+        if sentence is None:
+            return
+        duration = media.play(record.call_id, record.from_tag, str(sentence))
+        if duration is None:
+            return
+        hearing.playing_music = False
+        hearing.music_at = time.monotonic() + duration / 1000
+        self._announced.append((record.call_id, position, wait_s))
+
+    def _play_due(self, now: float) -> None:
+        media, announcer = self.router.media, self.router.announcer
+        if media is None or announcer is None:
+            return
+        view = self.router.decider.view()
+        for call_id, hearing in self._hearing.items():
+            if hearing.playing_music or now < hearing.music_at:
+                continue
+            record = held_calls.get(self.ksr, call_id)
+            group = view.groups.get(record.group) if record else None
+            if record is None or group is None or record.state != SUSPENDED:
+                continue
+            announcer.play_music(media, call_id, record.from_tag, group, record.tenant)
+            hearing.playing_music = True
+
+
+def _staffed(stats: QueueGroupStats) -> bool:
+    """Whether any member of the group is logged in (paused counts: it may come back)."""
+    return any(m.status != LOGGED_OUT for m in stats.members)
+
+
+def _estimate(stats: QueueGroupStats, position: int, now_ms: int) -> float | None:
+    """The typical wait in seconds of the caller at `position`, from the group's live state;
+    None when nobody who could take it is logged in."""
+    loads = [
+        AgentLoad(
+            capacity=m.max_calls,
+            calls_elapsed=tuple((now_ms - t) / 1000 for t in m.busy_since_ms),
+            wrapup_s=float(m.wrapup_s),
+            wrapup_left_s=max(0.0, (m.wrapup_until_ms - now_ms) / 1000),
+        )
+        for m in stats.members
+        if m.status not in (LOGGED_OUT, PAUSED)
+    ]
+    history = HandleTimes(t / 1000 for t in reversed(stats.handle_times_ms))
+    estimate = WaitModel(loads, history).estimate(position)
+    return None if estimate is None else estimate.typical_s
+
+
+def _spoken(seconds: float | None) -> prompts.Estimate:
+    """The estimate as the prompts say it: whole minutes, "less than a minute", or nothing."""
+    said = announcement(seconds)
+    if said is None:
+        return None
+    if said.phrase == Phrase.LESS_THAN_A_MINUTE:
+        return prompts.LESS_THAN_A_MINUTE
+    if said.phrase == Phrase.MORE_THAN:
+        return prompts.MORE_THAN_60_MINUTES
+    return said.minutes

@@ -1,0 +1,15 @@
+"""Names the router shares with kamailio/kamailio.cfg and kamailio/kemi.py: flags, routes,
+htables, AVPs and dialog variables."""
+
+FLT_DLG = 4
+FAILURE_ROUTE = "ksr_failure_group"
+REPLY_ROUTE = "ksr_onreply_group"
+HTABLE = "dsp"
+AVP_CTX = "$avp(dsp_ctx)"
+AVP_WAVE = "$avp(dsp_wave)"
+DLG_CALL = "$dlg_var(dsp_call)"
+DLG_CANCELLED = "$dlg_var(dsp_cancelled)"
+DLG_ANSWER = "$dlg_var(dsp_answer)"
+DLG_MEDIA = "$dlg_var(dsp_media)"  # "1": the call's media runs through RTPengine
+ULC_PROFILE = "dsp"
+LOCATION = "location"
