@@ -76,10 +76,14 @@ class TenantKeys:
         "events",
         "live",
         "prefix",
+        "prompt_data",
+        "prompts",
         "queue",
         "resv",
         "tenant",
         "tokens",
+        "voicemail",
+        "voicemail_index",
     )
 
     def __init__(self, tenant: str) -> None:
@@ -90,6 +94,11 @@ class TenantKeys:
         self.resv = f"{self.prefix}:resv"
         self.live = f"{self.prefix}:live"
         self.tokens = f"{self.prefix}:tokens"  # admin API token id -> record (digest, role)
+        # voicemail and uploaded prompts (state.messages says what each holds)
+        self.voicemail = f"{self.prefix}:vm"
+        self.voicemail_index = f"{self.prefix}:vmi"
+        self.prompts = f"{self.prefix}:prompts"
+        self.prompt_data = f"{self.prefix}:promptdata"
         self.agent = {column: f"{self.prefix}:a:{column}" for column in AGENT_COLUMNS}
         self.queue = {name: f"{self.prefix}:{name}" for name in QUEUE_KEYS}
         self.base = (

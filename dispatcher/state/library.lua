@@ -192,6 +192,15 @@ local function emit_audit(ctx, audit, ...)
   end
 end
 
+-- The tenant's own key named by suffix, checked: a function that takes a key beyond the
+-- common ones refuses any other tenant's.
+local function own_key(ctx, key, suffix)
+  if key ~= string.sub(ctx.keys[K_CONFIG], 1, -8) .. ':' .. suffix then
+    raise('BADARG', 'key ' .. tostring(key) .. ' is not the ' .. suffix .. ' key of this tenant')
+  end
+  return key
+end
+
 -- An agent removed from the config keeps its live/resv counters until they drain; the last
 -- decrement deletes the field so nothing of the agent is left behind.
 local function counter_down(ctx, column, agent)
@@ -1112,10 +1121,7 @@ local function token_set(keys, args)
   local id = need_text(args[1], 'token id')
   local record = args[2] or ''
   local audit = need_audit(args[3])
-  local key = keys[NBASE + 1]
-  if key ~= string.sub(ctx.keys[K_CONFIG], 1, -8) .. ':tokens' then
-    raise('BADARG', 'key ' .. tostring(key) .. ' is not the tokens hash of this tenant')
-  end
+  local key = own_key(ctx, keys[NBASE + 1], 'tokens')
   local changed
   if record == '' then
     changed = redis.call('HDEL', key, id)
@@ -1161,8 +1167,8 @@ end
 --       Sweeps lapsed leases first. A call already queued (back from a ring round nobody
 --       answered) keeps its place: state waiting, its lease renewed. A new call is refused
 --       when the queue holds max-length callers ('full') or no member is logged in, so
---       nobody could ever take it ('no_agents'); else it is queued (event queued with its
---       position). Then the group's doorbells ring: an agent freed since the caller's claim
+--       nobody could ever take it ('no_agents'), with an event overflowed {call, group,
+--       caller, reason}; else it is queued (event queued with its position). Then the group's doorbells ring: an agent freed since the caller's claim
 --       found none is offered at once.
 -- Returns: {status, position (0 unless queued), callers waiting in the group}; status is
 --          'queued', 'waiting' (rejoined), 'full' or 'no_agents'.
@@ -1192,6 +1198,7 @@ local function queue_join(keys, args)
     e.state, e['until'], e.node = 'waiting', 0, node
   else
     if waiting >= max_length then
+      emit(ctx, 'overflowed', 'call', call, 'group', gid, 'caller', caller, 'reason', 'full')
       return {'full', 0, waiting}
     end
     local s = read_members(ctx, members)
@@ -1200,6 +1207,8 @@ local function queue_join(keys, args)
       staffed = staffed or (s.status[i] ~= LOGGED_OUT and s.max[i] > 0)
     end
     if not staffed then
+      emit(ctx, 'overflowed', 'call', call, 'group', gid, 'caller', caller,
+           'reason', 'no_agents')
       return {'no_agents', 0, waiting}
     end
     e = {gid = gid, caller = caller, priority = priority, joined = ctx.now, node = node,
@@ -1330,6 +1339,118 @@ local function queue_keep(keys, args)
   return {ctx.now, held, stats}
 end
 
+-- disp_voicemail_put: a recorded voicemail message is stored (its WAV is a file on the node
+-- that recorded it; this is its metadata).
+-- KEYS: 1..20 common; 21 {t:T}:vm (message id -> record JSON); 22 {t:T}:vmi (zset of message
+--       ids by recording start, for listing and retention).
+-- ARGV: 1 message id, 2 record JSON (opaque here: group, caller, times, duration, file,
+--       heard), 3 started_ms, 4 group, 5 caller, 6 duration_ms.
+--       Appends an event voicemail {message (its id), group, caller, duration_ms}.
+-- Returns: 1 when stored, 0 when the id was stored already (unchanged).
+-- Errors: BADARG for an empty id or record, a bad time, a key not the tenant's.
+local function voicemail_put(keys, args)
+  local ctx = open(keys, 2)
+  local id = need_text(args[1], 'message id')
+  local record = need_text(args[2], 'record')
+  local started = need_int(args[3], 'started_ms', 0)
+  local vm, vmi = own_key(ctx, keys[NBASE + 1], 'vm'), own_key(ctx, keys[NBASE + 2], 'vmi')
+  if redis.call('HSETNX', vm, id, record) == 0 then
+    return 0
+  end
+  redis.call('ZADD', vmi, started, id)
+  emit(ctx, 'voicemail', 'message', id, 'group', args[4], 'caller', args[5],
+       'duration_ms', args[6])
+  return 1
+end
+
+-- disp_voicemail_update: marks a message heard or new again, or deletes it.
+-- KEYS: 21 {t:T}:vm, 22 {t:T}:vmi as for disp_voicemail_put.
+-- ARGV: 1 message id, 2 new record JSON ('' deletes the message), 3 (optional) audit JSON.
+-- Returns: the record before the change, or false when there is no such message.
+-- Errors: BADARG for an empty id, a bad audit, a key not the tenant's.
+local function voicemail_update(keys, args)
+  local ctx = open(keys, 2)
+  local id = need_text(args[1], 'message id')
+  local record = args[2] or ''
+  local audit = need_audit(args[3])
+  local vm, vmi = own_key(ctx, keys[NBASE + 1], 'vm'), own_key(ctx, keys[NBASE + 2], 'vmi')
+  local before = redis.call('HGET', vm, id)
+  if not before then
+    return false
+  end
+  if record == '' then
+    redis.call('HDEL', vm, id)
+    redis.call('ZREM', vmi, id)
+    emit_audit(ctx, audit, 'voicemail', id, 'deleted', 1)
+  else
+    redis.call('HSET', vm, id, record)
+    emit_audit(ctx, audit, 'voicemail', id)
+  end
+  return before
+end
+
+-- disp_voicemail_expire: deletes the messages recorded before a time (retention).
+-- KEYS: 21 {t:T}:vm, 22 {t:T}:vmi as for disp_voicemail_put.
+-- ARGV: 1 before_ms (messages that started earlier go), 2 limit (at most that many).
+-- Returns: the records deleted (their files are the caller's to delete).
+-- Errors: BADARG for a bad time or limit, a key not the tenant's.
+local function voicemail_expire(keys, args)
+  local ctx = open(keys, 2)
+  local before = need_int(args[1], 'before_ms', 0)
+  local limit = need_int(args[2], 'limit', 1)
+  local vm, vmi = own_key(ctx, keys[NBASE + 1], 'vm'), own_key(ctx, keys[NBASE + 2], 'vmi')
+  local ids = redis.call('ZRANGEBYSCORE', vmi, '-inf', '(' .. before, 'LIMIT', 0, limit)
+  local gone = {}
+  for _, id in ipairs(ids) do
+    local record = redis.call('HGET', vm, id)
+    if record then
+      gone[#gone + 1] = record
+    end
+    redis.call('HDEL', vm, id)
+    redis.call('ZREM', vmi, id)
+  end
+  return gone
+end
+
+-- disp_prompt_put: an admin's recording replaces (or adds) one of the tenant's prompts;
+-- nodes fetch it by digest and cache it as a file, so a replaced prompt is never played
+-- stale.
+-- KEYS: 1..20 common; 21 {t:T}:prompts (prompt id -> sha256 hex of its audio);
+--       22 {t:T}:promptdata (sha256 hex -> audio bytes, in the playback format).
+-- ARGV: 1 prompt id, 2 sha256 hex ('' deletes the prompt), 3 audio bytes (ignored when
+--       deleting), 4 (optional) audit JSON.
+--       Audio no other prompt id uses any more is dropped. Appends an audit event.
+-- Returns: the previous digest, or false when the prompt is new (or was absent on delete).
+-- Errors: BADARG for an empty id, empty audio, a bad audit, a key not the tenant's.
+local function prompt_put(keys, args)
+  local ctx = open(keys, 2)
+  local id = need_text(args[1], 'prompt id')
+  local digest = args[2] or ''
+  local audit = need_audit(args[4])
+  local ids = own_key(ctx, keys[NBASE + 1], 'prompts')
+  local data = own_key(ctx, keys[NBASE + 2], 'promptdata')
+  local previous = redis.call('HGET', ids, id)
+  if digest == '' then
+    redis.call('HDEL', ids, id)
+  else
+    need_text(args[3], 'audio')
+    redis.call('HSET', data, digest, args[3])
+    redis.call('HSET', ids, id, digest)
+  end
+  if previous and previous ~= digest then
+    local still = false
+    local all = redis.call('HVALS', ids)
+    for _, d in ipairs(all) do
+      still = still or d == previous
+    end
+    if not still then
+      redis.call('HDEL', data, previous)
+    end
+  end
+  emit_audit(ctx, audit, 'prompt', id, 'digest', digest)
+  return previous or false
+end
+
 -- Every function writes (even disp_snapshot sweeps), so none is registered no-writes.
 redis.register_function('disp_config_put', config_put)
 redis.register_function('disp_claim', claim)
@@ -1340,6 +1461,10 @@ redis.register_function('disp_set_state', set_state)
 redis.register_function('disp_snapshot', snapshot)
 redis.register_function('disp_sweep', sweep_expired)
 redis.register_function('disp_token_set', token_set)
+redis.register_function('disp_voicemail_put', voicemail_put)
+redis.register_function('disp_voicemail_update', voicemail_update)
+redis.register_function('disp_voicemail_expire', voicemail_expire)
+redis.register_function('disp_prompt_put', prompt_put)
 redis.register_function('disp_queue_join', queue_join)
 redis.register_function('disp_queue_leave', queue_leave)
 redis.register_function('disp_queue_keep', queue_keep)

@@ -35,6 +35,15 @@ from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 from .errors import LIBRARY_ERRORS, ConfigConflict, StateError, StateUnavailable
 from .keys import TENANTS_KEY, TenantKeys, validate_call_id, validate_id
 from .live import LiveState, parse_live, queue_live_reads
+from .messages import (
+    Voicemail,
+    parse_voicemail,
+    parse_voicemails,
+    prompt_put_request,
+    voicemail_expire_request,
+    voicemail_put_request,
+    voicemail_update_request,
+)
 from .sticky import StickyDays
 
 LIBRARY_SOURCE = files(__package__).joinpath("library.lua").read_text(encoding="utf-8")
@@ -720,6 +729,64 @@ class StateStore:
         """Ids of every tenant that has had a config put, sorted (1 round trip, SMEMBERS)."""
         with self._reachable():
             return parse_tenants_reply(self._redis.smembers(TENANTS_KEY))
+
+    # -- voicemail and uploaded prompts (state.messages) ----------------------------------
+
+    def voicemail_put(self, message: Voicemail) -> bool:
+        """Store a recorded message's metadata; False if its id was stored already.
+        Cost: exactly 1 FCALL."""
+        keys, args = voicemail_put_request(self.keys, message)
+        return bool(self._fcall("disp_voicemail_put", keys, args))
+
+    def voicemail(self, message_id: str) -> Voicemail | None:
+        """One message, None if there is none (1 round trip, HGET)."""
+        validate_id(message_id, "message id")
+        with self._reachable():
+            return parse_voicemail(
+                cast(bytes | None, self._redis.hget(self.keys.voicemail, message_id))
+            )
+
+    def voicemails(self) -> list[Voicemail]:
+        """Every message of the tenant, newest first (1 round trip, MULTI/EXEC)."""
+        with self._reachable(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrevrange(self.keys.voicemail_index, 0, -1)
+            pipe.hgetall(self.keys.voicemail)
+            ids, records = pipe.execute()
+        return parse_voicemails([records.get(i) for i in ids])
+
+    def voicemail_update(
+        self, message_id: str, record: Voicemail | None, audit: Audit | None = None
+    ) -> Voicemail | None:
+        """Replace a message's record (marked heard or new), or delete it (None); the
+        record before, None if there was no such message. Cost: exactly 1 FCALL."""
+        keys, args = voicemail_update_request(self.keys, message_id, record, audit)
+        return parse_voicemail(self._fcall("disp_voicemail_update", keys, args))
+
+    def voicemail_expire(self, before_ms: int) -> list[Voicemail]:
+        """Delete the messages recorded before `before_ms` (one batch); their records, so
+        the caller deletes their files. Cost: exactly 1 FCALL."""
+        keys, args = voicemail_expire_request(self.keys, before_ms)
+        return parse_voicemails(self._fcall("disp_voicemail_expire", keys, args))
+
+    def prompt_put(
+        self, prompt_id: str, audio: bytes | None, audit: Audit | None = None
+    ) -> str | None:
+        """Store an uploaded prompt's audio (None deletes it); the previous digest, None if
+        there was none. Cost: exactly 1 FCALL."""
+        keys, args = prompt_put_request(self.keys, prompt_id, audio, audit)
+        previous = self._fcall("disp_prompt_put", keys, args)
+        return previous.decode() if previous else None
+
+    def prompt_digests(self) -> dict[str, str]:
+        """Every uploaded prompt's id and digest (1 round trip, HGETALL)."""
+        with self._reachable():
+            raw = cast(dict[bytes, bytes], self._redis.hgetall(self.keys.prompts))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def prompt_audio(self, digest: str) -> bytes | None:
+        """The audio stored under a digest, None if gone (1 round trip, HGET)."""
+        with self._reachable():
+            return cast(bytes | None, self._redis.hget(self.keys.prompt_data, digest))
 
     # -- reads for monitoring and tests ---------------------------------------------------
 

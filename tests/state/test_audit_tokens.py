@@ -90,7 +90,7 @@ def test_tokens_are_set_and_revoked_with_audit(store: StateStore, client: redis.
     assert store.set_token("t1", None, revoke) is False  # nothing changed: no event
     assert store.tokens() == {}
     assert [e.get("action") for e in store.events(2)] == ["token.create", "token.revoke"]
-    with pytest.raises(InvalidArgument, match="tokens hash"):
+    with pytest.raises(InvalidArgument, match="not the tokens key"):
         store._fcall("disp_token_set", [*store.keys.base, "{t:acme}:other"], ["t1", "x"])
 
 
