@@ -185,6 +185,10 @@ class KamailioRoutes:
             return 1
         if KSR.registrar.save("location", 0) < 0:
             KSR.sl.sl_reply_error()
+            return EXIT
+        router = self.open_worker_state()
+        if router is not None:
+            router.on_register()
         return EXIT
 
     # -- route[LOCATION]: calls to a registered user

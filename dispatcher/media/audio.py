@@ -14,13 +14,17 @@ here because the prompt generator (`prompts.py`) shares them.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import shutil
 import struct
 import subprocess
+import tempfile
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 # The playback format: what the prompt generator writes and `to_playback_format` returns.
@@ -433,3 +437,73 @@ def to_playback_format(data: bytes, info: AudioInfo) -> bytes:
     raw_in = ["-t", "raw", *_SOX_INPUT[info.encoding], "-c", "1", "-r", str(info.sample_rate)]
     converted = run_tool([sox, "-D", "-G", *raw_in, "-", *_SOX_OUTPUT, "-"], stdin=samples)
     return playback_wav(converted[: len(converted) - len(converted) % PLAYBACK_SAMPLE_WIDTH])
+
+
+# --- what RTPengine plays: the playback format as G.711 mu-law in a Sun AU file -----------
+#
+# RTPengine 10.5 (through ffmpeg) reads a WAV file in 4096-byte packets and then sends their
+# RTP 10 ms apart with ~100 ms gaps (tests/run/test_rtpengine.py pins it), more than a phone's
+# jitter buffer hides; an AU file of mu-law samples plays at an even 20 ms. Prompts are kept as
+# WAV (the format above, what uploads become) and played from an AU copy beside each file.
+
+AU_SUFFIX = ".au"
+_AU_ULAW, _AU_HEADER_BYTES = 1, 24
+
+
+def _ulaw(sample: int) -> int:
+    sign = 0x80 if sample < 0 else 0
+    magnitude = min(abs(sample), 32635) + 0x84
+    exponent = magnitude.bit_length() - 8
+    return ~(sign | (exponent << 4) | ((magnitude >> (exponent + 3)) & 0x0F)) & 0xFF
+
+
+_ULAW_OF: bytes | None = None  # mu-law byte of every 16-bit sample, built on first use
+
+
+def ulaw_au(samples: bytes) -> bytes:
+    """Playback-format samples (8000 Hz mono s16le) as a Sun AU file of G.711 mu-law."""
+    global _ULAW_OF
+    if _ULAW_OF is None:
+        _ULAW_OF = bytes(_ulaw(s) for s in range(-32768, 32768))
+    table = _ULAW_OF
+    body = bytes(table[s + 32768] for s in memoryview(samples).cast("h"))
+    header = struct.pack(
+        ">4s5I", b".snd", _AU_HEADER_BYTES, len(body), _AU_ULAW, PLAYBACK_RATE, PLAYBACK_CHANNELS
+    )
+    return header + body
+
+
+def playable(wav: Path) -> Path:
+    """The AU copy RTPengine plays of a playback-format WAV, written beside it (atomically)
+    when missing or older than the WAV. OSError when the WAV cannot be read."""
+    au = wav.with_suffix(AU_SUFFIX)
+    try:
+        if au.stat().st_mtime_ns >= wav.stat().st_mtime_ns:
+            return au
+    except FileNotFoundError:
+        pass
+    with wave.open(str(wav), "rb") as reader:
+        if (reader.getframerate(), reader.getnchannels(), reader.getsampwidth()) != (
+            PLAYBACK_RATE,
+            PLAYBACK_CHANNELS,
+            PLAYBACK_SAMPLE_WIDTH,
+        ):
+            raise ValueError(f"{wav}: not the playback format (8000 Hz mono 16-bit)")
+        samples = reader.readframes(reader.getnframes())
+    write_atomically(au, ulaw_au(samples))
+    return au
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a file (and its folder) so that no reader, RTPengine included, ever sees half
+    of it: a temporary file beside it, renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(staged, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
+        raise

@@ -186,7 +186,7 @@ class Router:
             # One retransmission: a caller waits at most ~0.6 s for a dead RTPengine.
             ng = NgClient(*settings.rtpengine_ng, timeout=0.3, retries=1)
             media = CallMedia(ksr, ng)
-        announcer = Announcer(settings.prompts_dir, ksr.err)
+        announcer = Announcer(settings.prompts_dir, ksr.err, store_of=lambda _tenant: store)
         return cls(ksr, MeteredDecider(store, settings.clock_ms), settings, media, announcer)
 
     # -- request route ----------------------------------------------------------------
@@ -490,6 +490,35 @@ class Router:
                 ksr.registrar.reg_free_contacts(ULC_PROFILE)
         out += [(uri, "") for uri in agent.targets.uris]
         return out
+
+    def on_register(self) -> None:
+        """After a REGISTER was saved: record in Redis until when the agents whose AOR it
+        is have a phone (the newest contact's expiry; 0 when the last one unregistered), so
+        the dashboard tells them from available agents and a queued caller is offered an
+        agent whose phone just came up. A Redis error is logged; the REGISTER stands."""
+        ksr = self.ksr
+        user = _pv_text(ksr, "$tU")
+        try:
+            agents = [a.id for a in self.decider.view().agents.values() if a.targets.aor == user]
+        except StateError as exc:
+            self._unavailable(exc)
+            return
+        if not agents:
+            return
+        expires_s = 0
+        aor = f"sip:{user}@{_pv_text(ksr, '$td') or 'localhost'}"
+        if ksr.registrar.reg_fetch_contacts(LOCATION, aor, ULC_PROFILE) > 0:
+            count = int(ksr.pv.get(f"$ulc({ULC_PROFILE}=>count)") or 0)
+            for i in range(count):
+                expires_s = max(
+                    expires_s, int(ksr.pv.get(f"$(ulc({ULC_PROFILE}=>expires)[{i}])") or 0)
+                )
+            ksr.registrar.reg_free_contacts(ULC_PROFILE)
+        try:
+            for agent in agents:
+                self.decider.store.registration(agent, expires_s * 1000)
+        except StateError as exc:
+            self._unavailable(exc)
 
     def _set_dst(self, dst: str) -> None:
         if dst:

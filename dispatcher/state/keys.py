@@ -79,6 +79,7 @@ class TenantKeys:
         "prompt_data",
         "prompts",
         "queue",
+        "registrations",
         "resv",
         "tenant",
         "tokens",
@@ -95,6 +96,8 @@ class TenantKeys:
         self.live = f"{self.prefix}:live"
         self.tokens = f"{self.prefix}:tokens"  # admin API token id -> record (digest, role)
         # voicemail and uploaded prompts (state.messages says what each holds)
+        # agent id -> when its newest phone registration lapses (epoch ms, the node's clock)
+        self.registrations = f"{self.prefix}:reg"
         self.voicemail = f"{self.prefix}:vm"
         self.voicemail_index = f"{self.prefix}:vmi"
         self.prompts = f"{self.prefix}:prompts"

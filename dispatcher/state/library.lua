@@ -1339,6 +1339,38 @@ local function queue_keep(keys, args)
   return {ctx.now, held, stats}
 end
 
+-- disp_registration: an agent's phones registered (or the last one unregistered), as the
+-- node that handled the REGISTER saw it. The admin side shows an agent without a phone as
+-- such, and a phone that comes up may be the agent a queued caller awaits.
+-- KEYS: 1..20 common; 21 {t:T}:reg (agent -> epoch ms when its newest contact lapses).
+-- ARGV: 1 agent, 2 expires_ms (0: no contact left).
+--       A change between registered and not appends an event registration {agent,
+--       registered 1|0} (refreshes append nothing) and, when it came up, rings the
+--       doorbells of its queued groups.
+-- Returns: 1 when the agent's registered-or-not changed, else 0.
+-- Errors: BADARG for an empty agent, a bad time, a key not the tenant's.
+local function registration(keys, args)
+  local ctx = open(keys, 1)
+  local agent = need_text(args[1], 'agent')
+  local expires = need_int(args[2], 'expires_ms', 0)
+  local reg = own_key(ctx, keys[NBASE + 1], 'reg')
+  local before = tonumber(redis.call('HGET', reg, agent)) or 0
+  local was, is = before > ctx.now, expires > ctx.now
+  if is then
+    redis.call('HSET', reg, agent, expires)
+  else
+    redis.call('HDEL', reg, agent)
+  end
+  if was == is then
+    return 0
+  end
+  emit(ctx, 'registration', 'agent', agent, 'registered', is and 1 or 0)
+  if is then
+    doorbells_for(ctx, {[agent] = true})
+  end
+  return 1
+end
+
 -- disp_voicemail_put: a recorded voicemail message is stored (its WAV is a file on the node
 -- that recorded it; this is its metadata).
 -- KEYS: 1..20 common; 21 {t:T}:vm (message id -> record JSON); 22 {t:T}:vmi (zset of message
@@ -1465,6 +1497,7 @@ redis.register_function('disp_voicemail_put', voicemail_put)
 redis.register_function('disp_voicemail_update', voicemail_update)
 redis.register_function('disp_voicemail_expire', voicemail_expire)
 redis.register_function('disp_prompt_put', prompt_put)
+redis.register_function('disp_registration', registration)
 redis.register_function('disp_queue_join', queue_join)
 redis.register_function('disp_queue_leave', queue_leave)
 redis.register_function('disp_queue_keep', queue_keep)

@@ -730,6 +730,22 @@ class StateStore:
         with self._reachable():
             return parse_tenants_reply(self._redis.smembers(TENANTS_KEY))
 
+    def registration(self, agent: str, expires_ms: int) -> bool:
+        """Record when the agent's newest phone registration lapses (epoch ms; 0: none
+        left); True when it changed between registered and not. Cost: exactly 1 FCALL."""
+        validate_id(agent, "agent id")
+        keys = [*self.keys.base, self.keys.registrations]
+        return bool(
+            self._fcall("disp_registration", keys, [agent, _non_negative(expires_ms, "expires_ms")])
+        )
+
+    def registrations(self) -> dict[str, int]:
+        """Every agent's registration expiry (epoch ms) as recorded (1 round trip, HGETALL);
+        one at or before now is not registered."""
+        with self._reachable():
+            raw = cast(dict[bytes, bytes], self._redis.hgetall(self.keys.registrations))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
     # -- voicemail and uploaded prompts (state.messages) ----------------------------------
 
     def voicemail_put(self, message: Voicemail) -> bool:

@@ -406,3 +406,27 @@ def test_without_rtpengine_a_caller_overflows_at_once_and_nothing_stays(
     assert settled(client) == ZERO
     outage = [line for line in kamailio.log_text().splitlines() if "no queue audio" in line]
     assert len(outage) == 1, outage  # logged once per outage, not per call
+
+
+def test_a_phone_that_registers_is_recorded_and_serves_the_waiting_caller(
+    node: Callable[..., KamailioProcess],
+    start_phone: Callable[..., SippProcess],
+    tmp_path: Path,
+    client: redis.Redis,
+    hub: RtpHub,
+) -> None:
+    """q1 is available but its phone is not registered: a caller waits (someone is logged
+    in). The REGISTER is recorded in Redis (the dashboard's "not registered") and rings the
+    doorbell: the waiting caller reaches q1 at once, not at the next keeper round."""
+    kamailio = node()
+    assert client.hlen(KEYS.registrations) == 0
+    ear = hub.endpoint()
+    carol = queued_caller(tmp_path, kamailio, ear.port)
+    wait_for(lambda: client.hlen(KEYS.queue["qe"]) == 1, what="carol queued")
+    phone(tmp_path, start_phone, kamailio, "q1", "uas_answer.xml")
+    # (recorded just after the 200 OK went out)
+    wait_for(lambda: client.hexists(KEYS.registrations, "q1"), what="q1's registration")
+    assert int(client.hget(KEYS.registrations, "q1") or 0) > time.time() * 1000 + 60_000
+    result = carol.wait()
+    assert result.ok, result.errors or result.output
+    assert settled(client) == ZERO and client.hlen(KEYS.queue["qe"]) == 0

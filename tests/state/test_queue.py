@@ -248,3 +248,25 @@ def test_config_changes_keep_the_queue_config_current(
     store.put_config(b"{}", AGENTS, (("g1", ("a1",)), ("g2", ("a2",), 5)))
     assert client.hget(store.keys.queue["qcfg"], "g2") == b"5\x1fa2"
     assert client.hexists(store.keys.queue["qcfg"], "g1") == 0
+
+
+def test_a_phone_that_registers_rings_the_doorbell(store: StateStore, client: redis.Redis) -> None:
+    for agent in ("a1", "a2", "a3"):
+        store.set_state(agent, PAUSED)
+    store.set_state("a1", AVAILABLE)
+    store.claim("b1", "g1", "", ["a1"], 60_000)
+    join(store, "c1")
+    now = store.queue_keep(NODE, ["c1"], LEASE).now_ms
+    with client.pubsub() as bell:
+        bell.subscribe("dispatcher:node:node-1")
+        bell.get_message(timeout=1)
+        store.release("b1")
+        assert bell.get_message(timeout=1) is not None  # (a1 free: the usual bell)
+        store.queue_keep(NODE, ["c1"], LEASE)
+        assert store.registration("a1", now + 60_000)  # came up: a bell if it is due
+        assert not store.registration("a1", now + 120_000)  # a refresh: no change
+        assert store.registrations() == {"a1": now + 120_000}
+        assert store.registration("a1", 0)
+        assert store.registrations() == {}
+    changes = [(e["agent"], e["registered"]) for e in events(store, "registration")]
+    assert changes == [("a1", "1"), ("a1", "0")]
