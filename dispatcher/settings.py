@@ -13,6 +13,11 @@ RTPENGINE_NG            host:port of this node's RTPengine NG control (the one k
                         the queue's overflow target for a full queue
 DISPATCHER_PROMPTS      folder of the prompts (generated default set, composed sentences);
                         default ~/.cache/dispatcher/prompts
+DISPATCHER_VOICEMAIL    folder of the recorded voicemail WAVs (<tenant>/<group>/<id>.wav);
+                        default ~/.local/share/dispatcher/voicemail; the admin API serves
+                        them from there, so nodes and API share it (one host, or NFS)
+RTPENGINE_SPOOL         RTPengine's recording-dir (its pcaps/ and metadata/), where this node
+                        reads voicemail recordings; unset: messages are not recorded
 DISPATCHER_CLOCK_OFFSET_MS
                         shifts this node's wall clock for what stays on the node: inbound
                         schedules and overall timeouts (tests: "Wednesday 10:00" without
@@ -83,6 +88,8 @@ class Settings:
     node: str
     rtpengine_ng: tuple[str, int] | None
     prompts_dir: Path
+    voicemail_dir: Path = Path("voicemail")
+    rtpengine_spool: Path | None = None
 
     def clock_ms(self) -> int:
         """This node's wall clock in ms, shifted by DISPATCHER_CLOCK_OFFSET_MS."""
@@ -106,4 +113,9 @@ class Settings:
             prompts_dir=Path(
                 os.environ.get("DISPATCHER_PROMPTS") or Path(cache) / "dispatcher" / "prompts"
             ),
+            voicemail_dir=Path(
+                os.environ.get("DISPATCHER_VOICEMAIL")
+                or Path.home() / ".local" / "share" / "dispatcher" / "voicemail"
+            ),
+            rtpengine_spool=Path(spool) if (spool := os.environ.get("RTPENGINE_SPOOL")) else None,
         )

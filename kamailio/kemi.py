@@ -176,6 +176,12 @@ class KamailioRoutes:
                 self.ksr_route_relay(msg)
             return EXIT
 
+        # A caller leaving a voicemail message talks to this node itself.
+        if KSR.is_BYE():
+            router = self.open_worker_state()
+            if router is not None and router.voicemail.on_bye():
+                return EXIT
+
         KSR.sl.sl_send_reply(404, "Not here")
         return EXIT
 

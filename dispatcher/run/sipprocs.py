@@ -109,7 +109,10 @@ class KamailioProcess:
 
     `rtpengine_ng` (host, port) is the RTPengine of the node's queue and voicemail audio
     (RTPENGINE_SOCK for the module, RTPENGINE_NG for the router); `prompts_dir` the folder of
-    its prompts (DISPATCHER_PROMPTS). The node's id (DISPATCHER_NODE) is its address.
+    its prompts (DISPATCHER_PROMPTS); `voicemail_dir` where its voicemail WAVs go
+    (DISPATCHER_VOICEMAIL, default <workdir>/voicemail) and `rtpengine_spool` the RTPengine's
+    recording folder it reads them from (RTPENGINE_SPOOL). The node's id (DISPATCHER_NODE) is
+    its address.
     """
 
     def __init__(
@@ -126,10 +129,14 @@ class KamailioProcess:
         env: Mapping[str, str] | None = None,
         rtpengine_ng: tuple[str, int] | None = None,
         prompts_dir: Path | None = None,
+        voicemail_dir: Path | None = None,
+        rtpengine_spool: Path | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.rtpengine_ng = rtpengine_ng
         self.prompts_dir = prompts_dir
+        self.voicemail_dir = voicemail_dir or self.workdir / "voicemail"
+        self.rtpengine_spool = rtpengine_spool
         self.listen_addr = listen_addr
         self.sip_port = sip_port or free_sip_port(listen_addr)
         self.redis_url = redis_url
@@ -207,6 +214,11 @@ class KamailioProcess:
             env.pop("RTPENGINE_NG", None)
         if self.prompts_dir is not None:
             env["DISPATCHER_PROMPTS"] = str(self.prompts_dir)
+        env["DISPATCHER_VOICEMAIL"] = str(self.voicemail_dir)
+        if self.rtpengine_spool is not None:
+            env["RTPENGINE_SPOOL"] = str(self.rtpengine_spool)
+        else:
+            env.pop("RTPENGINE_SPOOL", None)
         if self.redis_url is None:
             env.pop("REDIS_URL", None)
         else:

@@ -76,15 +76,21 @@ def drop(ksr: Any, call_id: str) -> None:
 
 
 def every(ksr: Any) -> list[HeldCall]:
-    """Every call the node holds. Reads the whole htable (the slots stay locked while it
-    iterates, so nothing is written meanwhile): O(held calls)."""
+    """Every call the node holds: O(held calls)."""
+    return [HeldCall.decode(text) for text in values(ksr, HTABLE)]
+
+
+def values(ksr: Any, table: str) -> list[str]:
+    """Every value of a node htable. Reads the whole table (its slots stay locked while it
+    iterates, so nothing is written meanwhile)."""
     texts: list[str] = []
-    ksr.htable.sht_iterator_start("dspq_it", HTABLE)
+    iterator = f"{table}_it"
+    ksr.htable.sht_iterator_start(iterator, table)
     try:
-        while ksr.htable.sht_iterator_next("dspq_it") > 0:
-            value = ksr.pv.get("$shtitval(dspq_it)")
+        while ksr.htable.sht_iterator_next(iterator) > 0:
+            value = ksr.pv.get(f"$shtitval({iterator})")
             if value:
                 texts.append(str(value))
     finally:
-        ksr.htable.sht_iterator_end("dspq_it")
-    return [HeldCall.decode(text) for text in texts]
+        ksr.htable.sht_iterator_end(iterator)
+    return texts

@@ -80,6 +80,8 @@ class Keeper:
                 self.router._up()
             except StateError as exc:
                 self.router._unavailable(exc)
+            if self.router.media is not None:
+                self.router.voicemail.tick()
         self._play_due(time.monotonic())
 
     def _doorbells(self) -> list[str]:

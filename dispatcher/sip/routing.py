@@ -89,6 +89,7 @@ from dispatcher.sip.names import (
     ULC_PROFILE,
 )
 from dispatcher.sip.queueing import Queueing
+from dispatcher.sip.voicemail import Voicemail
 from dispatcher.state import AnswerOutcome, StateError, StateStore, StateUnavailable
 from dispatcher.state.keys import validate_call_id
 
@@ -155,6 +156,7 @@ class Router:
         self.media = media
         self.announcer = announcer
         self.queue = Queueing(self)
+        self.voicemail = Voicemail(self)
         self._down = False
         self._no_config = False
         self._skewed = False
@@ -408,8 +410,10 @@ class Router:
             if isinstance(target, Reply):
                 self._reply(target.code, target.reason, in_failure=in_failure)
             else:
-                # Voicemail: the queue issue builds it; until then the caller hears 480.
-                self._reply(480, "Temporarily Unavailable", in_failure=in_failure)
+                mailbox = target.mailbox or decision.group
+                if self.voicemail.answer(ctx.call_id, ctx.caller, mailbox, in_failure):
+                    return  # answered: the keeper records it and releases the call
+                self._reply(480, "Voicemail Unavailable", in_failure=in_failure)
             if not in_failure:
                 # no dialog yet: nobody else releases
                 self.decider.release(ctx.call_id, outcome="no_answer")

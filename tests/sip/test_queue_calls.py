@@ -1,18 +1,25 @@
-"""Queued callers end to end: Kamailio + the KEMI router + real Redis + real RTPengine; the
-agents' phones are SIPp UAS, the callers SIPp UAC whose RTP goes to a sink that counts what
-the queue plays to them."""
+"""Queued callers and voicemail end to end: Kamailio + the KEMI router + real Redis + real
+RTPengine; the agents' phones are SIPp UAS, the callers SIPp UAC whose RTP goes to a sink
+that counts what the queue plays to them. Voicemail callers are raw SIP with a real RTP
+stream: Kamailio answers them, RTPengine plays the greeting and the tone and records; the
+message's WAV and metadata land where the admin API finds them."""
 
 from __future__ import annotations
 
+import io
+import re
 import socket
 import time
+import uuid
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from rtp import RtpHub
+from rawsip import SipPeer, body_of, invite, status_of
+from rtp import RtpHub, sdp_audio_address, sdp_offer, tone_frame
 from test_group_strategies import (
     ZERO,
     handled,
@@ -30,6 +37,7 @@ from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.run.rtpengine import RtpengineProcess
 from dispatcher.run.sipprocs import KamailioProcess, SippProcess
 from dispatcher.state import StateStore, TenantKeys
+from dispatcher.state.messages import Voicemail
 
 pytestmark = [pytest.mark.sip, pytest.mark.redis]
 
@@ -68,6 +76,20 @@ groups:
     strategy: sequential
     members: [{agent: q2}]
     queue: {}
+  - id: vmbox
+    extension: "904"
+    name: Voicemail only
+    strategy: sequential
+    members: [{agent: q2}]
+    voicemail: {greeting: none}
+    no_answer: {kind: voicemail}
+  - id: vmshort
+    extension: "905"
+    name: Short messages
+    strategy: sequential
+    members: [{agent: q2}]
+    voicemail: {max_length: 5}
+    no_answer: {kind: voicemail}
   - id: hold
     extension: "901"
     name: Hold line
@@ -104,11 +126,12 @@ def node(
     nodes: list[KamailioProcess] = []
 
     def start(**options: Any) -> KamailioProcess:
+        options.setdefault("rtpengine_ng", ("127.0.0.1", rtpengine.ng_port))
         kamailio = start_kamailio(
             tenant=TENANT,
             redis_url=redis_url,
-            rtpengine_ng=("127.0.0.1", rtpengine.ng_port),
             prompts_dir=prompts_dir,
+            rtpengine_spool=rtpengine.spool_dir,
             **options,
         )
         nodes.append(kamailio)
@@ -430,3 +453,126 @@ def test_a_phone_that_registers_is_recorded_and_serves_the_waiting_caller(
     result = carol.wait()
     assert result.ok, result.errors or result.output
     assert settled(client) == ZERO and client.hlen(KEYS.queue["qe"]) == 0
+
+
+# --- voicemail ----------------------------------------------------------------------------
+
+TO_TAG = re.compile(rb"^To:.*;tag=([^;\s]+)", re.MULTILINE | re.IGNORECASE)
+CONTACT = re.compile(rb"^Contact:\s*<([^>]+)>", re.MULTILINE | re.IGNORECASE)
+
+
+def leave_message(
+    kamailio: KamailioProcess, hub: RtpHub, extension: str, talk_s: float, hang_up: bool = True
+) -> tuple[SipPeer, bytes, list[bytes]]:
+    """Call `extension`, talk `talk_s` seconds of tone into the answer, then BYE (or not):
+    the peer, the call-id and every datagram it received."""
+    ear = hub.endpoint()
+    peer = SipPeer(kamailio)
+    call_id = f"vm-{uuid.uuid4().hex[:10]}".encode()
+    body = sdp_offer(ear.address).encode()
+    request = invite(
+        peer, extension, call_id, body=body, extra_headers=b"Content-Type: application/sdp\r\n"
+    )
+    replies = peer.exchange(request, wait_final=5)
+    final = [r for r in replies if (status_of(r) or 0) >= 200]
+    assert final and status_of(final[0]) == 200, replies
+    answer = final[0]
+    assert b"application/sdp" in answer and CONTACT.search(answer), answer
+    to_tag = TO_TAG.search(answer)
+    assert to_tag is not None
+    head = request.split(b"\r\n\r\n", 1)[0].decode()
+    from_line = next(line for line in head.split("\r\n") if line.startswith("From:"))
+    to_line = next(line for line in head.split("\r\n") if line.startswith("To:"))
+    in_dialog = (
+        f"Via: SIP/2.0/UDP {peer.host}:{peer.port};branch=z9hG4bK{uuid.uuid4().hex[:10]};rport\r\n"
+        f"Max-Forwards: 70\r\n{from_line}\r\n{to_line};tag={to_tag.group(1).decode()}\r\n"
+        f"Call-ID: {call_id.decode()}\r\n"
+    )
+    target = CONTACT.search(answer).group(1).decode()  # type: ignore[union-attr]
+    peer.send(
+        f"ACK {target} SIP/2.0\r\n{in_dialog}CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n".encode()
+    )
+    ear.send_stream(
+        sdp_audio_address(body_of(answer).decode()), seconds=talk_s, payload=tone_frame(1000)
+    )
+    time.sleep(talk_s + 0.1)
+    got = []
+    if hang_up:
+        bye = f"BYE {target} SIP/2.0\r\n{in_dialog}CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        got = peer.exchange(bye.encode(), wait_final=2)
+    assert ear.total().packets > 10, "the caller heard neither greeting nor tone"
+    return peer, call_id, got
+
+
+@pytest.fixture
+def vm_node(
+    node: Callable[..., KamailioProcess],
+    client: redis.Redis,
+) -> Iterator[KamailioProcess]:
+    yield node()
+
+
+def test_a_caller_leaves_a_message_that_is_stored_with_its_metadata(
+    vm_node: KamailioProcess,
+    hub: RtpHub,
+    client: redis.Redis,
+    redis_url: str,
+) -> None:
+    before = mark(client)
+    peer, _, bye_replies = leave_message(vm_node, hub, "904", talk_s=3.0)
+    assert any(status_of(r) == 200 for r in bye_replies), bye_replies
+    peer.close()
+    with StateStore(redis_url, "strategies") as store:
+        wait_for(lambda: store.voicemails(), timeout=5, what="the message in Redis")
+        (message,) = store.voicemails()
+    assert isinstance(message, Voicemail)
+    assert (message.group, message.caller, message.heard) == ("vmbox", "bob", False)
+    # 3 s of talk less the tone (0.5 s) and the keeper's step
+    assert 1800 <= message.duration_ms <= 2700, message
+    with wave.open(io.BytesIO(Path(message.file).read_bytes())) as wav:
+        assert (wav.getframerate(), wav.getnchannels()) == (8000, 1)
+        assert abs(wav.getnframes() / 8000 * 1000 - message.duration_ms) < 50
+    (event,) = of("voicemail", all_events(client, before))
+    assert event["message"] == message.id
+    assert settled(client) == ZERO
+    assert client.hlen(KEYS.queue["qe"]) == 0
+
+
+def test_the_max_length_ends_the_message_with_a_bye_from_the_node(
+    vm_node: KamailioProcess,
+    hub: RtpHub,
+    client: redis.Redis,
+    redis_url: str,
+) -> None:
+    peer, _, _ = leave_message(vm_node, hub, "905", talk_s=7.0, hang_up=False)
+    received = peer._drain()
+    byes = [d for d in received if d.startswith(b"BYE ")]
+    assert byes, "no BYE at the max length"
+    peer.close()
+    with StateStore(redis_url, "strategies") as store:
+        wait_for(lambda: store.voicemails(), timeout=5, what="the message in Redis")
+        (message,) = store.voicemails()
+    assert 4500 <= message.duration_ms <= 5300, message  # max_length 5 s
+
+
+def test_without_rtpengine_voicemail_is_refused_clearly(
+    node: Callable[..., KamailioProcess],
+    hub: RtpHub,
+    client: redis.Redis,
+) -> None:
+    kamailio = node(rtpengine_ng=None)
+    with SipPeer(kamailio) as peer:
+        body = sdp_offer(hub.endpoint().address).encode()
+        replies = peer.exchange(
+            invite(
+                peer,
+                "904",
+                b"vm-down-1",
+                body=body,
+                extra_headers=b"Content-Type: application/sdp\r\n",
+            ),
+            wait_final=3,
+        )
+    assert [status_of(r) for r in replies if (status_of(r) or 0) >= 200] == [480]
+    assert b"Voicemail Unavailable" in replies[-1]
+    assert settled(client) == ZERO
