@@ -67,6 +67,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dispatcher.config.model import Forward, Overflow, Reply
+from dispatcher.config.model import Voicemail as VoicemailTarget
 from dispatcher.media.ng import NgClient
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.sip.announcer import Announcer
@@ -409,11 +410,13 @@ class Router:
                 return
             if isinstance(target, Reply):
                 self._reply(target.code, target.reason, in_failure=in_failure)
-            else:
+            elif isinstance(target, VoicemailTarget):
                 mailbox = target.mailbox or decision.group
                 if self.voicemail.answer(ctx.call_id, ctx.caller, mailbox, in_failure):
                     return  # answered: the keeper records it and releases the call
                 self._reply(480, "Voicemail Unavailable", in_failure=in_failure)
+            else:  # overflow upon overflow past MAX_OVERFLOWS
+                self._reply(480, "Temporarily Unavailable", in_failure=in_failure)
             if not in_failure:
                 # no dialog yet: nobody else releases
                 self.decider.release(ctx.call_id, outcome="no_answer")
