@@ -3,7 +3,9 @@
 report --tenant T --from DAY --to DAY [--group G] [--agent A] [--bucket day|hour]
        [--sl-seconds 20] [--abandon-grace 5] [--tz ZONE] [--archive-dir DIR]
        [--format json|csv|png] [--out FILE]
-                         figures per group and agent (dispatcher/reports/figures.py)
+                         figures per group (calls, service level, queue, overflows,
+                         voicemails), of all groups together, and per agent
+                         (dispatcher/reports/figures.py); every format has them all
 archive --tenant T --dir DIR [--keep-hours 48]
                          move events older than the retention window into daily files
 
@@ -41,7 +43,7 @@ class CommandError(Exception):
 
 def register(sub: Any) -> None:
     """Add the `report` and `archive` commands to the CLI's subparsers."""
-    p = sub.add_parser("report", help="call figures per group and agent over a period")
+    p = sub.add_parser("report", help="call and queue figures per group and agent over a period")
     p.add_argument("--tenant", required=True, type=_id("tenant"))
     p.add_argument("--from", dest="start", required=True, metavar="DAY", help="first day")
     p.add_argument("--to", dest="end", required=True, metavar="DAY", help="last day")

@@ -1,10 +1,15 @@
 """A report as JSON, CSV or a PNG plot.
 
 JSON is `Report.as_dict()`. CSV is one table: a row per group or agent and bucket, then its
-row over the whole period (`bucket_start` "total"); group and agent rows share the columns
-they have in common (`answered`, the time figures) and leave the others empty. The PNG has
-a row of two plots per group: volume per bucket (offered, answered, abandoned) and service
-level per bucket; for a report of agents only, their offers, answers and missed offers.
+row over the whole period (`bucket_start` "total"); after the groups, the tenant total
+(scope "tenant", id the tenant) in the same way; group and agent rows share the columns
+they have in common (`answered`, the time figures) and leave the others empty, so the queue
+columns are empty on agent rows. The PNG has a row of plots per group, led by one for all
+groups together when there are several: volume per bucket (offered, answered, abandoned),
+service level per bucket and, when any group queued or overflowed callers or got
+voicemails, the queue per bucket (queued, answered from the queue, abandoned in it,
+overflowed, voicemails) with the period's wait and estimate error in its title; for a
+report of agents only, their offers, answers and missed offers.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ CSV_COLUMNS = (
 )
 # More plot rows than this make an unreadable (and huge) image: ask for one group.
 MAX_PLOTTED = 24
+# The figures each bar plot shows per bucket.
+_AGENT_SERIES = ("offers", "answered", "missed")
+_CALL_SERIES = ("offered", "answered", "abandoned")
+_QUEUE_SERIES = ("queued", "queue_answered", "queue_abandoned", "overflowed", "voicemails")
 
 
 def to_json(report: Report) -> bytes:
@@ -43,7 +52,8 @@ def to_csv(report: Report) -> str:
     writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     data = report.as_dict()
-    for scope, rows in (("group", data["groups"]), ("agent", data["agents"])):
+    total = [data["tenant_total"]] if data["tenant_total"] is not None else []
+    for scope, rows in (("group", data["groups"]), ("tenant", total), ("agent", data["agents"])):
         for row in rows:
             for bucket in row["buckets"]:
                 start, end = bucket.pop("start"), bucket.pop("end")
@@ -73,24 +83,43 @@ def write_png(report: Report, out: Path | IO[bytes]) -> None:
         raise ValueError(
             f"{len(rows)} {what} to plot, at most {MAX_PLOTTED}: choose one with --group/--agent"
         )
-    n = max(1, len(rows))
-    fig = Figure(figsize=(13, 3.2 * n), layout="constrained")
-    axes = fig.subplots(n, 1 if agents_only else 2, squeeze=False)
+    titled = [(f"agent {r.id}" if agents_only else f"group {r.id}", r) for r in rows]
+    if len(rows) > 1 and report.tenant_total is not None:
+        titled.insert(0, ("all groups", report.tenant_total))
+    queues = not agents_only and any(
+        r.total["queued"] or r.total["overflowed"] or r.total["voicemails"] for r in rows
+    )
+    n = max(1, len(titled))
+    columns = 1 if agents_only else 3 if queues else 2
+    fig = Figure(figsize=(13 if columns < 3 else 19, 3.2 * n), layout="constrained")
+    axes = fig.subplots(n, columns, squeeze=False)
     labels = _labels(report)
     xs = list(range(len(labels)))
     p = report.period
     fig.suptitle(f"{report.tenant}: {p.iso(p.start_ms)} to {p.iso(p.end_ms)}, per {p.bucket}")
     if not rows:
         axes[0][0].set_title("no calls in this period")
-    for i, row in enumerate(rows):
+    for i, (name, row) in enumerate(titled):
         if agents_only:
-            series = ("offers", "answered", "missed")
-            _bars(axes[i][0], xs, labels, row, series, f"agent {row.id}: offers")
-        else:
-            series = ("offered", "answered", "abandoned")
-            _bars(axes[i][0], xs, labels, row, series, f"group {row.id}: calls")
-            _service_level(axes[i][1], xs, labels, row, report.sl_seconds)
+            _bars(axes[i][0], xs, labels, row, _AGENT_SERIES, f"{name}: offers")
+            continue
+        _bars(axes[i][0], xs, labels, row, _CALL_SERIES, f"{name}: calls")
+        _service_level(axes[i][1], xs, labels, row, name, report.sl_seconds)
+        if queues:
+            _bars(axes[i][2], xs, labels, row, _QUEUE_SERIES, _queue_title(name, row))
     fig.savefig(out, format="png", dpi=100)
+
+
+def _queue_title(name: str, row: Row) -> str:
+    t = row.total
+
+    def s(value: Any) -> str:
+        return "n/a" if value is None else f"{value:g} s"
+
+    return (
+        f"{name}: queue, wait p90 {s(t['queue_wait_p90_s'])}, max {s(t['queue_wait_max_s'])}\n"
+        f"announced wait off by {s(t['ewt_mae_s'])} on average ({t['ewt_announcements']} told)"
+    )
 
 
 def _labels(report: Report) -> list[str]:
@@ -99,13 +128,16 @@ def _labels(report: Report) -> list[str]:
     return [datetime.fromtimestamp(ms / 1000, zone).strftime(fmt) for ms in report.bucket_starts]
 
 
-def _bars(ax: Any, xs: list[int], labels: list[str], row: Row, series: tuple, title: str) -> None:
+def _bars(
+    ax: Any, xs: list[int], labels: list[str], row: Row, series: tuple[str, ...], title: str
+) -> None:
     from matplotlib.ticker import MaxNLocator
 
     width = 0.8 / len(series)
     for k, name in enumerate(series):
         values = [b.get(name) or 0 for b in row.buckets]
-        ax.bar([x + (k - 1) * width for x in xs], values, width, label=name)
+        offset = (k - (len(series) - 1) / 2) * width  # the series centred on each bucket
+        ax.bar([x + offset for x in xs], values, width, label=name)
     ax.set_title(title)
     ax.set_ylabel("calls")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -113,7 +145,7 @@ def _bars(ax: Any, xs: list[int], labels: list[str], row: Row, series: tuple, ti
     _x_axis(ax, xs, labels)
 
 
-def _service_level(ax: Any, xs: list[int], labels: list[str], row: Row, sl: int) -> None:
+def _service_level(ax: Any, xs: list[int], labels: list[str], row: Row, name: str, sl: int) -> None:
     values = [
         float("nan") if b["service_level"] is None else 100 * float(b["service_level"] or 0)
         for b in row.buckets
@@ -121,7 +153,7 @@ def _service_level(ax: Any, xs: list[int], labels: list[str], row: Row, sl: int)
     ax.plot(xs, values, marker="o", color="tab:green")
     total = row.total["service_level"]
     overall = "n/a" if total is None else f"{100 * float(total):.1f} %"
-    ax.set_title(f"group {row.id}: service level (answered within {sl} s), period {overall}")
+    ax.set_title(f"{name}: service level (answered within {sl} s of arrival), period {overall}")
     ax.set_ylim(0, 105)
     ax.set_ylabel("%")
     _x_axis(ax, xs, labels)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
+from event_log import EventLog
+
 _DAY = datetime.now(UTC).date() - timedelta(days=7)
 T0 = int(datetime.combine(_DAY, time(9), tzinfo=UTC).timestamp() * 1000)
 START_MS = T0
@@ -40,31 +42,9 @@ def day_of(ms: int) -> date:
 
 
 def _build() -> list[dict[str, str]]:
-    events: list[dict[str, str]] = []
-
-    def at(ms: int, kind: str, **fields: str) -> None:
-        ts = T0 + ms
-        seq = sum(1 for e in events if e["ts"] == str(ts))
-        events.append({"type": kind, "ts": str(ts), **fields, "id": f"{ts}-{seq}"})
-
-    def arrived(ms: int, call: str, group: str = "sales") -> None:
-        at(ms, "arrived", call=call, group=group, caller="+4930123")
-
-    def offered(ms: int, call: str, agent: str, group: str = "sales") -> None:
-        at(ms, "offered", call=call, agent=agent, group=group, caller="+4930123")
-
-    def answered(ms: int, call: str, agent: str, group: str = "sales", reason: str = "") -> None:
-        fields = {"reason": reason} if reason else {}
-        at(ms, "answered", call=call, agent=agent, group=group, caller="+4930123", **fields)
-
-    def failed(ms: int, call: str, agent: str, reason: str) -> None:
-        at(ms, "failed", call=call, agent=agent, reason=reason)
-
-    def released(ms: int, call: str, agent: str, reason: str, group: str = "sales") -> None:
-        at(ms, "released", call=call, agent=agent, group=group, reason=reason)
-
-    def ended(ms: int, call: str, outcome: str) -> None:
-        at(ms, "ended", call=call, outcome=outcome)
+    log = EventLog(T0, "sales")
+    at, arrived, offered, answered = log.at, log.arrived, log.offered, log.answered
+    failed, released, ended = log.failed, log.released, log.ended
 
     s = 1000
     at(-3600 * s, "config_changed", version="1")
@@ -135,10 +115,35 @@ def _build() -> list[dict[str, str]]:
     arrived(7200 * s, "c11")
     offered(7200 * s, "c11", "a2")
     answered(7201 * s, "c11", "a2")
-    return events
+    return log.events
 
 
 EVENTS = _build()
+
+# The queue figures of a group whose callers never queued (all of these calls).
+QUEUE_NONE = {
+    "queued": 0,
+    "queue_answered": 0,
+    "queue_abandoned": 0,
+    "queue_waiting": 0,
+    "overflowed": 0,
+    "overflowed_full": 0,
+    "overflowed_no_agents": 0,
+    "overflowed_timeout": 0,
+    "overflowed_lost": 0,
+    "overflowed_error": 0,
+    "voicemails": 0,
+    "queue_wait_p50_s": None,
+    "queue_wait_p90_s": None,
+    "queue_wait_p95_s": None,
+    "queue_wait_max_s": None,
+    "queue_abandoned_wait_p50_s": None,
+    "queue_abandoned_wait_p90_s": None,
+    "queue_abandoned_wait_p95_s": None,
+    "queue_abandoned_wait_max_s": None,
+    "ewt_announcements": 0,
+    "ewt_mae_s": None,
+}
 
 # Group sales: 9 offered (c1-c9); answered c1 c2 c6 c8; abandoned c3 (3 s: short) c4;
 # unanswered c5 (overflowed) c7 (no-answer target); pending c9. Answered within 20 s:
@@ -161,6 +166,7 @@ SALES_TOTAL = {
     "asa_s": 13.55,
     "handled": 3,
     "aht_s": 159.933,
+    **QUEUE_NONE,
 }
 SALES_0900 = {
     "offered": 5,
@@ -178,6 +184,7 @@ SALES_0900 = {
     "asa_s": 19.1,
     "handled": 2,
     "aht_s": 89.9,
+    **QUEUE_NONE,
 }
 SALES_1000 = {
     "offered": 4,
@@ -195,6 +202,7 @@ SALES_1000 = {
     "asa_s": 8.0,
     "handled": 1,
     "aht_s": 300.0,
+    **QUEUE_NONE,
 }
 SUPPORT_TOTAL = {
     "offered": 1,
@@ -212,25 +220,33 @@ SUPPORT_TOTAL = {
     "asa_s": 5.0,
     "handled": 1,
     "aht_s": 80.0,
+    **QUEUE_NONE,
 }
 
 
-def agent(offers: int, answered: int, missed: dict[str, int], tta: list[float], talk: list[float]):
-    """An agent's expected figures from its offers, answers, misses, answer and talk times."""
+def times(tta: list[float], talk: list[float]) -> dict[str, float | int | None]:
+    """The time figures from the answer and talk times (s), as the reports define them."""
     ordered = sorted(tta)
 
     def rank(p: int) -> float | None:
         return ordered[max(1, -(-p * len(ordered) // 100)) - 1] if ordered else None
 
     return {
-        "offers": offers,
-        "answered": answered,
-        "missed": sum(missed.values()),
-        **{f"missed_{r}": missed.get(r, 0) for r in ("busy", "noanswer", "declined", "error")},
         **{f"tta_p{p}_s": rank(p) for p in (50, 90, 95, 99)},
         "asa_s": round(sum(tta) / len(tta), 3) if tta else None,
         "handled": len(talk),
         "aht_s": round(sum(talk) / len(talk), 3) if talk else None,
+    }
+
+
+def agent(offers: int, answered: int, missed: dict[str, int], tta: list[float], talk: list[float]):
+    """An agent's expected figures from its offers, answers, misses, answer and talk times."""
+    return {
+        "offers": offers,
+        "answered": answered,
+        "missed": sum(missed.values()),
+        **{f"missed_{r}": missed.get(r, 0) for r in ("busy", "noanswer", "declined", "error")},
+        **times(tta, talk),
     }
 
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+import queued_calls
 import redis
 from known_calls import END_MS, EVENTS, SALES_TOTAL, START_MS, day_of, utc_iso
 
@@ -29,15 +30,25 @@ def berlin_midnight(day: date) -> str:
     return datetime.combine(day, time(0), tzinfo=BERLIN).isoformat()
 
 
+def load(client: redis.Redis, events: list[dict[str, str]]) -> None:
+    """The events into the tenant's stream, with their own ids."""
+    for event in events:
+        fields = {k: v for k, v in event.items() if k != "id"}
+        client.xadd(KEYS.events, fields, id=event["id"])  # type: ignore[arg-type]
+
+
 @pytest.fixture
-def client(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+def empty(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.delenv("DISPATCHER_ARCHIVE_DIR", raising=False)
     with redis.Redis.from_url(redis_url, decode_responses=True) as plain:
-        for event in EVENTS:
-            fields = {k: v for k, v in event.items() if k != "id"}
-            plain.xadd(KEYS.events, fields, id=event["id"])  # type: ignore[arg-type]
         yield plain
+
+
+@pytest.fixture
+def client(empty: redis.Redis) -> redis.Redis:
+    load(empty, EVENTS)
+    return empty
 
 
 def report_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
@@ -51,6 +62,21 @@ def test_json_report_of_a_window(client: redis.Redis, capsys: pytest.CaptureFixt
     assert data["from"] == utc_iso(START_MS)
     assert data["groups"][0]["total"] == SALES_TOTAL
     assert len(data["groups"][0]["buckets"]) == 2
+
+
+def test_queue_figures_in_json_and_csv(
+    empty: redis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load(empty, queued_calls.EVENTS)
+    data = report_json(capsys, *WINDOW, "--bucket", "hour")
+    assert [g["group"] for g in data["groups"]] == ["backup", "hotline"]
+    assert data["groups"][1]["total"] == queued_calls.HOTLINE_TOTAL
+    assert data["tenant_total"]["total"] == queued_calls.TENANT_TOTAL
+    out = tmp_path / "q.csv"
+    assert main(["report", "--tenant", "acme", *WINDOW, "--format", "csv", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    tenant = next(r for r in rows if r["scope"] == "tenant" and r["bucket_start"] == "total")
+    assert (tenant["queued"], tenant["overflowed_lost"], tenant["ewt_mae_s"]) == ("9", "1", "3.75")
 
 
 def test_days_are_the_tenants_and_to_is_included(

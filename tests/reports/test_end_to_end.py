@@ -15,7 +15,8 @@ from dispatcher.reports.archive import Archiver
 from dispatcher.reports.events import FOLLOW_MS, read_events
 from dispatcher.reports.figures import Period, compute
 from dispatcher.sip.decision import Decider, Exhausted, Offer
-from dispatcher.state import StateStore
+from dispatcher.state import AVAILABLE, AgentLimits, StateStore
+from dispatcher.state.messages import Voicemail
 
 pytestmark = pytest.mark.redis
 
@@ -128,4 +129,72 @@ def test_report_of_calls_with_known_outcomes(
     Archiver(client, "acme", tmp_path, keep_hours=0).run()
     assert client.xlen(store.keys.events) == 0
     assert report(tmp_path) == figures
+    client.close()
+
+
+@pytest.fixture
+def queue_store(redis_url: str) -> Iterator[StateStore]:
+    """Group hot: agent a1 (one line, no wrap-up) and a queue of 2."""
+    with StateStore(redis_url, "acme") as state:
+        state.put_config(b"{}", [AgentLimits("a1", 1, status=AVAILABLE)], [("hot", ["a1"], 2)])
+        yield state
+
+
+def test_report_of_queued_calls_from_the_librarys_events(
+    queue_store: StateStore, redis_url: str
+) -> None:
+    """The queue events as disp_queue_join/leave/keep, disp_answered and disp_voicemail_put
+    write them: x1 keeps a1 busy, w1 waits and is answered, w2 hangs up in the queue, w3
+    finds it full; one announcement to w1, one voicemail."""
+    store, node, lease = queue_store, "node-1", 10_000
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    start = redis_ms(client)
+
+    def arrive(call: str) -> None:
+        store.claim(call, "hot", "+49" + call, ["a1"], 20_000, arrival=True)
+
+    arrive("x1")
+    assert store.answered("x1", "hot", "a1") == "ok"
+    for call, status in (("w1", "queued"), ("w2", "queued"), ("w3", "full")):
+        arrive(call)
+        assert store.queue_join(call, "hot", "+49" + call, 0, node, lease).status == status
+    store.release("w3", outcome="no_answer")
+    store.queue_keep(node, ["w1", "w2"], lease, announced=[("w1", 1, 0)])
+    time.sleep(0.05)
+    assert store.queue_leave("w2", "abandoned") is not None
+    store.release("w2", outcome="abandoned")
+    store.release("x1", outcome="answered")
+    assert store.claim("w1", "hot", "+49w1", ["a1"], 20_000).claimed == ("a1",)
+    time.sleep(0.02)
+    assert store.answered("w1", "hot", "a1") == "ok"
+    store.release("w1", outcome="answered")
+    now = redis_ms(client)
+    store.voicemail_put(Voicemail("m1", "hot", "+49w4", now, 4000, "/var/vm/m1.wav", node))
+    end = redis_ms(client) + 1
+
+    events = read_events(client, "acme", start, end + FOLLOW_MS)
+    report = compute(events, Period(start, end, "hour"), tenant="acme")
+    [hot] = report.groups
+    t = hot.total
+    counts = ("offered", "answered", "abandoned", "unanswered", "queued", "queue_answered")
+    assert {k: t[k] for k in counts} == {
+        "offered": 4,
+        "answered": 2,
+        "abandoned": 1,
+        "unanswered": 1,
+        "queued": 2,
+        "queue_answered": 1,
+    }
+    assert (t["queue_abandoned"], t["queue_waiting"]) == (1, 0)
+    assert (t["overflowed"], t["overflowed_full"], t["voicemails"]) == (1, 1, 1)
+    waits = [e for e in client.xrange(store.keys.events) if e[1]["type"] == "dequeued"]
+    wait_s = {f["call"]: int(f["wait_ms"]) / 1000 for _, f in waits}
+    assert wait_s["w1"] >= 0.07 and wait_s["w2"] >= 0.05
+    assert t["queue_wait_max_s"] == wait_s["w1"]
+    assert t["queue_abandoned_wait_max_s"] == wait_s["w2"]
+    # w1 answered from its arrival, before it joined: its time to answer holds its wait
+    assert t["tta_p99_s"] is not None and t["tta_p99_s"] >= wait_s["w1"]
+    # told 0 s, answered some 70 ms later
+    assert t["ewt_announcements"] == 1 and 0.02 <= t["ewt_mae_s"] < 1  # type: ignore[operator]
+    assert report.tenant_total is not None and report.tenant_total.total == t
     client.close()
