@@ -115,9 +115,11 @@ class RedisProcess(_ServerProcess):
         port: int | None = None,
         unix_socket: bool = False,
         movable_clock: bool = False,
+        durable: bool = False,
     ) -> None:
         super().__init__(workdir, port)
         self.unix_socket = unix_socket
+        self.durable = durable
         if unix_socket and len(os.fsencode(self.socket_path)) > 107:
             raise ValueError(f"unix socket path too long (max 107 bytes): {self.socket_path}")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -154,8 +156,13 @@ class RedisProcess(_ServerProcess):
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                # `make run`'s Redis keeps every tenant's config, tokens and state across
+                # a restart (append-only file, fsync once a second); the tests' start empty.
+                *(
+                    ("--appendonly", "yes", "--appendfsync", "everysec")
+                    if self.durable
+                    else ("--appendonly", "no")
+                ),
                 *(
                     ("--unixsocket", str(self.socket_path), "--unixsocketperm", "700")
                     if self.unix_socket

@@ -4,7 +4,10 @@ run   foreground; Ctrl-C stops everything it started.
 up    the same in the background (log in .run/stack.log); returns once it is ready.
 down  stops what `up` started.
 
-Redis is started here unless REDIS_URL names one to use; Kamailio listens on
+Redis is started here (durable: an append-only file in .run/redis) unless REDIS_URL names
+one to use; RTPengine plays queue audio and records voicemail (its NG port and media ports on
+loopback, its recordings in .run/rtpengine/spool); the default prompts are generated into
+DISPATCHER_PROMPTS first; Kamailio listens on
 127.0.0.1:SIP_PORT (default 5060) with the KEMI script that routes group calls; the admin API
 on 127.0.0.1:API_PORT (default 8080), its bootstrap token DISPATCHER_ADMIN_TOKEN or, unset, one
 generated for the session (printed, and in .run/admin-token). Kamailio and the API share
@@ -25,8 +28,12 @@ import time
 from pathlib import Path
 
 from dispatcher.admin.config_sync import import_tenant
+from dispatcher.config.model import Group
+from dispatcher.config.model import Voicemail as VoicemailTarget
 from dispatcher.config.tenant_file import load_tenant
+from dispatcher.media.prompts import ensure_default_prompts
 from dispatcher.run.procs import ApiProcess, RedisProcess, pid_alive
+from dispatcher.run.rtpengine import RtpengineProcess
 from dispatcher.run.sipprocs import KamailioProcess
 from dispatcher.settings import Settings
 from dispatcher.state.store import StateStore
@@ -49,13 +56,20 @@ def _banner(redis_url: str, tenant_file: Path, sip: str) -> str:
         f"  SIP:     udp:{sip}   (Kamailio, log in {RUN_DIR}/kamailio/kamailio.log)",
         f"  phones:  register an agent's phone as <aor>@{sip}, e.g. alice, bob, ... (no auth;",
         "           loopback only); then call a group number below through the same proxy",
+        f"  media:   RTPengine (queue audio, voicemail), log in {RUN_DIR}/rtpengine/; "
+        f"voicemail WAVs in {RUN_DIR}/voicemail/",
         f"  Redis:   {redis_url}   (keys {{t:{tenant.id}}}:*, events in {{t:{tenant.id}}}:events)",
         f"  tenant:  {tenant.id} from {tenant_file}",
         "  groups to call:",
     ]
     for group in tenant.groups:
         agents = ", ".join(m.agent for m in group.canonical_members())
-        lines.append(f"    {group.extension}  {group.name:<20} {group.strategy:<16} {agents}")
+        extras = [
+            *(["queue"] if group.queued else []),
+            *(["voicemail"] if _reaches_voicemail(group) else []),
+        ]
+        more = f"   [{', '.join(extras)}]" if extras else ""
+        lines.append(f"    {group.extension}  {group.name:<20} {group.strategy:<16} {agents}{more}")
     dids = list(dict.fromkeys(rule.did for rule in tenant.inbound))
     if dids:
         lines.append("  numbers with inbound rules (by caller and time, see the tenant file):")
@@ -69,6 +83,15 @@ def _banner(redis_url: str, tenant_file: Path, sip: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _reaches_voicemail(group: Group) -> bool:
+    """Whether a caller of `group` can end in voicemail (no answer, or a queue overflow)."""
+    targets = [group.no_answer]
+    if group.queue is not None:
+        overflow = group.queue.overflow
+        targets += [overflow.full, overflow.timeout, overflow.no_agents]
+    return any(isinstance(t, VoicemailTarget) for t in targets)
 
 
 def _api_banner(api_url: str, tenant: str, token: str | None) -> str:
@@ -106,6 +129,7 @@ def run() -> int:
     tenant_file = Path(os.environ.get("DISPATCHER_TENANT_FILE") or DEMO_FILE)
     redis_proc: RedisProcess | None = None
     kamailio: KamailioProcess | None = None
+    rtpengine: RtpengineProcess | None = None
     api: ApiProcess | None = None
     stopping = False
 
@@ -118,7 +142,7 @@ def run() -> int:
     try:
         redis_url = settings.redis_url
         if redis_url is None:
-            redis_proc = RedisProcess(RUN_DIR / "redis")
+            redis_proc = RedisProcess(RUN_DIR / "redis", durable=True)
             redis_proc.start()
             redis_url = redis_proc.url
         tenant = load_tenant(tenant_file)
@@ -130,8 +154,20 @@ def run() -> int:
         TOKEN_FILE.write_text(admin_token + "\n")
         # Kamailio and the API inherit it; prometheus_client reads it at import.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_metrics_dir())
+        # The default prompts (espeak-ng, sox; a few seconds the first time), before the
+        # first caller waits for them.
+        ensure_default_prompts(settings.prompts_dir)
+        rtpengine = RtpengineProcess(RUN_DIR / "rtpengine")
+        rtpengine.start()
         kamailio = KamailioProcess(
-            RUN_DIR / "kamailio", sip_port=settings.sip_port, redis_url=redis_url, tenant=tenant.id
+            RUN_DIR / "kamailio",
+            sip_port=settings.sip_port,
+            redis_url=redis_url,
+            tenant=tenant.id,
+            rtpengine_ng=("127.0.0.1", rtpengine.ng_port),
+            prompts_dir=settings.prompts_dir,
+            voicemail_dir=RUN_DIR / "voicemail",
+            rtpengine_spool=rtpengine.spool_dir,
         )
         kamailio.start()
         api = ApiProcess(
@@ -153,6 +189,8 @@ def run() -> int:
             api.stop()
         if kamailio is not None:
             kamailio.stop()
+        if rtpengine is not None:
+            rtpengine.stop()
         if redis_proc is not None:
             redis_proc.stop()
     print("dispatcher stack stopped", flush=True)
