@@ -26,6 +26,7 @@ import redis
 from dispatcher.config.model import Group
 from dispatcher.core import LOGGED_OUT, PAUSED
 from dispatcher.media import prompts
+from dispatcher.media.ng import NgError, NgUnavailable
 from dispatcher.queue.estimate import AgentLoad, HandleTimes, Phrase, WaitModel, announcement
 from dispatcher.sip import held as held_calls
 from dispatcher.sip.held import SERVING, SUSPENDED, HeldCall
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
 
 LISTEN_S = 0.05
 KEEP_EVERY_S = 0.25
+# While it holds callers, the keeper pings RTPengine this often: a dead RTPengine sends its
+# callers to the overflow (they would hear silence until served) within about this long
+# plus the client's retransmission budget.
+MEDIA_CHECK_S = 1.0
 
 
 @dataclass(slots=True)
@@ -60,6 +65,7 @@ class Keeper:
         self._bell: Any = None  # redis-py PubSub on the node's channel, opened on first use
         self._bell_down = False
         self._next_keep = 0.0
+        self._next_media_check = 0.0
         self._hearing: dict[str, _Hearing] = {}
         self._announced: list[tuple[str, int, int | None]] = []
         self._want_stats = False
@@ -83,6 +89,25 @@ class Keeper:
             if self.router.media is not None:
                 self.router.voicemail.tick()
         self._play_due(time.monotonic())
+        if now >= self._next_media_check:
+            self._next_media_check = now + MEDIA_CHECK_S
+            self._check_media()
+
+    def _check_media(self) -> None:
+        """RTPengine gone: every caller this node holds goes to its overflow without audio
+        (case media: the queue's overflow for a full queue), logged once per outage."""
+        media = self.router.media
+        if media is None:
+            return
+        waiting = [r for r in held_calls.every(self.ksr) if r.state == SUSPENDED]
+        if not waiting:
+            return
+        try:
+            media.ng.ping()
+        except (NgError, NgUnavailable) as exc:
+            self.router.media_down(f"RTPengine stopped answering with {len(waiting)} held: {exc}")
+            for record in waiting:
+                self._overflow(record, "media")
 
     def _doorbells(self) -> list[str]:
         """The calls whose doorbells rang since the last tick (waits up to LISTEN_S)."""

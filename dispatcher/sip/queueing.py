@@ -14,8 +14,9 @@ one of three routes (kemi.py names them):
 - serve (an agent is free for it, Redis rang its doorbell): claim a wave by the group's rules
   and ring it; when nobody is claimed, or nobody of the wave answers, the caller goes back to
   its place in the queue and is suspended again;
-- overflow (it waited max_wait, nobody is logged in any more, or Redis lost its entry and the
-  queue will not take it back): leave the queue and apply the group's overflow target;
+- overflow (it waited max_wait, nobody is logged in any more, Redis lost its entry and the
+  queue will not take it back, or RTPengine stopped answering the keeper's ping): leave the
+  queue and apply the group's overflow target (for a full queue, when it was RTPengine);
 - cancel (its CANCEL arrived while suspended; tm would answer 487 but never the CANCEL): leave
   the queue as abandoned and answer 487.
 
@@ -170,9 +171,11 @@ class Queueing:
         case = record.overflow if record and record.overflow else "timeout"
         held_calls.drop(ksr, ctx.call_id)
         group = router.decider.view().groups.get(ctx.group)
+        # No media (RTPengine died while it waited): as a caller that could not be held.
+        reason, target_case = ("error", "full") if case == "media" else (case, case)
         try:
-            router.decider.store.queue_leave(ctx.call_id, case)
-            target = group.overflow_target(case) if group else router_reply_target()
+            router.decider.store.queue_leave(ctx.call_id, reason)
+            target = group.overflow_target(target_case) if group else router_reply_target()
             router._dispatch(ctx, Exhausted(ctx.group, target, "overflow"), in_failure=True)
         except StateUnavailable as exc:
             router._unavailable(exc)

@@ -431,6 +431,45 @@ def test_without_rtpengine_a_caller_overflows_at_once_and_nothing_stays(
     assert len(outage) == 1, outage  # logged once per outage, not per call
 
 
+def test_rtpengine_dying_sends_its_held_callers_on_and_leaves_nothing(
+    node: Callable[..., KamailioProcess],
+    start_phone: Callable[..., SippProcess],
+    tmp_path: Path,
+    client: redis.Redis,
+    hub: RtpHub,
+    rtpengine: RtpengineProcess,
+) -> None:
+    """kill -9 RTPengine while a caller waits: the keeper's ping finds it gone and the caller
+    gets the overflow for a full queue (486 here) within about two seconds, not silence
+    until an agent frees; the queue in Redis is empty, the outage logged once."""
+    kamailio = node()
+    phone(tmp_path, start_phone, kamailio, "q1", "uas_answer.xml")
+    hold = holding(tmp_path, kamailio, talk_ms=8000)
+    wait_for(lambda: live(client, "q1") == 1, what="q1 on the hold call")
+    ear = hub.endpoint()
+    caller = SippProcess(
+        tmp_path,
+        refused_scenario(tmp_path, 486),
+        kamailio.address,
+        calls=1,
+        service="900",
+        keys={"caller": "+4989001", "rtp_port": ear.port},
+        timeout=20,
+    )
+    caller.start()
+    wait_for(lambda: ear.total().packets > 10, timeout=5, what="queue audio at the caller")
+    killed = time.monotonic()
+    rtpengine.kill()
+    result = caller.wait()
+    assert result.ok, result.errors or result.output
+    assert time.monotonic() - killed < 3.5
+    assert queue_keys_empty(client)
+    assert hold.wait().ok
+    assert settled(client) == ZERO
+    outage = [line for line in kamailio.log_text().splitlines() if "no queue audio" in line]
+    assert len(outage) == 1, outage
+
+
 def test_a_phone_that_registers_is_recorded_and_serves_the_waiting_caller(
     node: Callable[..., KamailioProcess],
     start_phone: Callable[..., SippProcess],
