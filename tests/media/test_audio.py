@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import struct
 import subprocess
+import wave
 from pathlib import Path
 
 import pytest
@@ -476,3 +478,37 @@ def test_conversion_refuses_info_of_another_upload() -> None:
     long_info = inspect_audio(pcm(frames=4000))
     with pytest.raises(ValueError, match="info does not describe this data"):
         to_playback_format(pcm(frames=10), long_info)
+
+
+# --- what RTPengine plays: the AU copy ------------------------------------------------------
+
+
+def test_the_playable_copy_is_mu_law_au_and_follows_its_wav(tmp_path: Path) -> None:
+    from dispatcher.media.audio import playable, playback_wav
+
+    samples = struct.pack("<4h", 0, 1000, -1000, 32767)
+    wav = tmp_path / "greeting.wav"
+    wav.write_bytes(playback_wav(samples))
+    au = playable(wav)
+    data = au.read_bytes()
+    magic, offset, size, encoding, rate, channels = struct.unpack(">4s5I", data[:24])
+    assert (magic, offset, size, encoding, rate, channels) == (b".snd", 24, 4, 1, 8000, 1)
+    assert data[24:] == bytes([0xFF, 0xCE, 0x4E, 0x80])  # G.711 mu-law of the four samples
+    assert playable(wav) == au and au.read_bytes() == data  # kept while the WAV is older
+    os.utime(wav, ns=(au.stat().st_mtime_ns + 10**9,) * 2)
+    wav.write_bytes(playback_wav(samples[:2]))
+    os.utime(wav, ns=(au.stat().st_mtime_ns + 10**9,) * 2)
+    assert len(playable(wav).read_bytes()) == 25  # a replaced WAV: a new copy
+
+
+def test_a_wav_not_in_the_playback_format_is_refused(tmp_path: Path) -> None:
+    from dispatcher.media.audio import playable
+
+    wav = tmp_path / "stereo.wav"
+    with wave.open(str(wav), "wb") as writer:
+        writer.setnchannels(2)
+        writer.setsampwidth(2)
+        writer.setframerate(8000)
+        writer.writeframes(b"\0" * 8)
+    with pytest.raises(ValueError, match="not the playback format"):
+        playable(wav)
