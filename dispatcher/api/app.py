@@ -3,18 +3,23 @@
     uvicorn --factory dispatcher.api.app:app_from_env --host 127.0.0.1 --port 8080
 
 (`make run` / `make up` start it that way on 127.0.0.1:API_PORT.) Each resource is a router of
-its own module, all under `/v1/tenants/{tenant}`; later parts (queues, prompts, voicemail, the
-dashboard, reports) add routers the same way: `create_app(settings, extra_routers=[...])` or
+its own module, all under `/v1/tenants/{tenant}` (tenants, groups, agents, inbound rules,
+tokens, the live view, prompts, voicemail, the dashboard's calls and event stream); later
+parts (reports) add routers the same way: `create_app(settings, extra_routers=[...])` or
 `app.include_router(...)`. OpenAPI at `/openapi.json`, interactive docs at `/docs`.
 
 Errors are JSON `{"detail": ...}`:
 - 401 no valid token, 403 a token of another tenant or a read-only token on a write;
-- 404 unknown tenant, group, agent or membership;
-- 409 a removal that leaves references, a state change that does not apply, a tenant that
-  already exists, a change that kept colliding with other writers;
+- 404 unknown tenant, group, agent, membership, prompt or voicemail message;
+- 409 a removal that leaves references (a group, a prompt a group names), a state change
+  that does not apply, a tenant that already exists, a change that kept colliding with other
+  writers;
+- 410 a voicemail recording whose file is not on this machine;
 - 412 an If-Match version that is no longer current;
+- 413 an upload over the size limit;
 - 422 invalid input: `detail` is a list of `{loc, field, msg, type}`, `loc` as FastAPI has it
-  (`["body", "members", 0, "agent"]`), `field` the same as text (`members[0].agent`);
+  (`["body", "members", 0, "agent"]`), `field` the same as text (`members[0].agent`); for
+  audio that cannot be a prompt, `type` is the problem's code (`not_wav`, `sample_rate`, ...);
 - 503 Redis unavailable (with Retry-After).
 """
 
@@ -44,8 +49,10 @@ from . import (
     routes_inbound,
     routes_live,
     routes_metrics,
+    routes_prompts,
     routes_tenants,
     routes_tokens,
+    routes_voicemail,
 )
 from .async_store import AsyncRedis
 from .config_io import PreconditionFailed
@@ -104,6 +111,8 @@ def create_app(settings: Settings, extra_routers: Sequence[APIRouter] = ()) -> F
         routes_inbound.router,
         routes_tokens.router,
         routes_live.router,
+        routes_prompts.router,
+        routes_voicemail.router,
         routes_dashboard.router,
         routes_metrics.router,
         *extra_routers,

@@ -18,17 +18,27 @@ import redis
 import redis.asyncio as aredis
 
 from dispatcher.state.errors import StateError
-from dispatcher.state.keys import TENANTS_KEY, TenantKeys
+from dispatcher.state.keys import TENANTS_KEY, TenantKeys, validate_id
 from dispatcher.state.live import (
     AgentLive,
+    BoardState,
     CallsState,
     LiveState,
     parse_agent,
+    parse_board,
     parse_calls,
     parse_live,
     queue_agent_reads,
+    queue_board_reads,
     queue_calls_reads,
     queue_live_reads,
+)
+from dispatcher.state.messages import (
+    Voicemail,
+    parse_voicemail,
+    parse_voicemails,
+    prompt_put_request,
+    voicemail_update_request,
 )
 from dispatcher.state.store import (
     DEFAULT_EVENTS_MAXLEN,
@@ -178,6 +188,13 @@ class AsyncStateStore:
             queue_live_reads(pipe, self.keys)
             return parse_live(await pipe.execute())
 
+    async def board(self) -> BoardState:
+        """The live state with every queued caller and the agents' phone registrations, at
+        one instant (1 round trip, MULTI/EXEC; see `dispatcher.state.live.queue_board_reads`)."""
+        async with self.client.guard(), self.client.client.pipeline(transaction=True) as pipe:
+            queue_board_reads(pipe, self.keys)
+            return parse_board(await pipe.execute())
+
     async def calls(self) -> CallsState:
         """Calls ringing and in progress at one instant, with what the newest events tell
         about them (1 round trip, MULTI/EXEC; see `queue_calls_reads`)."""
@@ -214,3 +231,89 @@ class AsyncStateStore:
             return parse_events_reply(
                 await self.client.client.xrevrange(self.keys.events, count=count)
             )
+
+    # -- voicemail and uploaded prompts (state.messages) ----------------------------------
+
+    async def voicemail(self, message_id: str) -> Voicemail | None:
+        """One message, None if there is none (1 round trip, HGET)."""
+        validate_id(message_id, "message id")
+        async with self.client.guard():
+            raw = await self.client.client.hget(self.keys.voicemail, message_id)
+        return parse_voicemail(cast("bytes | None", raw))
+
+    async def voicemails(self) -> list[Voicemail]:
+        """Every message of the tenant, newest first (1 round trip, MULTI/EXEC; O(messages))."""
+        async with self.client.guard(), self.client.client.pipeline(transaction=True) as pipe:
+            pipe.zrevrange(self.keys.voicemail_index, 0, -1)
+            pipe.hgetall(self.keys.voicemail)
+            ids, records = await pipe.execute()
+        return parse_voicemails([records.get(i) for i in ids])
+
+    async def voicemail_update(
+        self, message_id: str, record: Voicemail | None, audit: Audit | None = None
+    ) -> Voicemail | None:
+        """Replace a message's record (marked heard or new), or delete it (None); the record
+        before, None if there was no such message (nothing changed then). 1 FCALL."""
+        keys, args = voicemail_update_request(self.keys, message_id, record, audit)
+        return parse_voicemail(await self.client.fcall("disp_voicemail_update", keys, args))
+
+    async def prompt_put(
+        self, prompt_id: str, audio: bytes | None, audit: Audit | None = None
+    ) -> str | None:
+        """Store a prompt's audio (None deletes it); the previous digest, None if there was
+        none. ValueError for audio that is empty or over MAX_PROMPT_BYTES. 1 FCALL."""
+        keys, args = prompt_put_request(self.keys, prompt_id, audio, audit)
+        previous = await self.client.fcall("disp_prompt_put", keys, args)
+        return previous.decode() if previous else None
+
+    async def prompt_sizes(self) -> dict[str, tuple[str, int]]:
+        """Every uploaded prompt's id -> (digest, bytes of its audio).
+
+        Cost: 2 round trips (HGETALL, then HSTRLEN per prompt in one MULTI/EXEC), each again
+        when a prompt changed in between (WATCH), so digest and size always belong together.
+        """
+        async with self.client.guard(), self.client.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self.keys.prompts)
+                    raw = cast("dict[bytes, bytes]", await pipe.hgetall(self.keys.prompts))
+                    digests = {k.decode(): v.decode() for k, v in sorted(raw.items())}
+                    pipe.multi()
+                    for digest in digests.values():
+                        pipe.hstrlen(self.keys.prompt_data, digest)
+                    sizes = await pipe.execute()
+                except redis.WatchError:
+                    continue
+                return {
+                    prompt_id: (digest, int(size))
+                    for (prompt_id, digest), size in zip(digests.items(), sizes, strict=True)
+                }
+
+    async def prompt_digest(self, prompt_id: str) -> str | None:
+        """The digest of one prompt's audio, None if there is no such prompt (1 round trip)."""
+        validate_id(prompt_id, "prompt id")
+        async with self.client.guard():
+            raw = cast("bytes | None", await self.client.client.hget(self.keys.prompts, prompt_id))
+        return raw.decode() if raw is not None else None
+
+    async def prompt_audio(self, prompt_id: str) -> tuple[str, bytes] | None:
+        """(digest, audio) of one prompt read together, None if there is no such prompt.
+
+        Cost: 1-2 round trips (HGET, then HGET of the audio under WATCH, again if the prompt
+        was replaced in between).
+        """
+        validate_id(prompt_id, "prompt id")
+        async with self.client.guard(), self.client.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self.keys.prompts)
+                    raw = await pipe.hget(self.keys.prompts, prompt_id)
+                    if raw is None:
+                        return None
+                    digest = cast("bytes", raw).decode()
+                    pipe.multi()
+                    pipe.hget(self.keys.prompt_data, digest)
+                    (audio,) = await pipe.execute()
+                except redis.WatchError:
+                    continue
+                return (digest, audio) if audio is not None else None

@@ -7,7 +7,8 @@ one that creates tenants and reads `/metrics`. Without it set, only tenant token
 Access, checked before anything else of a request:
 - no or malformed Authorization header, unknown or revoked token: 401;
 - a tenant token on another tenant's path: 403 (whether that tenant exists or not);
-- a read-only token on a write: 403.
+- a read-only token on a write: 403; marking voicemail heard or new takes an admin or a
+  supervisor token (`HEARD_ROLES`), the bootstrap token included.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from dispatcher.config.model import ID_PATTERN
 from .async_store import AsyncRedis, AsyncStateStore
 
 BOOTSTRAP_ACTOR = "bootstrap"
+
+# Who may mark a voicemail message heard or new: the people who listen to messages. A
+# supervisor changes no config; a read-only token (a wallboard) changes nothing at all.
+HEARD_ROLES: frozenset[str] = frozenset({"admin", "supervisor"})
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -128,6 +133,20 @@ async def write_access(
     return _access(request, principal, tenant, write=True)
 
 
+async def heard_access(
+    request: Request,
+    principal: Annotated[Principal, Depends(authenticate)],
+    tenant: TenantId,
+) -> TenantAccess:
+    """An admin or supervisor token of the tenant, or the bootstrap token."""
+    access = _access(request, principal, tenant, write=False)
+    if principal.role not in HEARD_ROLES:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "only an admin or supervisor token may mark messages"
+        )
+    return access
+
+
 async def super_admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """The bootstrap token only."""
     if not principal.is_super:
@@ -138,4 +157,5 @@ async def super_admin(principal: Annotated[Principal, Depends(authenticate)]) ->
 Caller = Annotated[Principal, Depends(authenticate)]
 ReadAccess = Annotated[TenantAccess, Depends(read_access)]
 WriteAccess = Annotated[TenantAccess, Depends(write_access)]
+HeardAccess = Annotated[TenantAccess, Depends(heard_access)]
 SuperAdmin = Annotated[Principal, Depends(super_admin)]

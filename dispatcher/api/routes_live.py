@@ -1,24 +1,24 @@
-"""The live view of a tenant: agents and groups with their counters, for the dashboard and
-anything else that shows who is doing what."""
+"""The live view of a tenant: agents and groups with their counters, queued callers and
+phone registrations, for the dashboard and anything else that shows who is doing what."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from dispatcher.reports.live_summary import summarize
+from dispatcher.admin.ops import NotFound
 
 from . import config_io
 from .auth import ReadAccess
-from .schemas import LiveView
+from .live_board import LiveBoard, board_view
 
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["live"])
 
 
-@router.get("/live", summary="Agents and groups with live counters, at one instant")
-async def get_live(access: ReadAccess) -> LiveView:
-    """One atomic read of config and counters (1 round trip)."""
-    live = await access.store.live()
-    if live.doc is None:
-        await config_io.load(access.store)  # raises 404
-    tenant = config_io.parsed(access.tenant, live.doc) if live.doc is not None else None
-    return summarize(access.tenant, live, tenant)
+@router.get("/live", summary="Agents, groups and queued callers with live counters, at one instant")
+async def get_live(access: ReadAccess) -> LiveBoard:
+    """One atomic read of config, counters, queues and registrations (1 round trip)."""
+    state = await access.store.board()
+    doc = state.live.doc
+    if doc is None:
+        raise NotFound(f"tenant {access.tenant!r} has no config")
+    return board_view(access.tenant, state, config_io.parsed(access.tenant, doc))

@@ -6,21 +6,29 @@
 - the processes' own metrics (`dispatcher.telemetry.exposition`): decision latency histogram of
   the Kamailio workers, Redis errors of workers and API — summed over processes in
   multiprocess mode;
-- read from Redis for every registered tenant, one atomic read each:
+- read from Redis for every registered tenant, one atomic read each (`live_board`):
   `dispatcher_agents{tenant,state}` (state: on_call, ringing, paused, logged_out, wrapup,
-  available), `dispatcher_live_calls{tenant,group}`, `dispatcher_queue_length` and
-  `dispatcher_queue_longest_wait_seconds{tenant,group}` (0 until queues exist),
-  `dispatcher_config_version{tenant}`, `dispatcher_redis_up`;
+  available), `dispatcher_live_calls{tenant,group}`, `dispatcher_queue_length{tenant,group}`
+  (callers waiting in the group's queue now) and
+  `dispatcher_queue_longest_wait_seconds{tenant,group}` (how long its longest-waiting caller
+  has waited so far; 0 with nobody waiting), `dispatcher_config_version{tenant}`,
+  `dispatcher_redis_up`;
 - counted from each tenant's event stream since this API process started (`StreamCounts`):
   `dispatcher_calls_total{tenant,outcome}` (event `ended`: answered, abandoned, no_answer,
   failed, unknown), `dispatcher_offers_total{tenant,outcome}` (an agent's offer: answered,
   or the failure reason busy, noanswer, declined, error, cancelled, unreachable; expired),
+  `dispatcher_queue_abandoned_total{tenant,group}` (callers who hung up while queued: event
+  `dequeued` reason abandoned), `dispatcher_queue_overflows_total{tenant,group,reason}`
+  (callers sent to the group's overflow target: `full` and `no_agents` on joining, event
+  `overflowed`; `timeout` and `no_agents` while waiting, event `dequeued`),
+  `dispatcher_voicemails_total{tenant,group}` (messages recorded, event `voicemail`),
   `dispatcher_events_total{tenant,type}`. The stream is the record every node appends to
   inside the library, so these are exact and the same whichever node's API is scraped; a
   restart of the API starts them again from 0 (a counter reset, which rate() handles).
 
-Cost of a scrape: per tenant 1 round trip for the live read plus 1 per STREAM_BATCH events
-appended since the last scrape (at most STREAM_CAP per scrape; the rest waits for the next).
+Cost of a scrape: per tenant 1 round trip for the live read (O(agents + live calls + queued
+callers) in Redis) plus 1 per STREAM_BATCH events appended since the last scrape (at most
+STREAM_CAP per scrape; the rest waits for the next).
 """
 
 from __future__ import annotations
@@ -28,12 +36,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from dispatcher.reports.live_summary import summarize
 from dispatcher.state.errors import StateError
 from dispatcher.state.live import ACTIVITIES
 from dispatcher.telemetry import exposition
@@ -41,6 +49,7 @@ from dispatcher.telemetry import exposition
 from . import config_io
 from .async_store import AsyncRedis, AsyncStateStore
 from .auth import SuperAdmin
+from .live_board import board_view
 
 log = logging.getLogger("dispatcher.api")
 
@@ -49,6 +58,9 @@ router = APIRouter(tags=["operations"])
 STREAM_BATCH = 10_000
 STREAM_CAP = 200_000
 _OFFER_OUTCOMES = {"answered": "answered", "expired": "expired"}
+# Why a waiting caller left its queue for the overflow target (event dequeued); the other
+# reasons are an answer, a hang-up (counted on its own), a lost node, an error.
+_OVERFLOW_LEAVES = frozenset({"timeout", "no_agents"})
 
 
 class StreamCounts:
@@ -62,6 +74,9 @@ class StreamCounts:
         self.cursor: dict[str, str] = {}
         self.calls: Counter[tuple[str, str]] = Counter()
         self.offers: Counter[tuple[str, str]] = Counter()
+        self.abandoned: Counter[tuple[str, str]] = Counter()
+        self.overflows: Counter[tuple[str, str, str]] = Counter()
+        self.voicemails: Counter[tuple[str, str]] = Counter()
         self.events: Counter[tuple[str, str]] = Counter()
 
     async def prime(self, redis: AsyncRedis) -> None:
@@ -91,6 +106,21 @@ class StreamCounts:
             self.offers[tenant, fields.get(b"reason", b"").decode() or "unknown"] += 1
         elif kind in _OFFER_OUTCOMES:
             self.offers[tenant, _OFFER_OUTCOMES[kind]] += 1
+        elif kind == "dequeued":
+            reason = fields.get(b"reason", b"").decode()
+            if reason == "abandoned":
+                self.abandoned[tenant, _group(fields)] += 1
+            elif reason in _OVERFLOW_LEAVES:
+                self.overflows[tenant, _group(fields), reason] += 1
+        elif kind == "overflowed":
+            reason = fields.get(b"reason", b"").decode() or "unknown"
+            self.overflows[tenant, _group(fields), reason] += 1
+        elif kind == "voicemail":
+            self.voicemails[tenant, _group(fields)] += 1
+
+
+def _group(fields: dict[bytes, bytes]) -> str:
+    return fields.get(b"group", b"").decode(errors="replace") or "unknown"
 
 
 class _Families:
@@ -127,12 +157,12 @@ async def _redis_families(redis: AsyncRedis, counts: StreamCounts) -> list[Metri
     try:
         for tenant in await redis.registered_tenants():
             store = redis.tenant(tenant)
-            live = await store.live()
+            board = await store.board()
             await counts.catch_up(store)
-            if live.doc is None:
+            if board.live.doc is None:
                 continue
-            view = summarize(tenant, live, config_io.parsed(tenant, live.doc))
-            version.add_metric([tenant], live.version)
+            view = board_view(tenant, board, config_io.parsed(tenant, board.live.doc))
+            version.add_metric([tenant], view.version)
             by_state = Counter(agent.activity for agent in view.agents)
             for state in ACTIVITIES:
                 agents.add_metric([tenant, state], by_state[state])
@@ -151,17 +181,42 @@ async def _redis_families(redis: AsyncRedis, counts: StreamCounts) -> list[Metri
     offers = CounterMetricFamily(
         "dispatcher_offers", "Offers to agents by outcome", labels=["tenant", "outcome"]
     )
+    abandoned = CounterMetricFamily(
+        "dispatcher_queue_abandoned",
+        "Callers who hung up while waiting in the group's queue",
+        labels=["tenant", "group"],
+    )
+    overflows = CounterMetricFamily(
+        "dispatcher_queue_overflows",
+        "Callers sent to the overflow target instead of waiting on (full, no_agents, timeout)",
+        labels=["tenant", "group", "reason"],
+    )
+    voicemails = CounterMetricFamily(
+        "dispatcher_voicemails", "Voicemail messages recorded", labels=["tenant", "group"]
+    )
     events = CounterMetricFamily(
         "dispatcher_events", "Events appended to the tenant's stream", labels=["tenant", "type"]
     )
-    for family, counter in (
+    counters: list[tuple[CounterMetricFamily, Counter[Any]]] = [
         (calls, counts.calls),
         (offers, counts.offers),
+        (abandoned, counts.abandoned),
+        (overflows, counts.overflows),
+        (voicemails, counts.voicemails),
         (events, counts.events),
-    ):
+    ]
+    for family, counter in counters:
         for labels, value in sorted(counter.items()):
             family.add_metric(list(labels), value)
-    return [up, agents, live_calls, queue_length, longest_wait, version, calls, offers, events]
+    return [
+        up,
+        agents,
+        live_calls,
+        queue_length,
+        longest_wait,
+        version,
+        *(family for family, _ in counters),
+    ]
 
 
 @router.get(

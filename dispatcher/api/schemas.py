@@ -91,16 +91,59 @@ class TokenList(_Body):
     tokens: list[TokenInfo]
 
 
+class VoicemailOut(_Body):
+    """One voicemail message of a group's box."""
+
+    id: str
+    group: str
+    caller: str = Field(description="From user of the call ('' when unknown)")
+    started_ms: int = Field(description="recording start, epoch ms")
+    started_at: str = Field(description="recording start, ISO 8601 in UTC")
+    duration_s: float
+    heard: bool
+    node: str = Field(description="the node whose disk holds the recording")
+    audio_url: str = Field(description="the recording (audio/wav), same token")
+
+
+class VoicemailList(_Body):
+    messages: list[VoicemailOut] = Field(description="newest first, at most `limit`")
+    total: int = Field(description="messages that match the filters, `limit` aside")
+    new_by_group: dict[str, int] = Field(
+        description="unheard messages per group, of the whole tenant whatever the filters "
+        "(groups without any are left out)"
+    )
+
+
+class HeardChange(_Body):
+    heard: bool = Field(description="true: heard; false: new again")
+
+
+class PromptInfo(_Body):
+    """An uploaded prompt, stored in the playback format (WAV, 8000 Hz mono 16-bit)."""
+
+    id: str
+    digest: str = Field(description="SHA-256 of the stored audio; a new upload, a new digest")
+    bytes: int = Field(description="size of the stored WAV")
+    duration_s: float
+
+
+class PromptList(_Body):
+    prompts: list[PromptInfo]
+
+
 __all__ = [
     "AgentList",
     "AgentOut",
     "AgentState",
     "GroupList",
     "GroupOut",
+    "HeardChange",
     "InboundList",
     "LiveView",
     "MemberList",
     "MemberOut",
+    "PromptInfo",
+    "PromptList",
     "StateChange",
     "TenantList",
     "TenantOut",
@@ -109,4 +152,6 @@ __all__ = [
     "TokenList",
     "TokenRequest",
     "Versioned",
+    "VoicemailList",
+    "VoicemailOut",
 ]

@@ -11,28 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from api_support import BOOTSTRAP, client, demo_doc
-from prometheus_client.parser import text_string_to_metric_families
+from api_support import BOOTSTRAP, client, demo_doc, scrape, value
 
 from dispatcher.run.procs import ApiProcess, RedisProcess, free_port
 from dispatcher.state import StateStore
+from dispatcher.state.messages import Voicemail
 
 pytestmark = pytest.mark.redis
-
-
-def scrape(http: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    reply = http.get("/metrics")
-    assert reply.status_code == 200, reply.text
-    assert reply.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(reply.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_live_gauges(admin: httpx.Client, redis_url: str) -> None:
@@ -56,7 +41,7 @@ def test_live_gauges(admin: httpx.Client, redis_url: str) -> None:
     for group in demo_doc()["groups"]:
         labels = {"tenant": "demo", "group": group["id"]}
         assert ("dispatcher_queue_length", tuple(sorted(labels.items()))) in samples
-        assert value(samples, "dispatcher_queue_longest_wait_seconds", **labels) == 0
+        assert value(samples, "dispatcher_queue_longest_wait_seconds", **labels) == 0  # nobody
     assert value(samples, "dispatcher_config_version", tenant="demo") == 1
 
 
@@ -80,6 +65,48 @@ def test_calls_and_offers_by_outcome(admin: httpx.Client, redis_url: str) -> Non
     assert delta("dispatcher_offers_total", tenant="demo", outcome="busy") == 1
     assert delta("dispatcher_offers_total", tenant="demo", outcome="answered") == 1
     assert delta("dispatcher_events_total", tenant="demo", type="offered") == 2
+
+
+def test_queue_and_voicemail_counters(admin: httpx.Client, redis_url: str, tmp_path: Path) -> None:
+    sales = next(g for g in demo_doc()["groups"] if g["id"] == "sales")
+    queued = {**sales, "queue": {"max_length": 2}}
+    assert admin.put("/v1/tenants/demo/groups/sales", json=queued).status_code == 200
+    before = scrape(admin)
+    with StateStore(redis_url, "demo") as store:
+        for agent in ("bob", "carol"):
+            store.set_state(agent, 1, "meeting")
+        store.claim("busy", "sales", "", ["alice"], 60_000)  # nobody free: callers wait
+        for call in ("q-1", "q-2"):
+            assert store.queue_join(call, "sales", "", 0, "node-a", 60_000).status == "queued"
+        assert store.queue_join("q-3", "sales", "", 0, "node-a", 60_000).status == "full"
+        assert store.queue_leave("q-1", "abandoned") is not None
+        assert store.queue_leave("q-2", "timeout") is not None
+        assert store.queue_join("q-4", "sales", "", 0, "node-a", 60_000).status == "queued"
+        assert store.queue_leave("q-4", "no_agents") is not None
+        assert store.queue_join("q-5", "sales", "", 0, "node-a", 60_000).status == "queued"
+        assert store.queue_leave("q-5", "answered") is not None  # neither abandoned nor overflow
+        store.release("busy")
+        for agent in ("alice", "bob", "carol"):
+            store.set_state(agent, 2)
+        assert store.queue_join("q-6", "sales", "", 0, "node-a", 60_000).status == "no_agents"
+        for n in range(3):
+            message = Voicemail(f"vm-{n}", "sales", "", 1, 1000, str(tmp_path / "m.wav"), "n")
+            assert store.voicemail_put(message)
+        support = Voicemail("vm-s", "support", "", 1, 1000, str(tmp_path / "s.wav"), "n")
+        assert store.voicemail_put(support)
+    after = scrape(admin)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    sales_labels = {"tenant": "demo", "group": "sales"}
+    assert delta("dispatcher_queue_abandoned_total", **sales_labels) == 1
+    for reason, count in (("full", 1), ("timeout", 1), ("no_agents", 2)):
+        assert delta("dispatcher_queue_overflows_total", **sales_labels, reason=reason) == count
+    assert delta("dispatcher_voicemails_total", **sales_labels) == 3
+    assert delta("dispatcher_voicemails_total", tenant="demo", group="support") == 1
+    assert delta("dispatcher_events_total", tenant="demo", type="dequeued") == 4
+    assert value(after, "dispatcher_queue_length", **sales_labels) == 0
 
 
 WORKER = """

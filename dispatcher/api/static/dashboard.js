@@ -1,9 +1,10 @@
 // dispatcher live dashboard.
 //
-// Reads /v1/tenants/{t}/live (agents, groups) and /calls (calls ringing and in progress) with
-// the API token, and re-reads both (debounced) whenever the tenant's event stream
-// (/events/stream, Server-Sent Events) reports something. Durations and wrap-up countdowns tick
-// locally on the server's clock. The token is kept in sessionStorage (this tab only);
+// Reads /v1/tenants/{t}/live (agents, groups, queued callers) and /calls (calls ringing and in
+// progress) with the API token, and re-reads both (debounced) whenever the tenant's event
+// stream (/events/stream, Server-Sent Events) reports something; the new voicemail per group
+// (/voicemail) is read at the start and again when a message is recorded, marked or deleted.
+// Durations, waits and wrap-up countdowns tick locally on the server's clock. The token is kept in sessionStorage (this tab only);
 // EventSource cannot send it as a header, so each stream connection uses a one-time ticket
 // obtained with it. Every value from the API is put in the page as text, never as HTML.
 "use strict";
@@ -15,9 +16,14 @@
   const REFRESH_DEBOUNCE_MS = 100;
   const MAX_BACKOFF_MS = 15000;
   const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-  const ACTIVITIES = ["available", "on_call", "ringing", "wrapup", "paused", "logged_out"];
+  // What an agent shows: the API's activity, except that an available agent whose phone is
+  // not registered cannot take a call and shows as such.
+  const ACTIVITIES = [
+    "available", "on_call", "ringing", "wrapup", "paused", "logged_out", "not_registered",
+  ];
   const LABEL = {
     available: "available",
+    not_registered: "not registered",
     on_call: "on call",
     ringing: "ringing",
     wrapup: "wrap-up",
@@ -34,6 +40,8 @@
     token: null,
     live: null,
     calls: null,
+    newVoicemail: {}, // group id -> unheard messages
+    voicemailStale: true, // read /voicemail with the next refresh
     offsetMs: 0, // server clock - local clock
     es: null,
     lastId: null,
@@ -125,6 +133,8 @@
     sessionStorage.removeItem(TOKEN_KEY);
     s.token = null;
     s.live = s.calls = null;
+    s.newVoicemail = {};
+    s.voicemailStale = true;
     s.lastId = null;
     s.seenCalls.clear();
     showLogin(message);
@@ -134,6 +144,7 @@
     s.tenant = tenant;
     s.token = token;
     s.lastId = null; // a new session streams from now on
+    s.voicemailStale = true;
     s.seenCalls.clear();
     sessionStorage.setItem(TENANT_KEY, tenant);
     sessionStorage.setItem(TOKEN_KEY, token);
@@ -262,7 +273,13 @@
     $("footer-event").textContent =
       `last event: ${event.type}` + (when ? ` at ${clockText(when)}` : "") +
       ` · ${s.events} since the page opened`;
-    if (event.type !== "audit") scheduleRefresh(REFRESH_DEBOUNCE_MS);
+    // a message recorded, or marked or deleted (their audit events name the message)
+    if (event.type === "voicemail" || (event.type === "audit" && event.voicemail)) {
+      s.voicemailStale = true;
+      scheduleRefresh(REFRESH_DEBOUNCE_MS);
+    } else if (event.type !== "audit") {
+      scheduleRefresh(REFRESH_DEBOUNCE_MS);
+    }
   }
 
   // --- reading the state --------------------------------------------------------------
@@ -283,11 +300,22 @@
     const generation = s.generation;
     try {
       const sent = Date.now();
-      const [live, calls] = await Promise.all([api(tenantPath("live")), api(tenantPath("calls"))]);
+      const readVoicemail = s.voicemailStale;
+      s.voicemailStale = false;
+      const [live, calls, voicemail] = await Promise.all([
+        api(tenantPath("live")),
+        api(tenantPath("calls")),
+        // only the counts are used: one message is the least the API lists
+        readVoicemail ? api(tenantPath("voicemail?heard=false&limit=1")) : null,
+      ]).catch((error) => {
+        if (readVoicemail) s.voicemailStale = true; // read again with the next refresh
+        throw error;
+      });
       if (generation !== s.generation) return;
       s.offsetMs = calls.now_ms - (sent + Date.now()) / 2;
       s.live = live;
       s.calls = calls;
+      if (voicemail) s.newVoicemail = voicemail.new_by_group;
       render();
       if (s.es && s.es.readyState === EventSource.OPEN) setConn("live", "live");
     } catch (error) {
@@ -305,10 +333,14 @@
 
   // --- rendering ----------------------------------------------------------------------
 
-  // What an agent shows now: a wrap-up that ended since the read shows as available.
+  // What an agent shows now: a wrap-up that ended since the read shows as available, an
+  // available agent without a registered phone as not registered (registered is null for an
+  // agent with static URIs: those ring whether or not a phone registered).
   function activityOf(agent) {
-    if (agent.activity === "wrapup" && serverNow() >= agent.wrapup_until_ms) return "available";
-    return agent.activity;
+    let activity = agent.activity;
+    if (activity === "wrapup" && serverNow() >= agent.wrapup_until_ms) activity = "available";
+    if (activity === "available" && agent.registered === false) return "not_registered";
+    return activity;
   }
 
   function render() {
@@ -326,9 +358,12 @@
     for (const agent of s.live.agents) counts[activityOf(agent)] += 1;
     const ringing = s.calls.calls.filter((c) => c.state === "ringing").length;
     const talking = s.calls.calls.length - ringing;
+    const waiting = s.live.groups.reduce((n, g) => n + g.queue_length, 0);
+    const joined = s.live.groups.flatMap((g) => g.queued.map((q) => q.joined_ms));
+    const newMessages = Object.values(s.newVoicemail).reduce((n, c) => n + c, 0);
     const stat = (n, label, key, swatch) =>
       el("div", { class: "stat", data: { stat: key } },
-        el("div", { class: "n", text: n }),
+        n instanceof Node ? el("div", { class: "n" }, n) : el("div", { class: "n", text: n }),
         el("div", { class: "l" },
           swatch ? el("span", { class: `swatch sw-${swatch}` }) : null, label));
     const block = (title, ...stats) =>
@@ -340,6 +375,11 @@
         stat(s.calls.calls.length, "total", "calls"),
         stat(ringing, "ringing", "calls-ringing", "ringing"),
         stat(talking, "in progress", "calls-in-progress", "on_call")),
+      block("Queue",
+        stat(waiting, "waiting", "queue-waiting", "ringing"),
+        stat(joined.length ? el("span", { data: { since: Math.min(...joined) } }) : "—",
+          "longest wait", "queue-longest")),
+      block("Voicemail", stat(newMessages, "new", "voicemail-new", "on_call")),
       block(`Agents (${s.live.agents.length})`,
         ...ACTIVITIES.map((a) => stat(counts[a], LABEL[a], `agents-${a}`, a))),
     );
@@ -418,6 +458,20 @@
       load);
   }
 
+  function queueRow(entry) {
+    return el("li", { class: "queued", data: { call: entry.call, state: entry.state } },
+      el("span", { class: "pos", title: "position in the queue", text: entry.position }),
+      el("span", { class: "queued-caller" },
+        entry.caller ? entry.caller : el("span", { class: "unknown", text: "unknown" }),
+        entry.priority > 0
+          ? el("span", { class: "prio", title: "priority (0-9)", text: `P${entry.priority}` })
+          : null,
+        entry.state !== "waiting"
+          ? el("span", { class: "agent-note", text: entry.state === "ringing" ? "ringing an agent" : "an agent is free" })
+          : null),
+      el("span", { class: "wait", title: "waited so far", data: { since: entry.joined_ms } }));
+  }
+
   function renderGroups(agents) {
     const cards = s.live.groups.map((group) => {
       const members = group.members.map((id) => agents.get(id)).filter(Boolean);
@@ -428,9 +482,12 @@
       const oldest = starts.length
         ? Math.min(...starts)
         : group.live_calls ? s.live.now_ms - group.longest_call_s * 1000 : null;
+      const newMessages = s.newVoicemail[group.id] || 0;
+      const oldestWait = group.queued.length
+        ? Math.min(...group.queued.map((q) => q.joined_ms)) : null;
       return el("article", {
         class: group.live_calls ? "group busy" : "group",
-        data: { group: group.id },
+        data: { group: group.id, queued: group.queue_length, voicemail: newMessages },
       },
         el("div", { class: "group-head" },
           el("span", { class: "group-name", text: group.name }),
@@ -439,10 +496,20 @@
         el("div", { class: "group-stats" },
           el("span", {}, el("b", { text: group.live_calls }), " live"),
           oldest ? el("span", {}, "longest ", el("b", { data: { since: oldest } })) : null,
-          el("span", {}, el("b", { text: group.queue_length }), " queued"),
+          el("span", { class: group.queue_length ? "waiting" : "" },
+            el("b", { text: group.queue_length }), " queued"),
+          oldestWait ? el("span", {}, "waiting ", el("b", { data: { since: oldestWait } })) : null,
           el("span", {}, el("b", {
             text: members.filter((a) => activityOf(a) === "available").length,
-          }), ` of ${members.length} free`)),
+          }), ` of ${members.length} free`),
+          newMessages
+            ? el("span", { class: "vm", title: "new voicemail messages" },
+              el("b", { text: newMessages }), " new voicemail")
+            : null),
+        group.queued.length
+          ? el("ol", { class: "queue", title: "callers waiting, next first" },
+            ...group.queued.map(queueRow))
+          : null,
         members.length
           ? el("ul", { class: "agents" }, ...members.map(agentRow))
           : el("div", { class: "nomembers", text: "no members" }));
