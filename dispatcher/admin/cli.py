@@ -7,7 +7,8 @@
     dispatcher member add GROUP AGENT [--tier N] [--position N] [--weight N]
     dispatcher member remove GROUP AGENT
     dispatcher inbound show|set FILE
-    dispatcher token create --role admin|read-only [--label TEXT], token list, token revoke ID
+    dispatcher token create --role admin|supervisor|read-only [--label TEXT]
+    dispatcher token list, token revoke ID
     dispatcher status [--once] [--interval SECONDS]
 
 The tenant is `-t/--tenant`, else DISPATCHER_TENANT (default demo); Redis is REDIS_URL. FILE
@@ -44,7 +45,7 @@ from dispatcher.config.model import (
 )
 from dispatcher.config.tenant_file import load_document, parse_tenant
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
-from dispatcher.reports.live_summary import render, summarize
+from dispatcher.reports.live_summary import LiveView, render, summarize
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.state.errors import StateError
 from dispatcher.state.store import StateStore
@@ -191,6 +192,12 @@ def _agent_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(store: StateStore) -> LiveView:
+    """The live summary with the queues (one atomic read)."""
+    board = store.board()
+    return summarize(store.tenant, board.live, queues=board.queues)
+
+
 def _agent_show(args: argparse.Namespace) -> int:
     store = store_for(args.tenant)
     _, tenant = _current(store)
@@ -311,15 +318,15 @@ def _status(args: argparse.Namespace) -> int:
     until Ctrl-C (a Redis outage shows as a line and the display goes on)."""
     store = store_for(args.tenant)
     if args.once:
-        live = store.live()
-        if live.doc is None:
+        board = store.board()
+        if board.live.doc is None:
             raise _no_config(store)
-        sys.stdout.write(render(summarize(store.tenant, live)))
+        sys.stdout.write(render(_summary(store)))
         return 0
     try:
         while True:
             try:
-                text = render(summarize(store.tenant, store.live()))
+                text = render(_summary(store))
             except StateError as exc:
                 text = f"tenant {store.tenant}: {exc}\n"
             clock = time.strftime("%H:%M:%S")

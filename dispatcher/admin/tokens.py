@@ -1,4 +1,5 @@
-"""Admin API tokens: per tenant, role admin or read-only, stored hashed.
+"""Admin API tokens: per tenant, role admin, supervisor (reads, marks voicemail heard) or
+read-only, stored hashed.
 
 A tenant token reads `dsp_<tenant>.<id>.<secret>`: the tenant and the token id say where its
 record is (`{t:<tenant>}:tokens`, field id, written only by disp_token_set), the secret is 32
@@ -23,8 +24,8 @@ import orjson
 
 from dispatcher.state.keys import ID_PATTERN
 
-Role = Literal["admin", "read-only"]
-ROLES: tuple[Role, ...] = ("admin", "read-only")
+Role = Literal["admin", "supervisor", "read-only"]
+ROLES: tuple[Role, ...] = ("admin", "supervisor", "read-only")
 TOKEN_PREFIX = "dsp_"
 
 

@@ -6,12 +6,14 @@ API's `/live` (the dashboard's source) and read by the metrics scrape.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatcher.config.model import Tenant
 from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.core import LOGGED_OUT
-from dispatcher.state.live import Activity, AgentLive, LiveState, StatusName
+from dispatcher.state.live import Activity, AgentLive, LiveState, QueuedEntry, StatusName
 
 
 class _Out(BaseModel):
@@ -62,8 +64,8 @@ class LiveGroup(_Out):
     members: list[str] = Field(description="agent ids in canonical order")
     live_calls: int
     longest_call_s: int
-    queue_length: int = Field(description="waiting callers (0 until queues exist)")
-    longest_wait_s: int = Field(description="longest waiting caller (0 until queues exist)")
+    queue_length: int = Field(description="waiting callers")
+    longest_wait_s: int = Field(description="wait so far of the longest-waiting caller")
 
 
 class LiveView(_Out):
@@ -76,9 +78,16 @@ class LiveView(_Out):
     groups: list[LiveGroup]
 
 
-def summarize(tenant_id: str, live: LiveState, tenant: Tenant | None = None) -> LiveView:
+def summarize(
+    tenant_id: str,
+    live: LiveState,
+    tenant: Tenant | None = None,
+    queues: Mapping[str, Sequence[QueuedEntry]] | None = None,
+) -> LiveView:
     """The view of `live`; `tenant` is the config of `live.doc` when the caller has it parsed
-    already (else it is parsed here). O(agents + members)."""
+    already (else it is parsed here); `queues` the callers waiting per group, read at the
+    same instant (`BoardState.queues`; none given: no queue figures). O(agents + members)."""
+    queues = queues or {}
     if tenant is None and live.doc is not None:
         tenant = parse_tenant(live.doc, "json")
     if tenant is None:
@@ -109,8 +118,11 @@ def summarize(tenant_id: str, live: LiveState, tenant: Tenant | None = None) -> 
             longest_call_s=max(0, live.now_ms - live.oldest_call_ms[g.id]) // 1000
             if g.id in live.oldest_call_ms
             else 0,
-            queue_length=0,
-            longest_wait_s=0,
+            queue_length=len(queues.get(g.id, ())),
+            longest_wait_s=max(
+                (max(0, live.now_ms - e.joined_ms) // 1000 for e in queues.get(g.id, ())),
+                default=0,
+            ),
         )
         for g in tenant.groups
     ]

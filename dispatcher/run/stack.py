@@ -87,7 +87,7 @@ def _banner(redis_url: str, tenant_file: Path, sip: str) -> str:
 
 def _reaches_voicemail(group: Group) -> bool:
     """Whether a caller of `group` can end in voicemail (no answer, or a queue overflow)."""
-    targets = [group.no_answer]
+    targets: list[object] = [group.no_answer]
     if group.queue is not None:
         overflow = group.queue.overflow
         targets += [overflow.full, overflow.timeout, overflow.no_agents]

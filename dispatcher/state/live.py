@@ -314,3 +314,110 @@ def parse_calls(replies: Sequence[Any]) -> CallsState:
         )
     calls.sort(key=lambda c: (c.started_ms if c.started_ms is not None else now_ms, c.call))
     return CallsState(version=int(version or 0), now_ms=now_ms, calls=tuple(calls))
+
+
+# --- the queues and the registrations, for the boards (API, CLI) ---------------------------
+
+# library.lua's queue score: (9 - priority) * PRIORITY_SPAN + joined_ms.
+PRIORITY_SPAN = 10**13
+_EXTRA_READS = 3  # the replies queue_board_reads adds after the live reads
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEntry:
+    """One caller waiting in a group's queue, as `{t:T}:q` and `{t:T}:qe` hold it.
+
+    `position`: 1 for the next caller to be offered (priority first, then arrival);
+    `state`: waiting, notified (its node was told an agent is free) or ringing.
+    """
+
+    call: str
+    group: str
+    caller: str
+    priority: int
+    joined_ms: int
+    position: int
+    node: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class BoardState:
+    """`LiveState` with the queued callers per group (queue order) and every agent's
+    registration expiry (epoch ms), all of one instant."""
+
+    live: LiveState
+    queues: dict[str, tuple[QueuedEntry, ...]]
+    registrations: dict[str, int]
+
+    def registered(self, agent: str) -> bool:
+        """Whether the agent has a phone registered now (by Redis' clock)."""
+        return self.registrations.get(agent, 0) > self.live.now_ms
+
+
+def queue_board_reads(pipe: Any, keys: TenantKeys) -> None:
+    """Queue the live reads and the extra reads of `parse_board` on a transaction pipeline
+    (sync or asyncio). Cost when executed: 1 round trip, O(agents + live calls + queued
+    callers) in Redis."""
+    queue_live_reads(pipe, keys)
+    pipe.zrange(keys.queue["q"], 0, -1, withscores=True)
+    pipe.hgetall(keys.queue["qe"])
+    pipe.hgetall(keys.registrations)
+
+
+def _int(text: str, default: int) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return default
+
+
+def parse_queues(
+    members: Sequence[tuple[bytes, float]], entries: dict[bytes, bytes]
+) -> dict[str, tuple[QueuedEntry, ...]]:
+    """Queued callers per group in queue order, from ZRANGE WITHSCORES of `{t:T}:q` and
+    HGETALL of `{t:T}:qe`. O(queued callers).
+
+    Priority and arrival come from the zset score, which orders the queue; the entry adds
+    caller, node and state (encoded by library.lua's entry_put: gid, caller, priority,
+    joined, node, state, until joined by \\x1f; a caller may hold any character, so it is
+    what lies between the first field and the last five).
+    """
+    by_call = {_text(call): _text(raw) for call, raw in entries.items()}
+    queues: dict[str, list[QueuedEntry]] = {}
+    for member, score in members:
+        group, _, call = _text(member).partition(FIELD_SEPARATOR)
+        rank, joined = divmod(int(score), PRIORITY_SPAN)
+        caller, node, state = "", "", "waiting"
+        raw = by_call.get(call)
+        if raw is not None:
+            _, _, rest = raw.partition(FIELD_SEPARATOR)
+            fields = rest.rsplit(FIELD_SEPARATOR, 5)
+            if len(fields) == 6:
+                caller, _, _, node, state, _ = fields
+        waiting = queues.setdefault(group, [])
+        waiting.append(
+            QueuedEntry(
+                call=call,
+                group=group,
+                caller=caller,
+                priority=9 - rank,
+                joined_ms=joined,
+                position=len(waiting) + 1,
+                node=node,
+                state=state or "waiting",
+            )
+        )
+    return {group: tuple(waiting) for group, waiting in queues.items()}
+
+
+def parse_board(replies: Sequence[Any]) -> BoardState:
+    """The `BoardState` from the replies of the reads `queue_board_reads` queued, in order."""
+    members, entries, registrations = replies[-_EXTRA_READS:]
+    return BoardState(
+        live=parse_live(replies[:-_EXTRA_READS]),
+        queues=parse_queues(members, entries),
+        registrations={
+            _text(agent): _int(_text(until), 0) for agent, until in registrations.items()
+        },
+    )

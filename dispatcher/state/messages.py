@@ -25,9 +25,9 @@ import orjson
 from .keys import TenantKeys, validate_id
 
 Audit = Mapping[str, str]
-# Largest audio a prompt may hold (bytes, the playback WAV): 8 kHz 16-bit mono is 16 kB/s,
-# so about two minutes of music.
-MAX_PROMPT_BYTES = 2_000_000
+# Largest audio a prompt may hold (bytes, the playback WAV: 8 kHz 16-bit mono is 16 kB/s):
+# the 600 s an upload may last (dispatcher.media.audio.MAX_UPLOAD_SECONDS) and its header.
+MAX_PROMPT_BYTES = 600 * 16_000 + 44
 EXPIRE_BATCH = 500
 
 

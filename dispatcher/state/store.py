@@ -34,7 +34,14 @@ from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 
 from .errors import LIBRARY_ERRORS, ConfigConflict, StateError, StateUnavailable
 from .keys import TENANTS_KEY, TenantKeys, validate_call_id, validate_id
-from .live import LiveState, parse_live, queue_live_reads
+from .live import (
+    BoardState,
+    LiveState,
+    parse_board,
+    parse_live,
+    queue_board_reads,
+    queue_live_reads,
+)
 from .messages import (
     Voicemail,
     parse_voicemail,
@@ -814,6 +821,13 @@ class StateStore:
         with self._reachable(), self._redis.pipeline(transaction=True) as pipe:
             queue_live_reads(pipe, self.keys)
             return parse_live(pipe.execute())
+
+    def board(self) -> BoardState:
+        """`live` with the queued callers per group and the agents' registrations, at one
+        instant (1 round trip, MULTI/EXEC)."""
+        with self._reachable(), self._redis.pipeline(transaction=True) as pipe:
+            queue_board_reads(pipe, self.keys)
+            return parse_board(pipe.execute())
 
     def agent_counters(self, agent: str) -> dict[str, int | str | None]:
         """All columns of `agent` read atomically (1 round trip, MULTI/EXEC).
