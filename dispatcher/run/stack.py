@@ -190,7 +190,7 @@ def run() -> int:
         if kamailio is not None:
             kamailio.stop()
         if rtpengine is not None:
-            rtpengine.stop()
+            rtpengine.close()
         if redis_proc is not None:
             redis_proc.stop()
     print("dispatcher stack stopped", flush=True)

@@ -104,7 +104,7 @@ def rtpengine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtpenginePro
     server = RtpengineProcess(tmp_path_factory.mktemp("rtpe"))
     server.start()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture
