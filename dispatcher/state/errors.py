@@ -46,6 +46,12 @@ class UnknownQueue(StateError):
     code = "NOQUEUE"
 
 
+class NameTaken(StateError):
+    """A SIP domain or DID another tenant holds (the message names it and its tenant)."""
+
+    code = "TAKEN"
+
+
 class InvalidArgument(StateError):
     """The library rejected KEYS or ARGV: the Python side and library.lua disagree."""
 
@@ -54,5 +60,12 @@ class InvalidArgument(StateError):
 
 LIBRARY_ERRORS: dict[str, type[StateError]] = {
     cls.code: cls
-    for cls in (ConfigConflict, UnknownAgent, UnknownGroup, UnknownQueue, InvalidArgument)
+    for cls in (
+        ConfigConflict,
+        UnknownAgent,
+        UnknownGroup,
+        UnknownQueue,
+        NameTaken,
+        InvalidArgument,
+    )
 }

@@ -21,6 +21,10 @@ _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 # scrape start from it. Outside every tenant's hash slot, so only plain commands touch it,
 # never a library function (those keep to one tenant's slot).
 TENANTS_KEY = "dispatcher:tenants"
+# The carrier-wide index from a request to its tenant: SIP domain -> tenant, DID -> tenant.
+# One hash tag of their own, so disp_names_put changes both atomically (in one slot).
+DOMAINS_KEY = "{dispatcher}:domains"
+DIDS_KEY = "{dispatcher}:dids"
 
 # Order of the agent columns inside TenantKeys.base; library.lua reads KEYS[5..14] in this order.
 AGENT_COLUMNS = (

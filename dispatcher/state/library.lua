@@ -1371,6 +1371,47 @@ local function registration(keys, args)
   return 1
 end
 
+-- disp_names_put: the SIP domains and dialled numbers (DIDs) that lead to a tenant, in the
+-- carrier-wide index every node reads to map a request to its tenant. A name belongs to at
+-- most one tenant: the put is refused, changing nothing, when another tenant holds one.
+-- KEYS: 1 {dispatcher}:domains (domain -> tenant), 2 {dispatcher}:dids (DID -> tenant);
+--       the hash tag keeps both in one slot (not the tenants': this function touches no
+--       tenant key).
+-- ARGV: 1 tenant, 2 its domains (comma-separated, '' none), 3 its DIDs (the same).
+--       Names the tenant held and no longer lists are released; '' '' releases all (a
+--       deleted tenant).
+-- Returns: {names added, names released}.
+-- Errors: TAKEN naming the first name another tenant holds and that tenant; BADARG for an
+--         empty tenant.
+local function names_put(keys, args)
+  local tenant = need_text(args[1], 'tenant')
+  local wanted = {split_csv(args[2] or ''), split_csv(args[3] or '')}
+  for i = 1, 2 do
+    for _, name in ipairs(wanted[i]) do
+      local owner = redis.call('HGET', keys[i], name)
+      if owner and owner ~= tenant then
+        raise('TAKEN', (i == 1 and 'domain ' or 'DID ') .. name .. ' belongs to tenant ' .. owner)
+      end
+    end
+  end
+  local added, released = 0, 0
+  for i = 1, 2 do
+    local keep = {}
+    for _, name in ipairs(wanted[i]) do
+      keep[name] = true
+      added = added + redis.call('HSET', keys[i], name, tenant)
+    end
+    -- O(names of every tenant): a tenant's names change rarely, and only by an admin.
+    local all = redis.call('HGETALL', keys[i])
+    for j = 1, #all, 2 do
+      if all[j + 1] == tenant and not keep[all[j]] then
+        released = released + redis.call('HDEL', keys[i], all[j])
+      end
+    end
+  end
+  return {added, released}
+end
+
 -- disp_voicemail_put: a recorded voicemail message is stored (its WAV is a file on the node
 -- that recorded it; this is its metadata).
 -- KEYS: 1..20 common; 21 {t:T}:vm (message id -> record JSON); 22 {t:T}:vmi (zset of message
@@ -1498,6 +1539,7 @@ redis.register_function('disp_voicemail_update', voicemail_update)
 redis.register_function('disp_voicemail_expire', voicemail_expire)
 redis.register_function('disp_prompt_put', prompt_put)
 redis.register_function('disp_registration', registration)
+redis.register_function('disp_names_put', names_put)
 redis.register_function('disp_queue_join', queue_join)
 redis.register_function('disp_queue_leave', queue_leave)
 redis.register_function('disp_queue_keep', queue_keep)

@@ -33,7 +33,7 @@ from redis.retry import Retry
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 
 from .errors import LIBRARY_ERRORS, ConfigConflict, StateError, StateUnavailable
-from .keys import TENANTS_KEY, TenantKeys, validate_call_id, validate_id
+from .keys import DIDS_KEY, DOMAINS_KEY, TENANTS_KEY, TenantKeys, validate_call_id, validate_id
 from .live import (
     BoardState,
     LiveState,
@@ -212,6 +212,20 @@ def _redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + host))
 
 
+class _Link:
+    """What the stores of one worker's tenants share: the client (its pool), whether the
+    library is loaded, the FCALLs' own connection (`_send_fcall`, opened on first use) and
+    the deferred FCALLs sent on it whose replies are not read yet, oldest first."""
+
+    __slots__ = ("fcall_conn", "loaded", "pending", "redis")
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self.loaded = False
+        self.fcall_conn: redis.connection.ConnectionInterface | None = None
+        self.pending: deque[_Deferred] = deque()
+
+
 class StateStore:
     """One tenant's shared state in the Redis at `url`.
 
@@ -245,13 +259,55 @@ class StateStore:
         self.url = url
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
-        self._redis = redis.Redis.from_url(url, **client_options(socket_timeout, connect_timeout))
-        self._loaded = False
-        # The FCALLs' own connection (`_send_fcall`), opened on first use.
-        self._fcall_conn: redis.connection.ConnectionInterface | None = None
-        # Deferred FCALLs sent on it whose replies are not read yet, oldest first.
-        self._pending: deque[_Deferred] = deque()
+        self._link = _Link(
+            redis.Redis.from_url(url, **client_options(socket_timeout, connect_timeout))
+        )
         self.deferred_error: Callable[[str, Exception], None] = _log_deferred_error
+
+    def for_tenant(self, tenant: str) -> StateStore:
+        """A store of another tenant on this store's connections (a worker serves many
+        tenants with one FCALL connection, its deferred replies in one order). Closing
+        either closes both."""
+        if tenant == self.tenant:
+            return self
+        sibling = object.__new__(StateStore)
+        sibling.keys = TenantKeys(tenant)
+        sibling.tenant = tenant
+        sibling.url = self.url
+        sibling.socket_timeout = self.socket_timeout
+        sibling.connect_timeout = self.connect_timeout
+        sibling._link = self._link
+        sibling.deferred_error = self.deferred_error
+        return sibling
+
+    # The connections and the library's load state live in the link the siblings share.
+    @property
+    def _redis(self) -> redis.Redis:
+        return self._link.redis
+
+    @property
+    def _loaded(self) -> bool:
+        return self._link.loaded
+
+    @_loaded.setter
+    def _loaded(self, value: bool) -> None:
+        self._link.loaded = value
+
+    @property
+    def _fcall_conn(self) -> redis.connection.ConnectionInterface | None:
+        return self._link.fcall_conn
+
+    @_fcall_conn.setter
+    def _fcall_conn(self, conn: redis.connection.ConnectionInterface | None) -> None:
+        self._link.fcall_conn = conn
+
+    @property
+    def _pending(self) -> deque[_Deferred]:
+        return self._link.pending
+
+    @_pending.setter
+    def _pending(self, pending: deque[_Deferred]) -> None:
+        self._link.pending = pending
 
     def close(self) -> None:
         """Read the deferred replies still due (errors reported, never raised), then close
@@ -737,6 +793,21 @@ class StateStore:
         with self._reachable():
             return parse_tenants_reply(self._redis.smembers(TENANTS_KEY))
 
+    def put_names(self, domains: Sequence[str], dids: Sequence[str]) -> tuple[int, int]:
+        """Make `domains` and `dids` the tenant's in the carrier-wide index (names it no
+        longer lists are released); (added, released). NameTaken, changing nothing, when
+        another tenant holds one. Cost: exactly 1 FCALL."""
+        keys, args = names_put_request(self.tenant, domains, dids)
+        added, released = self._fcall("disp_names_put", keys, args)
+        return int(added), int(released)
+
+    def tenant_of(self, *, domain: str | None = None, did: str | None = None) -> str | None:
+        """The tenant a SIP domain or a DID leads to, None when none (1 round trip, HGET)."""
+        key, name = (DOMAINS_KEY, domain) if domain is not None else (DIDS_KEY, did)
+        with self._reachable():
+            owner = self._redis.hget(key, name or "")
+        return owner.decode() if isinstance(owner, bytes) else None
+
     def registration(self, agent: str, expires_ms: int) -> bool:
         """Record when the agent's newest phone registration lapses (epoch ms; 0: none
         left); True when it changed between registered and not. Cost: exactly 1 FCALL."""
@@ -944,6 +1015,17 @@ def set_state_args(agent: str, status: int, reason: str, audit: Audit | None) ->
     if status not in (AVAILABLE, PAUSED, LOGGED_OUT):
         raise ValueError(f"invalid status {status!r}: 0, 1 or 2")
     return [agent, status, reason, *audit_args(audit)]
+
+
+def names_put_request(
+    tenant: str, domains: Sequence[str], dids: Sequence[str]
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of disp_names_put (names are validated by the config model)."""
+    validate_id(tenant, "tenant")
+    for name in (*domains, *dids):
+        if not name or "," in name:
+            raise ValueError(f"invalid name {name!r}: empty or with a comma")
+    return [DOMAINS_KEY, DIDS_KEY], [tenant, ",".join(domains), ",".join(dids)]
 
 
 def token_set_request(

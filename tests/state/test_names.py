@@ -1,0 +1,42 @@
+"""The carrier-wide index from a SIP domain or a dialled number to its tenant."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispatcher.state import StateStore
+from dispatcher.state.errors import NameTaken
+
+pytestmark = pytest.mark.redis
+
+
+def test_names_lead_to_their_tenant_and_are_released_when_dropped(redis_url: str) -> None:
+    with StateStore(redis_url, "acme") as acme:
+        assert acme.put_names(["acme.example", "sip.acme.example"], ["+4930111"]) == (3, 0)
+        assert acme.tenant_of(domain="sip.acme.example") == "acme"
+        assert acme.tenant_of(did="+4930111") == "acme"
+        assert acme.put_names(["acme.example"], []) == (0, 2)
+        assert acme.tenant_of(domain="sip.acme.example") is None
+        assert acme.tenant_of(did="+4930111") is None
+
+
+def test_a_name_belongs_to_one_tenant_and_a_refused_put_changes_nothing(redis_url: str) -> None:
+    with StateStore(redis_url, "acme") as acme:
+        beta = acme.for_tenant("beta")
+        acme.put_names(["acme.example"], ["+4930111"])
+        beta.put_names(["beta.example"], [])
+        with pytest.raises(NameTaken, match=r"DID \+4930111 belongs to tenant acme"):
+            beta.put_names(["beta.example", "new.beta.example"], ["+4930111"])
+        assert beta.tenant_of(domain="new.beta.example") is None
+        assert beta.tenant_of(domain="beta.example") == "beta"
+        assert acme.put_names([], []) == (0, 2)  # a deleted tenant lets go of everything
+        assert beta.put_names(["beta.example"], ["+4930111"]) == (1, 0)
+
+
+def test_a_sibling_store_shares_the_connections(redis_url: str) -> None:
+    with StateStore(redis_url, "acme") as acme:
+        beta = acme.for_tenant("beta")
+        assert beta.tenant == "beta" and beta.keys.prefix == "{t:beta}"
+        assert beta._redis is acme._redis and acme.for_tenant("acme") is acme
+        beta.put_names(["beta.example"], [])
+        assert acme._fcall_conn is not None and acme._fcall_conn is beta._fcall_conn
