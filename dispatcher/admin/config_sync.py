@@ -51,7 +51,8 @@ def import_tenant(
     expected_version: int | None = None,
     audit: Audit | None = None,
 ) -> int:
-    """Replace the tenant's config atomically; returns the new config version (1 FCALL).
+    """Replace the tenant's config atomically; returns the new config version (2 FCALLs:
+    the tenant's domains and DIDs in the carrier-wide index, then the config).
 
     Agents already known to Redis keep their live state (an import is not a logout);
     new agents start in the state the file gives them. With `expected_version`, a config
@@ -61,14 +62,22 @@ def import_tenant(
     if store.tenant != tenant.id:
         raise ValueError(f"tenant file is for {tenant.id!r}, the store serves {store.tenant!r}")
     doc, agents, groups = config_records(tenant)
-    return store.put_config(
-        doc,
-        agents,
-        groups,
-        expected_version=expected_version,
-        events_maxlen=tenant.events_maxlen,
-        audit=audit,
-    )
+    # The names first: a domain or DID another tenant holds refuses the whole import.
+    store.put_names(tenant.domains, tenant.all_dids)
+    try:
+        return store.put_config(
+            doc,
+            agents,
+            groups,
+            expected_version=expected_version,
+            events_maxlen=tenant.events_maxlen,
+            audit=audit,
+        )
+    except BaseException:
+        _, stored = store.config()
+        old = parse_tenant(stored, "json") if stored else None
+        store.put_names(old.domains if old else (), old.all_dids if old else ())
+        raise
 
 
 def update_tenant(

@@ -40,7 +40,13 @@ from dispatcher.admin.ops import NotFound, StillReferenced
 from dispatcher.admin.tokens import digest
 from dispatcher.config.model import ConfigError, format_location
 from dispatcher.settings import Settings, SettingsError
-from dispatcher.state.errors import ConfigConflict, StateError, StateUnavailable, UnknownAgent
+from dispatcher.state.errors import (
+    ConfigConflict,
+    NameTaken,
+    StateError,
+    StateUnavailable,
+    UnknownAgent,
+)
 
 from . import (
     routes_agents,
@@ -193,6 +199,13 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConfigConflict)
     async def conflict(_: Request, exc: ConfigConflict) -> OrjsonResponse:
         return _detail(status.HTTP_409_CONFLICT, f"concurrent changes kept conflicting: {exc}")
+
+    @app.exception_handler(NameTaken)
+    async def name_taken(_: Request, exc: NameTaken) -> OrjsonResponse:
+        # "DID +49... belongs to tenant acme": which other tenant is not this caller's to know
+        text = str(exc).removeprefix("TAKEN ").split(" belongs to ", 1)[0]
+        field = "domains" if text.startswith("domain ") else "dids"
+        return _detail(status.HTTP_409_CONFLICT, f"{field}: {text} belongs to another tenant")
 
     @app.exception_handler(PreconditionFailed)
     async def precondition(_: Request, exc: PreconditionFailed) -> OrjsonResponse:

@@ -49,6 +49,7 @@ from dispatcher.state.store import (
     client_options,
     config_put_request,
     is_missing_function,
+    names_put_request,
     parse_config_reply,
     parse_events_reply,
     parse_tenants_reply,
@@ -166,6 +167,12 @@ class AsyncStateStore:
         """Login/pause/logout through disp_set_state; the previous status (1 FCALL)."""
         args = set_state_args(agent, status, reason, audit)
         return int(await self.client.fcall("disp_set_state", self.keys.base, args))
+
+    async def put_names(self, domains: Sequence[str], dids: Sequence[str]) -> None:
+        """The tenant's domains and DIDs in the carrier-wide index (`StateStore.put_names`);
+        NameTaken when another tenant holds one. 1 FCALL."""
+        keys, args = names_put_request(self.tenant, domains, dids)
+        await self.client.fcall("disp_names_put", keys, args)
 
     async def set_token(self, token_id: str, record: bytes | None, audit: Audit | None) -> bool:
         """Store or (record None) revoke a token; True if something changed (1 FCALL)."""

@@ -24,7 +24,7 @@ from dispatcher.admin.ops import NotFound
 from dispatcher.config.model import ConfigError, Tenant
 from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.state.errors import ConfigConflict
-from dispatcher.state.store import AgentLimits, Audit
+from dispatcher.state.store import Audit
 
 from .async_store import AsyncStateStore
 
@@ -90,23 +90,32 @@ async def _read(store: AsyncStateStore) -> tuple[int, bytes, Tenant]:
 
 async def _put(
     store: AsyncStateStore,
-    records: tuple[bytes, list[AgentLimits], list[tuple[str, list[str], int]]],
-    events_maxlen: int,
+    tenant: Tenant,
     *,
     expected: int,
-    old_groups: list[str],
+    old: Tenant | None,
     audit: Audit,
 ) -> int:
-    doc, agents, groups = records
-    return await store.put_config(
-        doc,
-        agents,
-        groups,
-        expected_version=expected,
-        old_groups=old_groups,
-        events_maxlen=events_maxlen,
-        audit=audit,
-    )
+    """Claim the tenant's domains and DIDs in the carrier-wide index, then put its config;
+    should the put fail, the names go back to what the stored config says (`old`)."""
+    await store.put_names(tenant.domains, tenant.all_dids)
+    doc, agents, groups = config_records(tenant)
+    try:
+        return await store.put_config(
+            doc,
+            agents,
+            groups,
+            expected_version=expected,
+            old_groups=[g.id for g in old.groups] if old is not None else [],
+            events_maxlen=tenant.events_maxlen,
+            audit=audit,
+        )
+    except BaseException:
+        if old is not None:
+            await store.put_names(old.domains, old.all_dids)
+        else:
+            await store.put_names((), ())
+        raise
 
 
 def _check_version(version: int, if_match: int | None) -> None:
@@ -144,18 +153,9 @@ async def update(
         version, doc, current = await _read(store)
         _check_version(version, if_match)
         tenant = op(current)
-        records = config_records(tenant)
-        if records[0] == doc:
+        if config_records(tenant)[0] == doc:
             return version, current
-        new_version = await _put(
-            store,
-            records,
-            tenant.events_maxlen,
-            expected=version,
-            old_groups=[g.id for g in current.groups],
-            audit=audit,
-        )
-        return new_version, tenant
+        return await _put(store, tenant, expected=version, old=current, audit=audit), tenant
 
     return await _retried(attempt, if_match)
 
@@ -168,20 +168,12 @@ async def replace(
     With `if_match` only over that version; without, the last writer wins (retried on a
     conflict like `update`). Cost: 3 round trips per attempt.
     """
-    records = config_records(tenant)
 
     async def attempt() -> int:
         version, doc = await store.config()
         _check_version(version, if_match)
-        old_groups = [g.id for g in parsed(store.tenant, doc).groups] if doc else []
-        return await _put(
-            store,
-            records,
-            tenant.events_maxlen,
-            expected=version,
-            old_groups=old_groups,
-            audit=audit,
-        )
+        old = parsed(store.tenant, doc) if doc else None
+        return await _put(store, tenant, expected=version, old=old, audit=audit)
 
     return await _retried(attempt, if_match)
 

@@ -34,6 +34,8 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -146,6 +148,21 @@ def _time_is_text(value: object) -> object:
 
 
 Did = Annotated[str, BeforeValidator(_number_is_text), StringConstraints(pattern=DID_PATTERN)]
+# A SIP domain a tenant's phones use (their AORs are user@domain): a host name or IPv4
+# address, compared in lower case.
+DOMAIN_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+DOMAIN_PATTERN = rf"^{DOMAIN_LABEL}(?:\.{DOMAIN_LABEL})*$"
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+Domain = Annotated[
+    str,
+    BeforeValidator(_lower),
+    StringConstraints(max_length=253, pattern=DOMAIN_PATTERN),
+]
 CallerPrefix = Annotated[
     str, BeforeValidator(_number_is_text), StringConstraints(pattern=CALLER_PREFIX_PATTERN)
 ]
@@ -838,6 +855,11 @@ class Tenant(_Model):
     agents: tuple[Agent, ...] = ()
     groups: tuple[Group, ...] = ()
     inbound: tuple[InboundRule, ...] = ()
+    # Where its requests come from: the SIP domains of its phones (internal calls and
+    # registrations) and the numbers the carrier's trunks deliver to it; each belongs to
+    # one tenant at most (the index in Redis refuses a second owner).
+    domains: tuple[Domain, ...] = ()
+    dids: tuple[Did, ...] = ()
     events_maxlen: int = Field(default=1_000_000, ge=1, le=2**63 - 1)  # Redis MAXLEN is int64
 
     _agents: dict[str, Agent] = PrivateAttr(default_factory=dict)
@@ -865,6 +887,21 @@ class Tenant(_Model):
                 group = group.model_copy(update={"timezone": zone})
             resolved.append(group)
         return {**data, "groups": resolved}
+
+    @field_validator("domains", "dids")
+    @classmethod
+    def _no_repeats(cls, names: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise ValueError(f"{name!r} is listed twice in {info.field_name}")
+            seen.add(name)
+        return names
+
+    @property
+    def all_dids(self) -> tuple[str, ...]:
+        """The numbers that lead to this tenant: `dids` and every inbound rule's DID."""
+        return tuple(dict.fromkeys((*self.dids, *(rule.did for rule in self.inbound))))
 
     @model_validator(mode="after")
     def _check(self) -> Tenant:

@@ -22,8 +22,13 @@ DEMO = Path(__file__).resolve().parents[2] / "dispatcher" / "demo" / "demo.yaml"
 
 
 def demo_doc(tenant: str = "demo") -> dict[str, Any]:
-    """The demo tenant file as plain data, with id `tenant`."""
-    return {**yaml.safe_load(DEMO.read_text()), "id": tenant}
+    """The demo tenant file as plain data, with id `tenant`; a copy under another id leaves
+    out the demo's domains and DIDs (inbound rules): a name belongs to one tenant only."""
+    doc = {**yaml.safe_load(DEMO.read_text()), "id": tenant}
+    if tenant != "demo":
+        for names in ("inbound", "domains", "dids"):
+            doc.pop(names, None)
+    return doc
 
 
 def client(server: ApiProcess, token: str | None = BOOTSTRAP) -> httpx.Client:

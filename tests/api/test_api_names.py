@@ -1,0 +1,45 @@
+"""Tenants' SIP domains and DIDs through the API: validated, one owner per name, and a
+refused change changes nothing."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import redis
+from api_support import demo_doc
+
+from dispatcher.state.keys import DIDS_KEY, DOMAINS_KEY
+
+pytestmark = pytest.mark.redis
+
+
+def test_names_are_claimed_and_a_second_owner_is_refused(
+    admin: httpx.Client, redis_url: str
+) -> None:
+    doc = demo_doc()
+    doc["domains"] = ["Demo.Example.NET"]
+    doc["dids"] = ["+4930999"]
+    assert admin.put("/v1/tenants/demo", json=doc).status_code == 200
+    plain = redis.Redis.from_url(redis_url)
+    assert plain.hget(DOMAINS_KEY, "demo.example.net") == b"demo"
+    # the inbound rules' DIDs lead to the tenant too
+    assert plain.hget(DIDS_KEY, "+493012345600") == b"demo"
+    other = {**demo_doc("other"), "dids": ["+4930999"]}
+    reply = admin.post("/v1/tenants", json=other)
+    assert reply.status_code == 409, reply.text
+    assert "dids: DID +4930999 belongs to another tenant" in reply.text
+    assert "demo" not in reply.json()["detail"]  # who holds it is not the caller's to know
+    assert admin.get("/v1/tenants/other").status_code == 404
+    assert plain.hget(DIDS_KEY, "+4930999") == b"demo"
+    doc["domains"] = []
+    assert admin.put("/v1/tenants/demo", json=doc).status_code == 200
+    assert plain.hget(DOMAINS_KEY, "demo.example.net") is None
+    plain.close()
+
+
+def test_bad_names_are_422_naming_the_field(admin: httpx.Client) -> None:
+    doc = {**demo_doc(), "domains": ["not a domain"], "dids": ["12x"]}
+    reply = admin.put("/v1/tenants/demo", json=doc)
+    assert reply.status_code == 422
+    fields = {problem["field"] for problem in reply.json()["detail"]}
+    assert {"domains[0]", "dids[0]"} <= fields
