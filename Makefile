@@ -5,7 +5,7 @@
 PYTHON_SYS  := /usr/bin/python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
-APT_PACKAGES := kamailio kamailio-python3-modules kamailio-extra-modules \
+APT_PACKAGES := kamailio kamailio-python3-modules kamailio-extra-modules kamailio-redis-modules \
                 rtpengine-daemon sip-tester redis-server python3-venv python3-dev gcc \
                 faketime espeak-ng sox chromium chromium-driver
 RUN_DIR     := .run

@@ -85,7 +85,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dispatcher.run.procs import RedisProcess  # noqa: E402
-from dispatcher.run.sipprocs import KamailioProcess, SippProcess, run_sipp, sipp_uas  # noqa: E402
+from dispatcher.run.sipprocs import (  # noqa: E402
+    KamailioProcess,
+    SippProcess,
+    registrations_url_for,
+    run_sipp,
+    sipp_uas,
+)
 
 TENANT = "sip-load"
 EXTENSION = "800"
@@ -391,6 +397,8 @@ class Topology:
         ours = BenchKamailio(
             self.workdir / "dsp",
             redis_url=self.redis.unix_url if s.redis_unix else self.redis.url,
+            # usrloc's db_redis reaches Redis over TCP only, also when the router uses the socket
+            registrations_url=registrations_url_for(self.redis.url),
             tenant=TENANT,
             **memory,
         )

@@ -18,17 +18,21 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redis.connection import parse_url
+
 from dispatcher.run.procs import ProcessError, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 KAMAILIO_CFG = REPO / "kamailio" / "kamailio.cfg"
 KEMI_SCRIPT = REPO / "kamailio" / "kemi.py"
+DB_REDIS_SCHEMA = REPO / "kamailio" / "db_redis"
 
 # Start of a Kamailio log entry with -E: " 3(1234) ERROR: ..." (process index, pid).
 _LOG_LINE = re.compile(r"\s*\d+\(\d+\) ")
@@ -47,6 +51,56 @@ def free_sip_port(host: str = "127.0.0.1") -> int:
         except OSError:
             continue
         return port
+
+
+def registrations_url_for(redis_url: str) -> str:
+    """The Redis database usrloc keeps registrations in, for the dispatcher's `redis_url`:
+    the same server, the next database index (redis:// URL, redis-py's syntax).
+
+    A database of its own because usrloc's expiry timer deletes through db_redis with KEYS
+    (5.6 has no SCAN), which walks every key of the database while Redis serves nobody
+    else: up to 10 KEYS per run (every 60 s) and node, about 14 ms each per 100 000 keys -
+    over the dispatcher's keys (a day of per-call markers) that would stall its calls. In
+    its own database the walk covers the registrations only. ProcessError for a unix socket or
+    TLS URL: db_redis connects with hiredis' redisConnectWithTimeout(host, port) only.
+    """
+    parts = urllib.parse.urlsplit(redis_url)
+    if parts.scheme != "redis":
+        raise ProcessError(
+            f"usrloc keeps registrations in Redis through Kamailio's db_redis, which reaches "
+            f"Redis over plain TCP only (hiredis redisConnectWithTimeout(host, port): no unix "
+            f"socket, no TLS), not {parts.scheme}://; give Kamailio the same Redis as "
+            "redis://host:port/db (REDIS_URL, or KamailioProcess registrations_url)"
+        )
+    db = int(parse_url(redis_url).get("db", 0))
+    query = urllib.parse.urlencode(
+        [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "db"]
+    )
+    return urllib.parse.urlunsplit(("redis", parts.netloc, f"/{db + 1}", query, ""))
+
+
+def _db_redis_url(url: str) -> str:
+    """`url` (redis://, redis-py's syntax) as Kamailio's db_redis module reads it:
+    redis://[:password@]host:port/db, the password not %-encoded. ProcessError for what
+    db_redis 5.6 cannot do: other schemes (see registrations_url_for), an ACL user (it
+    sends AUTH <password>), a password with "/" (Kamailio's db URL parser ends there)."""
+    if urllib.parse.urlsplit(url).scheme != "redis":
+        registrations_url_for(url)  # raises, naming why
+    options = parse_url(url)
+    if options.get("username") not in (None, "", "default"):
+        raise ProcessError(
+            "Kamailio's db_redis authenticates with a password only (AUTH <password>), "
+            f"not as the Redis ACL user {options['username']!r}; use the default user"
+        )
+    password = options.get("password") or ""
+    if "/" in password:
+        raise ProcessError(
+            "Kamailio's db URL parser cannot take a Redis password with '/' (usrloc's db_url)"
+        )
+    host = options.get("host", "localhost")
+    host = f"[{host}]" if ":" in host else host
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}{host}:{options.get('port', 6379)}/{options.get('db', 0)}"
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
@@ -113,6 +167,16 @@ class KamailioProcess:
     (DISPATCHER_VOICEMAIL, default <workdir>/voicemail) and `rtpengine_spool` the RTPengine's
     recording folder it reads them from (RTPENGINE_SPOOL). The node's id (DISPATCHER_NODE) is
     its address.
+
+    With `redis_url`, usrloc keeps the registrations in Redis (db_mode 3), shared by every
+    node on that Redis and kept across restarts: in `registrations_url`, by default
+    `registrations_url_for(redis_url)` (the same server, the next database index). The
+    URL reaches Kamailio as USRLOC_DBURL in the environment, not on the command line, which
+    every local user can read, since it may carry the Redis password. A Kamailio with such a
+    Redis does not start while that Redis is down. `shared_registrations=False` keeps them
+    in the node's memory (db_mode 0), as without redis_url. ProcessError at once for a URL
+    db_redis cannot use (a unix socket: pass the same Redis's TCP URL as
+    registrations_url).
     """
 
     def __init__(
@@ -131,8 +195,14 @@ class KamailioProcess:
         prompts_dir: Path | None = None,
         voicemail_dir: Path | None = None,
         rtpengine_spool: Path | None = None,
+        shared_registrations: bool = True,
+        registrations_url: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        self.registrations_url: str | None = None
+        if redis_url is not None and shared_registrations:
+            self.registrations_url = registrations_url or registrations_url_for(redis_url)
+            _db_redis_url(self.registrations_url)  # refuses what db_redis cannot use
         self.rtpengine_ng = rtpengine_ng
         self.prompts_dir = prompts_dir
         self.voicemail_dir = voicemail_dir or self.workdir / "voicemail"
@@ -182,6 +252,7 @@ class KamailioProcess:
             "SIP_PORT": self.sip_port,
             "LISTEN_ADDR": self.listen_addr,
             "KEMI_SCRIPT": f'"{self.kemi_script}"',
+            "DB_REDIS_SCHEMA": f'"{DB_REDIS_SCHEMA}"',
         }
         if self.children is not None:
             defines["CHILDREN"] = self.children
@@ -223,6 +294,10 @@ class KamailioProcess:
             env.pop("REDIS_URL", None)
         else:
             env["REDIS_URL"] = self.redis_url
+        if self.registrations_url is None:
+            env.pop("USRLOC_DBURL", None)
+        else:
+            env["USRLOC_DBURL"] = _db_redis_url(self.registrations_url)
         return env
 
     def start(self, timeout: float = 15.0) -> None:
