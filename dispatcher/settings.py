@@ -4,7 +4,20 @@ REDIS_URL               use this Redis instead of starting one (`make run`, work
 SIP_PORT                Kamailio's SIP port (default 5060)
 API_PORT                admin API port on 127.0.0.1 (default 8080)
 DISPATCHER_ADMIN_TOKEN  bootstrap admin token of the admin API
-DISPATCHER_TENANT       tenant a Kamailio node serves (default "demo")
+DISPATCHER_TENANT       the node's default tenant: it serves requests whose domain and number
+                        no tenant names, while it names no domains itself (default "demo";
+                        set it empty for none: such requests get 404)
+DISPATCHER_TENANT_CACHE tenants whose config a worker keeps at most (LRU; default 256)
+DISPATCHER_TRUSTED      the carrier's trusted sources, comma-separated addresses or networks
+                        (its trunks, SBCs): their REGISTERs and INVITEs need no digest
+                        authentication; default 127.0.0.1 (this host); each tenant adds its
+                        own (`trusted` in its config)
+DISPATCHER_AUTH_ALGORITHMS
+                        the digest challenges offered, in order (default "SHA-256,MD5",
+                        RFC 8760; a client that only reads the first challenge and knows no
+                        SHA-256 - old phones, SIPVicious - needs "MD5,SHA-256")
+DISPATCHER_AUTH_SECRET  the digest nonces' key, the same on every node (32+ characters);
+                        unset, a random one is kept in Redis ({dispatcher}:auth_secret)
 REDIS_TIMEOUT_MS        per-command Redis timeout; past it a call gets 503 (default 500)
 DISPATCHER_NODE         this Kamailio node's id in the queues (its doorbell channel); default
                         <hostname>:<SIP_PORT>; unique per node
@@ -27,6 +40,7 @@ DISPATCHER_CLOCK_OFFSET_MS
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -64,6 +78,33 @@ def _node_env(sip_port: int) -> str:
     return node
 
 
+def _networks_env(name: str, default: str) -> tuple[str, ...]:
+    raw = os.environ.get(name, default)
+    out = []
+    for entry in raw.split(","):
+        if entry.strip():
+            try:
+                out.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:
+                raise SettingsError(f"{name}: {entry.strip()!r} is no address or network") from None
+    return tuple(out)
+
+
+def _algorithms_env(name: str) -> tuple[str, ...]:
+    raw = os.environ.get(name) or "SHA-256,MD5"
+    chosen = tuple(a.strip().upper() for a in raw.split(",") if a.strip())
+    if not chosen or len(set(chosen)) != len(chosen) or set(chosen) - {"SHA-256", "MD5"}:
+        raise SettingsError(f"{name}={raw!r}: SHA-256 and/or MD5, each once")
+    return chosen
+
+
+def _secret_env(name: str) -> str | None:
+    raw = os.environ.get(name)
+    if raw is not None and len(raw) < 32:
+        raise SettingsError(f"{name}: at least 32 characters")
+    return raw or None
+
+
 def _address_env(name: str) -> tuple[str, int] | None:
     raw = os.environ.get(name)
     if not raw:
@@ -86,6 +127,10 @@ class Settings:
     redis_timeout_ms: int
     clock_offset_ms: int
     node: str
+    tenant_cache: int
+    trusted: tuple[str, ...]
+    auth_secret: str | None
+    auth_algorithms: tuple[str, ...]
     rtpengine_ng: tuple[str, int] | None
     prompts_dir: Path
     voicemail_dir: Path = Path("voicemail")
@@ -105,10 +150,14 @@ class Settings:
             sip_port=sip_port,
             api_port=_int_env("API_PORT", 8080, 1, 65535),
             admin_token=os.environ.get("DISPATCHER_ADMIN_TOKEN") or None,
-            tenant=os.environ.get("DISPATCHER_TENANT") or "demo",
+            tenant=os.environ.get("DISPATCHER_TENANT", "demo"),
             redis_timeout_ms=_int_env("REDIS_TIMEOUT_MS", 500, 10, 60_000),
             clock_offset_ms=_int_env("DISPATCHER_CLOCK_OFFSET_MS", 0, -(10**12), 10**12),
             node=_node_env(sip_port),
+            tenant_cache=_int_env("DISPATCHER_TENANT_CACHE", 256, 1, 1_000_000),
+            trusted=_networks_env("DISPATCHER_TRUSTED", "127.0.0.1"),
+            auth_secret=_secret_env("DISPATCHER_AUTH_SECRET"),
+            auth_algorithms=_algorithms_env("DISPATCHER_AUTH_ALGORITHMS"),
             rtpengine_ng=_address_env("RTPENGINE_NG"),
             prompts_dir=Path(
                 os.environ.get("DISPATCHER_PROMPTS") or Path(cache) / "dispatcher" / "prompts"

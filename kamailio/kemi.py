@@ -68,6 +68,11 @@ class KamailioRoutes:
         self.router = None  # dispatcher.sip.routing.Router of this process, or None
         self._router_opened = False
         self.keeper = None  # dispatcher.sip.keeper.Keeper, in the keeper's rtimer process
+        # REQINIT's rules from kamailio.cfg's defines, read here in the main process (before
+        # the fork; nothing is opened): a bad define stops Kamailio at start.
+        from dispatcher.sip.edge import EdgeRules
+
+        self.edge = EdgeRules.from_defines(KSR)
 
     def child_init(self, rank: int) -> int:
         # Called after fork in every process: rank > 0 SIP workers, PROC_TIMER
@@ -127,6 +132,13 @@ class KamailioRoutes:
             # must pass here for the dialog module to see the call end.
             KSR.rr.record_route()
 
+        # Trusted sources by address, phones by digest (dispatcher.sip.authn): a request it
+        # refuses has been answered (401/407/403/404/503).
+        if KSR.is_method_in("RI"):
+            router = self.open_worker_state()
+            if router is not None and not router.auth.check():
+                return 1
+
         if self.ksr_route_registrar(msg) == EXIT:
             return 1
 
@@ -145,6 +157,24 @@ class KamailioRoutes:
 
     # -- route[REQINIT]: per-request checks
     def ksr_route_reqinit(self, msg):
+        # Flood (Kamailio's ANTIFLOOD habit): a source pike counts too many requests from is
+        # banned for IPBAN_S, and its requests are dropped unanswered - a reply would amplify
+        # the flood. PIKE_TRUSTED sources (this host, trunks, SBCs) are never counted.
+        source = KSR.pv.get("$si")
+        if not self.edge.is_trusted(source):
+            if KSR.htable.sht_get("ipban", source) is not None:
+                return EXIT
+            if KSR.pike.pike_check_req() < 0:
+                KSR.htable.sht_setxi("ipban", source, 1, self.edge.ipban_s)
+                KSR.notice(f"pike: {source} floods; banned for {self.edge.ipban_s}s\n")
+                return EXIT
+        # Scanners (SCANNER_UA) learn nothing, not even that a SIP server is here.
+        if self.edge.is_scanner(KSR.pv.get("$ua")):
+            return EXIT
+        if KSR.pv.get("$ml") > self.edge.max_msg_size:
+            KSR.sl.sl_send_reply(513, "Message Too Large")
+            return EXIT
+
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return EXIT
@@ -189,12 +219,11 @@ class KamailioRoutes:
     def ksr_route_registrar(self, msg):
         if not KSR.is_REGISTER():
             return 1
-        if KSR.registrar.save("location", 0) < 0:
-            KSR.sl.sl_reply_error()
-            return EXIT
         router = self.open_worker_state()
         if router is not None:
-            router.on_register()
+            router.register()  # under its tenant's domain, recorded for the dashboard
+        elif KSR.registrar.save("location", 0) < 0:
+            KSR.sl.sl_reply_error()
         return EXIT
 
     # -- route[LOCATION]: calls to a registered user

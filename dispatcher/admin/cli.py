@@ -9,6 +9,7 @@
     dispatcher inbound show|set FILE
     dispatcher token create --role admin|supervisor|read-only [--label TEXT]
     dispatcher token list, token revoke ID
+    dispatcher credential set USER (password on stdin), credential remove USER, list
     dispatcher status [--once] [--interval SECONDS]
 
 The tenant is `-t/--tenant`, else DISPATCHER_TENANT (default demo); Redis is REDIS_URL. FILE
@@ -47,6 +48,7 @@ from dispatcher.config.tenant_file import load_document, parse_tenant
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 from dispatcher.reports.live_summary import LiveView, render, summarize
 from dispatcher.settings import Settings, SettingsError
+from dispatcher.state.credentials import credential_record
 from dispatcher.state.errors import StateError
 from dispatcher.state.store import StateStore
 
@@ -313,6 +315,40 @@ def _token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _credential_set(args: argparse.Namespace) -> int:
+    """A SIP user's password: typed twice at a terminal, else the first line of stdin (never
+    an argument: command lines are readable by every local user)."""
+    store = store_for(args.tenant)
+    _current(store)
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"SIP password of {args.user}: ")
+        if getpass.getpass("again: ") != password:
+            raise CommandError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        record = credential_record(args.user, store.tenant, password)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    store.credential_put(args.user, record, _audit("credential.set", args.user))
+    print(f"SIP password of {args.user} set (tenant {store.tenant!r}, realm {store.tenant!r})")
+    return 0
+
+
+def _credential_remove(args: argparse.Namespace) -> int:
+    store = store_for(args.tenant)
+    if not store.credential_put(args.user, None, _audit("credential.remove", args.user)):
+        raise NotFound(f"SIP user {args.user!r} has no password")
+    print(f"SIP password of {args.user} removed")
+    return 0
+
+
+def _credential_list(args: argparse.Namespace) -> int:
+    for user in store_for(args.tenant).credential_users():
+        print(user)
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     """Print the live summary; with --once a single time, else every --interval seconds
     until Ctrl-C (a Redis outage shows as a line and the display goes on)."""
@@ -419,6 +455,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--label", help="what the token is for")
     command(tokens, "list", _token_list, "token ids, roles and labels")
     command(tokens, "revoke", _token_revoke, "revoke a token").add_argument("id")
+
+    credentials = group_of("credential", "SIP passwords of the tenant's phones (HA1 only)")
+    command(credentials, "set", _credential_set, "set USER's password (stdin)").add_argument("user")
+    command(credentials, "remove", _credential_remove, "remove USER's password").add_argument(
+        "user"
+    )
+    command(credentials, "list", _credential_list, "the SIP users that have a password")
 
     p = command(sub, "status", _status, "live summary: groups, agents, calls")
     p.add_argument("--once", action="store_true", help="print once and exit")

@@ -6,7 +6,8 @@ async_store.py    redis.asyncio calling the same FUNCTION library as the workers
 config_io.py      read-apply-put with retries and If-Match, parsed-config cache
 schemas.py        request and response bodies besides the config model
 live_board.py     the live view with queued callers and phone registrations (one read)
-routes_*.py       one router per resource (tenants, groups, agents, inbound, tokens, live,
+routes_*.py       one router per resource (tenants, groups, agents, inbound, tokens, SIP
+                  credentials, live,
                   prompts, voicemail, dashboard, metrics); more (reports) are mounted the same
                   way
 

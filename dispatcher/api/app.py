@@ -50,6 +50,7 @@ from dispatcher.state.errors import (
 
 from . import (
     routes_agents,
+    routes_credentials,
     routes_dashboard,
     routes_groups,
     routes_inbound,
@@ -116,6 +117,7 @@ def create_app(settings: Settings, extra_routers: Sequence[APIRouter] = ()) -> F
         routes_agents.router,
         routes_inbound.router,
         routes_tokens.router,
+        routes_credentials.router,
         routes_live.router,
         routes_prompts.router,
         routes_voicemail.router,

@@ -48,6 +48,7 @@ from dispatcher.state.store import (
     GroupRecord,
     client_options,
     config_put_request,
+    credential_put_request,
     is_missing_function,
     names_put_request,
     parse_config_reply,
@@ -173,6 +174,17 @@ class AsyncStateStore:
         NameTaken when another tenant holds one. 1 FCALL."""
         keys, args = names_put_request(self.tenant, domains, dids)
         await self.client.fcall("disp_names_put", keys, args)
+
+    async def credential_put(self, user: str, record: bytes | None, audit: Audit | None) -> bool:
+        """Set or remove (None) a SIP user's credentials (`StateStore.credential_put`)."""
+        keys, args = credential_put_request(self.keys, user, record, audit)
+        return bool(await self.client.fcall("disp_credential_put", keys, args))
+
+    async def credential_users(self) -> list[str]:
+        """The SIP users that have credentials, sorted (1 round trip)."""
+        async with self.client.guard():
+            users = await self.client.client.hkeys(self.keys.credentials)
+        return sorted(u.decode() if isinstance(u, bytes) else u for u in users)
 
     async def set_token(self, token_id: str, record: bytes | None, audit: Audit | None) -> bool:
         """Store or (record None) revoke a token; True if something changed (1 FCALL)."""

@@ -158,6 +158,16 @@ def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
+def _network(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"not an IP address or network: {value!r}") from None
+
+
+TrustedNetwork = Annotated[str, BeforeValidator(_network)]
 Domain = Annotated[
     str,
     BeforeValidator(_lower),
@@ -860,6 +870,9 @@ class Tenant(_Model):
     # one tenant at most (the index in Redis refuses a second owner).
     domains: tuple[Domain, ...] = ()
     dids: tuple[Did, ...] = ()
+    # The tenant's own trunks and SBCs (IPv4/IPv6 addresses or networks): their requests
+    # need no digest authentication (they authenticate their users themselves).
+    trusted: tuple[TrustedNetwork, ...] = ()
     events_maxlen: int = Field(default=1_000_000, ge=1, le=2**63 - 1)  # Redis MAXLEN is int64
 
     _agents: dict[str, Agent] = PrivateAttr(default_factory=dict)

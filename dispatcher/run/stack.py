@@ -1,4 +1,4 @@
-"""`make run` / `make up` / `make down`: the whole stack on this machine, with the demo tenant.
+"""`make run` / `make up` / `make down`: the whole stack on this machine, with the demo tenants.
 
 run   foreground; Ctrl-C stops everything it started.
 up    the same in the background (log in .run/stack.log); returns once it is ready.
@@ -11,9 +11,10 @@ DISPATCHER_PROMPTS first; Kamailio listens on
 127.0.0.1:SIP_PORT (default 5060) with the KEMI script that routes group calls; the admin API
 on 127.0.0.1:API_PORT (default 8080), its bootstrap token DISPATCHER_ADMIN_TOKEN or, unset, one
 generated for the session (printed, and in .run/admin-token). Kamailio and the API share
-PROMETHEUS_MULTIPROC_DIR (.run/metrics, emptied at start) for the workers' metrics. The demo tenant
-(dispatcher/demo/demo.yaml) is imported on every start, so the demo is always in a
-known state; a carrier points DISPATCHER_TENANT_FILE at its own file instead.
+PROMETHEUS_MULTIPROC_DIR (.run/metrics, emptied at start) for the workers' metrics. The demo's two
+tenants (dispatcher/demo/demo.yaml, the default tenant, and acme.yaml, with a domain of its
+own) are imported on every start, so the demo is always in a known state; a carrier points
+DISPATCHER_TENANT_FILE at its own file instead.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 from dispatcher.admin.config_sync import import_tenant
-from dispatcher.config.model import Group
+from dispatcher.config.model import Group, Tenant
 from dispatcher.config.model import Voicemail as VoicemailTarget
 from dispatcher.config.tenant_file import load_tenant
 from dispatcher.media.prompts import ensure_default_prompts
@@ -44,24 +45,37 @@ PID_FILE = RUN_DIR / "stack.pid"
 READY_FILE = RUN_DIR / "stack.ready"
 LOG_FILE = RUN_DIR / "stack.log"
 DEMO_FILE = ROOT / "dispatcher" / "demo" / "demo.yaml"
+# The demo's second tenant: its own domain and DID, the same extension and agent names.
+DEMO_FILES = (DEMO_FILE, ROOT / "dispatcher" / "demo" / "acme.yaml")
 TOKEN_FILE = RUN_DIR / "admin-token"
 METRICS_DIR = RUN_DIR / "metrics"
 
 
-def _banner(redis_url: str, tenant_file: Path, sip: str) -> str:
-    tenant = load_tenant(tenant_file)
+def _banner(redis_url: str, tenant_files: list[Path], sip: str) -> str:
+    tenants = [load_tenant(path) for path in tenant_files]
+    first = tenants[0]
     lines = [
         "",
         "dispatcher stack is up",
         f"  SIP:     udp:{sip}   (Kamailio, log in {RUN_DIR}/kamailio/kamailio.log)",
-        f"  phones:  register an agent's phone as <aor>@{sip}, e.g. alice, bob, ... (no auth;",
-        "           loopback only); then call a group number below through the same proxy",
+        f"  phones:  register an agent's phone as <aor>@<the tenant's domain> through {sip},",
+        "           e.g. alice@127.0.0.1 (the default tenant takes any domain no tenant names)",
+        "           or alice@acme.localhost; from this host no password is asked (trusted),",
+        "           from elsewhere set one: dispatcher credential set alice -t <tenant>",
         f"  media:   RTPengine (queue audio, voicemail), log in {RUN_DIR}/rtpengine/; "
         f"voicemail WAVs in {RUN_DIR}/voicemail/",
-        f"  Redis:   {redis_url}   (keys {{t:{tenant.id}}}:*, events in {{t:{tenant.id}}}:events)",
-        f"  tenant:  {tenant.id} from {tenant_file}",
-        "  groups to call:",
+        f"  Redis:   {redis_url}   (keys {{t:<tenant>}}:*, events in {{t:<tenant>}}:events)",
     ]
+    for tenant, path in zip(tenants, tenant_files, strict=True):
+        where = ", ".join(tenant.domains) if tenant.domains else "any domain (the default)"
+        lines += [f"  tenant:  {tenant.id} from {path}; domains: {where}", "  groups to call:"]
+        lines += _group_lines(tenant)
+    lines += _tail(redis_url, first.id)
+    return "\n".join(lines)
+
+
+def _group_lines(tenant: Tenant) -> list[str]:
+    lines = []
     for group in tenant.groups:
         agents = ", ".join(m.agent for m in group.canonical_members())
         extras = [
@@ -74,15 +88,18 @@ def _banner(redis_url: str, tenant_file: Path, sip: str) -> str:
     if dids:
         lines.append("  numbers with inbound rules (by caller and time, see the tenant file):")
         lines += [f"    {did}  {len(tenant.inbound_rules(did))} rules" for did in dids]
-    lines += [
+    return lines
+
+
+def _tail(redis_url: str, tenant_id: str) -> list[str]:
+    return [
         f"  logs:    {RUN_DIR}/",
         "  watch:   redis-cli -u "
         + redis_url
-        + f" XREAD BLOCK 0 STREAMS {{t:{tenant.id}}}:events $",
+        + f" XREAD BLOCK 0 STREAMS {{t:{tenant_id}}}:events $",
         "  stop:    Ctrl-C (make run) or make down (make up)",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _reaches_voicemail(group: Group) -> bool:
@@ -126,7 +143,8 @@ def run() -> int:
     """Start everything, import the tenant, wait for a signal, stop everything."""
     settings = Settings.from_env()
     RUN_DIR.mkdir(exist_ok=True)
-    tenant_file = Path(os.environ.get("DISPATCHER_TENANT_FILE") or DEMO_FILE)
+    named = os.environ.get("DISPATCHER_TENANT_FILE")
+    tenant_files = [Path(named)] if named else list(DEMO_FILES)
     redis_proc: RedisProcess | None = None
     kamailio: KamailioProcess | None = None
     rtpengine: RtpengineProcess | None = None
@@ -145,9 +163,12 @@ def run() -> int:
             redis_proc = RedisProcess(RUN_DIR / "redis", durable=True)
             redis_proc.start()
             redis_url = redis_proc.url
-        tenant = load_tenant(tenant_file)
-        store = StateStore(redis_url, tenant.id)
-        version = import_tenant(store, tenant)
+        tenants = [load_tenant(path) for path in tenant_files]
+        versions = []
+        for one in tenants:
+            with StateStore(redis_url, one.id) as store:
+                versions.append(import_tenant(store, one))
+        tenant = tenants[0]  # the node's default tenant
         admin_token = settings.admin_token or secrets.token_urlsafe(32)
         TOKEN_FILE.unlink(missing_ok=True)
         TOKEN_FILE.touch(mode=0o600)
@@ -176,10 +197,13 @@ def run() -> int:
             env={"REDIS_URL": redis_url, "DISPATCHER_ADMIN_TOKEN": admin_token},
         )
         api.start()
-        print(_banner(redis_url, tenant_file, kamailio.address), flush=True)
+        print(_banner(redis_url, tenant_files, kamailio.address), flush=True)
         shown = None if settings.admin_token else admin_token
         print(_api_banner(api.url, tenant.id, shown), flush=True)
-        print(f"  config version {version}", flush=True)
+        print(
+            f"  config versions {dict(zip((t.id for t in tenants), versions, strict=True))}",
+            flush=True,
+        )
         READY_FILE.write_text(redis_url)
         while not stopping:
             time.sleep(0.2)

@@ -118,9 +118,8 @@ class Keeper:
             calls: list[str] = []
             message = self._bell.get_message(timeout=LISTEN_S)
             while message is not None:
-                tenant, _, call_id = bytes(message["data"]).decode().partition("\x1f")
-                if tenant == self.router.decider.store.tenant:
-                    calls.append(call_id)
+                # "<tenant>\x1f<call>": the held call's record names its tenant again
+                calls.append(bytes(message["data"]).decode().partition("\x1f")[2])
                 message = self._bell.get_message(timeout=0)
             if self._bell_down:
                 self._bell_down = False
@@ -137,17 +136,30 @@ class Keeper:
     # -- the keep ---------------------------------------------------------------------------
 
     def _keep(self) -> None:
-        records = {r.call_id: r for r in held_calls.every(self.ksr)}
-        for gone in set(self._hearing) - set(records):
+        every = held_calls.every(self.ksr)
+        for gone in set(self._hearing) - {r.call_id for r in every}:
             del self._hearing[gone]
-        if not records:
-            return
-        store = self.router.decider.store
+        by_tenant: dict[str, dict[str, HeldCall]] = {}
+        for record in every:
+            by_tenant.setdefault(record.tenant, {})[record.call_id] = record
         announced, self._announced = self._announced, []
+        want_stats, self._want_stats = self._want_stats, False
+        for tenant, records in by_tenant.items():
+            self.router.use(tenant)
+            mine = [a for a in announced if a[0] in records]
+            self._keep_tenant(records, mine, want_stats)
+
+    def _keep_tenant(
+        self,
+        records: dict[str, HeldCall],
+        announced: list[tuple[str, int, int | None]],
+        want_stats: bool,
+    ) -> None:
+        """One tenant's keep: 1 FCALL for all the callers this node holds of it."""
+        store = self.router.decider.store
         keep = store.queue_keep(
-            self.node, list(records), LEASE_MS, stats=self._want_stats, announced=announced
+            self.node, list(records), LEASE_MS, stats=want_stats, announced=announced
         )
-        self._want_stats = False
         view = self.router.decider.view()
         stats = {g.group: g for g in keep.groups}
         for entry in keep.entries:
@@ -242,12 +254,13 @@ class Keeper:
         media, announcer = self.router.media, self.router.announcer
         if media is None or announcer is None:
             return
-        view = self.router.decider.view()
         for call_id, hearing in self._hearing.items():
             if hearing.playing_music or now < hearing.music_at:
                 continue
             record = held_calls.get(self.ksr, call_id)
-            group = view.groups.get(record.group) if record else None
+            group = None
+            if record is not None:
+                group = self.router.use(record.tenant).view().groups.get(record.group)
             if record is None or group is None or record.state != SUSPENDED:
                 continue
             announcer.play_music(media, call_id, record.from_tag, group, record.tenant)

@@ -252,7 +252,9 @@ class Queueing:
 
     def _context(self) -> CallContext | None:
         text = self.ksr.pv.get(AVP_CTX)
-        return CallContext.decode(str(text)) if text else None
+        if not text or not self.router._use_transaction():
+            return None
+        return CallContext.decode(str(text))
 
     def _give_up(self, ctx: CallContext, code: int, reason: str) -> None:
         held_calls.drop(self.ksr, ctx.call_id)

@@ -71,6 +71,7 @@ from dispatcher.config.model import Voicemail as VoicemailTarget
 from dispatcher.media.ng import NgClient
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.sip.announcer import Announcer
+from dispatcher.sip.authn import Authenticator
 from dispatcher.sip.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
 from dispatcher.sip.inbound import match_inbound
 from dispatcher.sip.media import CallMedia
@@ -78,10 +79,12 @@ from dispatcher.sip.media import CallMedia
 # Kamailio names shared with kamailio.cfg / kemi.py.
 from dispatcher.sip.names import (
     AVP_CTX,
+    AVP_TENANT,
     AVP_WAVE,
     DLG_ANSWER,
     DLG_CALL,
     DLG_CANCELLED,
+    DLG_TENANT,
     FAILURE_ROUTE,
     FLT_DLG,
     HTABLE,
@@ -90,6 +93,7 @@ from dispatcher.sip.names import (
     ULC_PROFILE,
 )
 from dispatcher.sip.queueing import Queueing
+from dispatcher.sip.tenants import Tenants, UnknownTenant
 from dispatcher.sip.voicemail import Voicemail
 from dispatcher.state import AnswerOutcome, StateError, StateStore, StateUnavailable
 from dispatcher.state.keys import validate_call_id
@@ -150,13 +154,27 @@ class Router:
         settings: Settings | None = None,
         media: CallMedia | None = None,
         announcer: Announcer | None = None,
+        tenants: Tenants | None = None,
     ) -> None:
         self.ksr = ksr
-        self.decider = decider
         self.settings = settings or Settings.from_env()
+        # The decider of the tenant of the request at hand (`use`); `decider` is the first.
+        self.decider = decider
+        decider.store.deferred_error = self._deferred_failed
+        if tenants is None:
+            clock = decider.clock_ms
+            tenants = Tenants(
+                decider.store,
+                lambda store: type(decider)(store, clock),
+                self.settings.tenant,
+                self.settings.tenant_cache,
+            )
+        self.tenants = tenants
+        self.tenants.adopt(decider)
         self.media = media
         self.announcer = announcer
         self.queue = Queueing(self)
+        self.auth = Authenticator(self)
         self.voicemail = Voicemail(self)
         self._down = False
         self._no_config = False
@@ -164,7 +182,20 @@ class Router:
         # The targets `_reachable` looked up during the current decision, by agent: the
         # wave's relay uses them rather than asking the location table again.
         self._looked_up: dict[str, list[tuple[str, str]]] = {}
-        decider.store.deferred_error = self._deferred_failed
+
+    def use(self, tenant: str) -> Decider:
+        """Serve `tenant` from now on (each SIP event names its tenant); its decider."""
+        if tenant != self.decider.store.tenant:
+            self.decider = self.tenants.decider(tenant)
+        return self.decider
+
+    def _use_transaction(self) -> bool:
+        """The tenant of the transaction at hand (its AVP); False when it has none."""
+        tenant = self.ksr.pv.get(AVP_TENANT)
+        if not tenant:
+            return False
+        self.use(str(tenant))
+        return True
 
     @classmethod
     def open(cls, ksr: Any) -> Router | None:
@@ -178,8 +209,12 @@ class Router:
             ksr.info("dispatcher: REDIS_URL unset, group routing off\n")
             return None
         timeout = settings.redis_timeout_ms / 1000
+        # The default tenant's store holds the worker's connections; every tenant's shares them.
         store = StateStore(
-            settings.redis_url, settings.tenant, socket_timeout=timeout, connect_timeout=timeout
+            settings.redis_url,
+            settings.tenant or "default",
+            socket_timeout=timeout,
+            connect_timeout=timeout,
         )
         # Records each decision's latency and Redis errors for /metrics (dispatcher.sip.metrics).
         from dispatcher.sip.metrics import MeteredDecider
@@ -189,7 +224,7 @@ class Router:
             # One retransmission: a caller waits at most ~0.6 s for a dead RTPengine.
             ng = NgClient(*settings.rtpengine_ng, timeout=0.3, retries=1)
             media = CallMedia(ksr, ng)
-        announcer = Announcer(settings.prompts_dir, ksr.err, store_of=lambda _tenant: store)
+        announcer = Announcer(settings.prompts_dir, ksr.err, store_of=store.for_tenant)
         return cls(ksr, MeteredDecider(store, settings.clock_ms), settings, media, announcer)
 
     # -- request route ----------------------------------------------------------------
@@ -207,9 +242,25 @@ class Router:
         ksr = self.ksr
         self._looked_up.clear()
         call_id, user, caller = (_pv_text(ksr, pv) for pv in ("$ci", "$rU", "$fU"))
+        try:
+            tenant = self.tenants.resolve(user, _pv_text(ksr, "$rd"))
+            aor_domain = self.tenants.aor_domain(tenant)
+        except UnknownTenant as exc:
+            ksr.info(f"dispatcher: INVITE {call_id} refused: {exc}\n")
+            self._reply(404, "Not Found")
+            return True
+        except StateUnavailable as exc:
+            self._unavailable(exc)
+            self._reply(503, "Service Unavailable", retry_after=True)
+            return True
+        except ConfigMissing as exc:
+            return self._config_missing(exc)
+        self.use(tenant)
+        ksr.pv.sets(AVP_TENANT, tenant)
         if not _usable_call_id(call_id):
             # RFC 3261 allows Call-IDs our Redis keys refuse (over 256 bytes, \x1f; not UTF-8,
             # which app_python3 cannot even hand over): such calls reach registered users only.
+            ksr.pv.sets("$rd", aor_domain)
             if ksr.registrar.registered(LOCATION) > 0:
                 return False
             ksr.info("dispatcher: INVITE refused, its Call-ID cannot be a state key\n")
@@ -235,16 +286,16 @@ class Router:
             self._reply(503, "Service Unavailable", retry_after=True)
             return True
         except ConfigMissing as exc:
-            if not self._no_config:
-                ksr.err(f"dispatcher: {exc}; no group routing until it is imported\n")
-                self._no_config = True
-            return False
+            return self._config_missing(exc)
         if started is None:
+            # a call to a plain user: the location lookup finds it under its tenant's domain
+            ksr.pv.sets("$rd", aor_domain)
             return False
         self._no_config = False
         ctx, decision = started
         ksr.setflag(FLT_DLG)
         ksr.pv.sets(DLG_CALL, call_id)
+        ksr.pv.sets(DLG_TENANT, tenant)
         # In-dialog OPTIONS keepalives to both ends once answered (kamailio.cfg DLG_KA_*): an
         # end that stops answering them ends the dialog like a timeout - BYEs, dialog:end.
         ksr.dialog.dlg_set_property("ka-src")
@@ -256,6 +307,12 @@ class Router:
             self._reply(503, "Service Unavailable", retry_after=True)
         return True
 
+    def _config_missing(self, exc: ConfigMissing) -> bool:
+        if not self._no_config:
+            self.ksr.err(f"dispatcher: {exc}; no group routing until it is imported\n")
+            self._no_config = True
+        return False
+
     # -- tm onreply route -------------------------------------------------------------
 
     def on_reply(self) -> bool:
@@ -263,6 +320,7 @@ class Router:
         drop it (an agent's early media while the caller hears the queue)."""
         ksr = self.ksr
         status = int(ksr.pv.get("$rs") or 0)
+        self._use_transaction()
         if not self.queue.on_answer(status):
             return False
         if status >= 200:
@@ -322,7 +380,7 @@ class Router:
         """Every branch of the wave failed: report the agents, then the next step."""
         ksr = self.ksr
         text = ksr.pv.get(AVP_CTX)
-        if not text:
+        if not text or not self._use_transaction():
             return
         ctx = CallContext.decode(str(text))
         self._looked_up.clear()
@@ -360,6 +418,10 @@ class Router:
     def dialog_event(self, event: str) -> None:
         """dialog:start of a call whose last wave had one agent: that agent answered.
         dialog:end / dialog:failed of a group call: release it (once per dialog)."""
+        tenant = self.ksr.pv.get(DLG_TENANT)
+        if not tenant:
+            return
+        self.use(str(tenant))
         if event == "dialog:start":
             answer = self.ksr.pv.get(DLG_ANSWER)
             if answer:
@@ -485,7 +547,7 @@ class Router:
         ksr = self.ksr
         out: list[tuple[str, str]] = []
         if agent.targets.aor:
-            aor = f"sip:{agent.targets.aor}@{_pv_text(ksr, '$rd') or 'localhost'}"
+            aor = f"sip:{agent.targets.aor}@{self.tenants.aor_domain(self.decider.store.tenant)}"
             if ksr.registrar.reg_fetch_contacts(LOCATION, aor, ULC_PROFILE) > 0:
                 count = int(ksr.pv.get(f"$ulc({ULC_PROFILE}=>count)") or 0)
                 for i in range(count):
@@ -498,7 +560,36 @@ class Router:
         out += [(uri, "") for uri in agent.targets.uris]
         return out
 
-    def on_register(self) -> None:
+    def register(self) -> None:
+        """A REGISTER: saved (and answered by the registrar) under its tenant's AOR domain
+        (`Tenants.aor_domain`), so a tenant's phones are found whichever of its domains they
+        register at and two tenants' `alice` never meet; 404 for a domain no tenant has, 503
+        when Redis cannot say whose it is. A node whose default tenant has no config yet
+        saves it as it came."""
+        ksr = self.ksr
+        domain = _pv_text(ksr, "$td")
+        try:
+            tenant = self.tenants.resolve("", domain)
+            self.use(tenant)
+            domain = self.tenants.aor_domain(tenant)
+        except UnknownTenant as exc:
+            ksr.info(f"dispatcher: REGISTER refused: {exc}\n")
+            ksr.sl.sl_send_reply(404, "Not Found")
+            return
+        except StateUnavailable as exc:
+            self._unavailable(exc)
+            ksr.sl.sl_send_reply(503, "Service Unavailable")
+            return
+        except ConfigMissing:
+            tenant = ""
+        aor = f"sip:{_pv_text(ksr, '$tU')}@{domain or 'localhost'}"
+        if ksr.registrar.save_uri(LOCATION, 0, aor) < 0:
+            ksr.sl.sl_reply_error()
+            return
+        if tenant:
+            self._record_registration(aor)
+
+    def _record_registration(self, aor: str) -> None:
         """After a REGISTER was saved: record in Redis until when the agents whose AOR it
         is have a phone (the newest contact's expiry; 0 when the last one unregistered), so
         the dashboard tells them from available agents and a queued caller is offered an
@@ -513,7 +604,6 @@ class Router:
         if not agents:
             return
         expires_s = 0
-        aor = f"sip:{user}@{_pv_text(ksr, '$td') or 'localhost'}"
         if ksr.registrar.reg_fetch_contacts(LOCATION, aor, ULC_PROFILE) > 0:
             count = int(ksr.pv.get(f"$ulc({ULC_PROFILE}=>count)") or 0)
             for i in range(count):

@@ -197,6 +197,7 @@ class Voicemail:
         now = self.router.decider.clock_ms()
         for record in self.every():
             try:
+                self.router.use(record.tenant)
                 self._step(record, now)
             except (StateError, NgError, NgUnavailable, OSError, RecordingError) as exc:
                 self.ksr.err(f"dispatcher: voicemail {record.call_id}: {exc}\n")
@@ -204,7 +205,9 @@ class Voicemail:
                     self.drop(record.call_id)  # not retried forever
         if time.monotonic() >= self._next_retention:
             self._next_retention = time.monotonic() + RETENTION_EVERY_S
-            self._retention(now)
+            for tenant in self.router.tenants.known():
+                self.router.use(tenant)
+                self._retention(now)
 
     def _step(self, record: VoicemailCall, now: int) -> None:
         router = self.router

@@ -25,6 +25,8 @@ TENANTS_KEY = "dispatcher:tenants"
 # One hash tag of their own, so disp_names_put changes both atomically (in one slot).
 DOMAINS_KEY = "{dispatcher}:domains"
 DIDS_KEY = "{dispatcher}:dids"
+# The key of the digest nonces every node shares (dispatcher.sip.authn), set once (SET NX).
+AUTH_SECRET_KEY = "{dispatcher}:auth_secret"
 
 # Order of the agent columns inside TenantKeys.base; library.lua reads KEYS[5..14] in this order.
 AGENT_COLUMNS = (
@@ -77,6 +79,7 @@ class TenantKeys:
         "agent",
         "base",
         "config",
+        "credentials",
         "events",
         "live",
         "prefix",
@@ -98,6 +101,7 @@ class TenantKeys:
         self.events = f"{self.prefix}:events"
         self.resv = f"{self.prefix}:resv"
         self.live = f"{self.prefix}:live"
+        self.credentials = f"{self.prefix}:cred"  # SIP user -> HA1 record (state.credentials)
         self.tokens = f"{self.prefix}:tokens"  # admin API token id -> record (digest, role)
         # voicemail and uploaded prompts (state.messages says what each holds)
         # agent id -> when its newest phone registration lapses (epoch ms, the node's clock)

@@ -1412,6 +1412,31 @@ local function names_put(keys, args)
   return {added, released}
 end
 
+-- disp_credential_put: sets or removes a SIP user's credentials (HA1 digests only).
+-- KEYS: 1..20 common; 21 {t:T}:cred (SIP user -> record JSON: realm, md5, sha256).
+-- ARGV: 1 user, 2 record ('' removes), 3 (optional) audit JSON (its detail never holds a
+--       digest).
+-- Returns: 1 when the hash changed, else 0.
+-- Errors: BADARG for an empty user, a bad audit, a key not the tenant's.
+local function credential_put(keys, args)
+  local ctx = open(keys, 1)
+  local user = need_text(args[1], 'user')
+  local record = args[2] or ''
+  local audit = need_audit(args[3])
+  local key = own_key(ctx, keys[NBASE + 1], 'cred')
+  local changed
+  if record == '' then
+    changed = redis.call('HDEL', key, user)
+  else
+    redis.call('HSET', key, user, record)
+    changed = 1
+  end
+  if changed == 1 then
+    emit_audit(ctx, audit)
+  end
+  return changed
+end
+
 -- disp_voicemail_put: a recorded voicemail message is stored (its WAV is a file on the node
 -- that recorded it; this is its metadata).
 -- KEYS: 1..20 common; 21 {t:T}:vm (message id -> record JSON); 22 {t:T}:vmi (zset of message
@@ -1540,6 +1565,7 @@ redis.register_function('disp_voicemail_expire', voicemail_expire)
 redis.register_function('disp_prompt_put', prompt_put)
 redis.register_function('disp_registration', registration)
 redis.register_function('disp_names_put', names_put)
+redis.register_function('disp_credential_put', credential_put)
 redis.register_function('disp_queue_join', queue_join)
 redis.register_function('disp_queue_leave', queue_leave)
 redis.register_function('disp_queue_keep', queue_keep)

@@ -32,6 +32,7 @@ from redis.retry import Retry
 
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 
+from .credentials import StoredCredential, parse_credential, validate_user
 from .errors import LIBRARY_ERRORS, ConfigConflict, StateError, StateUnavailable
 from .keys import DIDS_KEY, DOMAINS_KEY, TENANTS_KEY, TenantKeys, validate_call_id, validate_id
 from .live import (
@@ -808,6 +809,25 @@ class StateStore:
             owner = self._redis.hget(key, name or "")
         return owner.decode() if isinstance(owner, bytes) else None
 
+    def credential_put(self, user: str, record: bytes | None, audit: Audit | None = None) -> bool:
+        """Set (a `credentials.credential_record`) or remove (None) a SIP user's credentials;
+        True if the hash changed. Cost: exactly 1 FCALL."""
+        keys, args = credential_put_request(self.keys, user, record, audit)
+        return bool(self._fcall("disp_credential_put", keys, args))
+
+    def credential(self, user: str) -> StoredCredential | None:
+        """A SIP user's stored HA1s, None when it has none (1 round trip, HGET)."""
+        with self._reachable():
+            return parse_credential(
+                cast(bytes | None, self._redis.hget(self.keys.credentials, user))
+            )
+
+    def credential_users(self) -> list[str]:
+        """The SIP users that have credentials, sorted (1 round trip, HKEYS)."""
+        with self._reachable():
+            users = cast(list[bytes], self._redis.hkeys(self.keys.credentials))
+        return sorted(u.decode() for u in users)
+
     def registration(self, agent: str, expires_ms: int) -> bool:
         """Record when the agent's newest phone registration lapses (epoch ms; 0: none
         left); True when it changed between registered and not. Cost: exactly 1 FCALL."""
@@ -1015,6 +1035,14 @@ def set_state_args(agent: str, status: int, reason: str, audit: Audit | None) ->
     if status not in (AVAILABLE, PAUSED, LOGGED_OUT):
         raise ValueError(f"invalid status {status!r}: 0, 1 or 2")
     return [agent, status, reason, *audit_args(audit)]
+
+
+def credential_put_request(
+    keys: TenantKeys, user: str, record: bytes | None, audit: Audit | None
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of disp_credential_put; `record` None removes."""
+    validate_user(user)
+    return [*keys.base, keys.credentials], [user, record or b"", *audit_args(audit)]
 
 
 def names_put_request(

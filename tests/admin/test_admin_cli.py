@@ -176,3 +176,21 @@ def test_status_refreshes_until_ctrl_c(demo: StateStore, redis_url: str) -> None
     assert proc.returncode == 0, err
     assert out.count(b"\x1b[H\x1b[2J") >= 2  # redrawn, not appended
     assert b"Sales (sales, ring_all)" in out
+
+
+def test_credentials_set_list_remove(
+    demo: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse battery\n"))
+    code, out, _ = run(capsys, "credential", "set", "alice")
+    assert code == 0 and "SIP password of alice set" in out
+    assert "correct horse" not in out
+    assert run(capsys, "credential", "list") == (0, "alice\n", "")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    code, _, err = run(capsys, "credential", "set", "bob")
+    assert code == 1 and "8..128" in err
+    assert run(capsys, "credential", "remove", "alice")[0] == 0
+    code, _, err = run(capsys, "credential", "remove", "alice")
+    assert code == 1 and "has no password" in err

@@ -43,3 +43,21 @@ def test_bad_names_are_422_naming_the_field(admin: httpx.Client) -> None:
     assert reply.status_code == 422
     fields = {problem["field"] for problem in reply.json()["detail"]}
     assert {"domains[0]", "dids[0]"} <= fields
+
+
+def test_sip_passwords_are_set_never_shown_and_removed(admin: httpx.Client, redis_url: str) -> None:
+    from dispatcher.state import StateStore
+
+    url = "/v1/tenants/demo/credentials"
+    assert admin.put(f"{url}/alice", json={"password": "correct horse"}).status_code == 204
+    assert admin.get(url).json() == {"users": ["alice"]}
+    reply = admin.put(f"{url}/bob", json={"password": "short"})
+    assert reply.status_code == 422 and reply.json()["detail"][0]["field"] == "password"
+    assert admin.put(f"{url}/bad%20user", json={"password": "long enough"}).status_code == 422
+    with StateStore(redis_url, "demo") as store:
+        stored = store.credential("alice")
+        assert stored is not None and stored.realm == "demo"
+        audits = [e for e in store.events() if e.get("action") == "credential.set"]
+        assert audits and all("correct" not in str(e) for e in store.events())
+    assert admin.delete(f"{url}/alice").status_code == 204
+    assert admin.delete(f"{url}/alice").status_code == 404

@@ -345,6 +345,10 @@ def small_server(
         redis_timeout_ms=2000,
         clock_offset_ms=0,
         node="test:0",
+        tenant_cache=16,
+        trusted=("127.0.0.1/32",),
+        auth_secret=None,
+        auth_algorithms=("SHA-256", "MD5"),
         rtpengine_ng=None,
         prompts_dir=tmp_path / "prompts",
     )

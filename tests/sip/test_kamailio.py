@@ -60,7 +60,7 @@ def test_call_to_registered_user_is_answered_end_to_end(
 ) -> None:
     phone = start_phone(phone_scenario, duration_ms=ring_ms)
     register(tmp_path, kamailio, "alice", phone.local_port)
-    contacts = kamailio.rpc("ul.lookup", "location", "alice")
+    contacts = kamailio.rpc("ul.lookup", "location", "alice@127.0.0.1")  # AORs are user@domain
     assert f"127.0.0.1:{phone.local_port}" in str(contacts)
 
     caller = call(tmp_path, kamailio, "alice", calls=3)
@@ -161,16 +161,19 @@ def test_two_instances_run_side_by_side(
         assert instance.pid_file.read_text().strip() == str(instance.proc.pid)
         assert instance.ctl_socket.is_socket()
         assert (instance.run_dir / "kamailio_rpc.fifo").exists()
-    # each keeps its own registrations: usrloc is in memory (db_mode 0)
+    # without Redis each keeps its own registrations: usrloc is in memory (db_mode 0)
     phone = start_phone("uas_answer.xml")
     register(tmp_path, first, "erin", phone.local_port)
-    assert first.rpc("ul.lookup", "location", "erin")
+    assert first.rpc("ul.lookup", "location", "erin@127.0.0.1")
     with pytest.raises(ProcessError, match="AOR not found"):
-        second.rpc("ul.lookup", "location", "erin")
+        second.rpc("ul.lookup", "location", "erin@127.0.0.1")
 
 
 def test_environment_reaches_the_kemi_script(start_kamailio: StartKamailio) -> None:
-    kamailio = start_kamailio(tenant="acme", redis_url="redis://:secret@127.0.0.1:6399/0")
+    # registrations in memory: in Redis (nobody listens there) Kamailio would not start
+    kamailio = start_kamailio(
+        tenant="acme", redis_url="redis://:secret@127.0.0.1:6399/0", shared_registrations=False
+    )
 
     log = kamailio.log_text()
     assert "dispatcher KEMI: tenant=acme redis=127.0.0.1:6399" in log

@@ -40,3 +40,23 @@ def test_a_sibling_store_shares_the_connections(redis_url: str) -> None:
         assert beta._redis is acme._redis and acme.for_tenant("acme") is acme
         beta.put_names(["beta.example"], [])
         assert acme._fcall_conn is not None and acme._fcall_conn is beta._fcall_conn
+
+
+def test_credentials_keep_only_digests_and_can_be_removed(redis_url: str) -> None:
+    from dispatcher.state.credentials import credential_record, ha1
+
+    with StateStore(redis_url, "acme") as acme:
+        assert acme.credential_put("alice", credential_record("alice", "acme", "correct horse"))
+        stored = acme.credential("alice")
+        assert stored is not None and stored.realm == "acme"
+        assert stored.ha1("MD5") == ha1("alice", "acme", "correct horse", "MD5")
+        assert stored.ha1("SHA-256") == ha1("alice", "acme", "correct horse", "SHA-256")
+        raw = acme._redis.hget(acme.keys.credentials, "alice")
+        assert raw is not None and b"correct horse" not in raw
+        assert acme.credential_users() == ["alice"]
+        assert acme.for_tenant("beta").credential("alice") is None
+        assert acme.credential_put("alice", None) and acme.credential("alice") is None
+    with pytest.raises(ValueError, match=r"8\.\.128"):
+        credential_record("alice", "acme", "short")
+    with pytest.raises(ValueError, match="invalid SIP user"):
+        credential_record("al ice", "acme", "long enough")
