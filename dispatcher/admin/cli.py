@@ -1,6 +1,6 @@
 """Admin commands of the command line: the admin API's operations, straight on Redis.
 
-    dispatcher tenant list
+    dispatcher tenant list, tenant delete ID [--force]
     dispatcher group list|show ID|set FILE|delete ID            [-t TENANT]
     dispatcher agent list|show ID|set FILE|delete ID
     dispatcher agent login|logout|unpause ID, agent pause ID [--reason TEXT]
@@ -49,7 +49,7 @@ from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 from dispatcher.reports.live_summary import LiveView, render, summarize
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.state.credentials import credential_record
-from dispatcher.state.errors import StateError
+from dispatcher.state.errors import StateError, TenantBusy
 from dispatcher.state.store import StateStore
 
 _STATES = {"login": AVAILABLE, "logout": LOGGED_OUT, "pause": PAUSED, "unpause": AVAILABLE}
@@ -155,6 +155,17 @@ def _delete_command(
 
 
 # --- commands ----------------------------------------------------------------------------
+
+
+def _tenant_delete(args: argparse.Namespace) -> int:
+    store = store_for(args.id)
+    _current(store)
+    try:
+        deleted = store.delete_tenant(force=args.force)
+    except TenantBusy as exc:
+        raise CommandError(str(exc).removeprefix("BUSY ")) from None
+    print(f"tenant {args.id} deleted ({deleted} keys)")
+    return 0
 
 
 def _tenant_list(args: argparse.Namespace) -> int:
@@ -406,6 +417,9 @@ def add_commands(sub: Any) -> None:
 
     tenants = group_of("tenant", "tenants in Redis")
     command(tenants, "list", _tenant_list, "every tenant with its config version")
+    p = command(tenants, "delete", _tenant_delete, "delete a tenant: config, tokens, state")
+    p.add_argument("id")
+    p.add_argument("--force", action="store_true", help="even with live calls")
 
     groups = group_of("group", "call groups")
     command(groups, "list", _group_list, "the tenant's groups")

@@ -43,6 +43,7 @@ from dispatcher.state.messages import (
 from dispatcher.state.store import (
     DEFAULT_EVENTS_MAXLEN,
     LIBRARY_SOURCE,
+    TENANT_DELETE_BATCH,
     AgentLimits,
     Audit,
     GroupRecord,
@@ -56,6 +57,7 @@ from dispatcher.state.store import (
     parse_tenants_reply,
     parse_tokens_reply,
     set_state_args,
+    tenant_key_pattern,
     token_set_request,
     translate_errors,
 )
@@ -174,6 +176,28 @@ class AsyncStateStore:
         NameTaken when another tenant holds one. 1 FCALL."""
         keys, args = names_put_request(self.tenant, domains, dids)
         await self.client.fcall("disp_names_put", keys, args)
+
+    async def delete_tenant(self, force: bool) -> int:
+        """Delete the tenant, keys, names and listing (`StateStore.delete_tenant`); TenantBusy
+        while it has calls, unless `force`."""
+        if not force:
+            await self.client.fcall("disp_tenant_delete", list(self.keys.base), [0])
+        await self.put_names((), ())
+        pattern = tenant_key_pattern(self.keys)
+        async with self.client.guard():
+            names = [k async for k in self.client.client.scan_iter(match=pattern, count=1000)]
+        deleted = 0
+        for start in range(0, len(names), TENANT_DELETE_BATCH):
+            batch = [
+                k.decode() if isinstance(k, bytes) else k
+                for k in names[start : start + TENANT_DELETE_BATCH]
+            ]
+            deleted += int(
+                await self.client.fcall("disp_tenant_delete", [*self.keys.base, *batch], [1])
+            )
+        async with self.client.guard():
+            await self.client.client.srem(TENANTS_KEY, self.tenant)
+        return deleted
 
     async def credential_put(self, user: str, record: bytes | None, audit: Audit | None) -> bool:
         """Set or remove (None) a SIP user's credentials (`StateStore.credential_put`)."""

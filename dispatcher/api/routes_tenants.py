@@ -1,10 +1,14 @@
-"""Tenants: list, create (bootstrap token), read and replace a whole config."""
+"""Tenants: list, create and delete (bootstrap token), read and replace a whole config."""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from dispatcher.config.model import Tenant
+from dispatcher.state.errors import TenantBusy
+from dispatcher.state.keys import validate_id
 
 from . import config_io
 from .async_store import AsyncRedis
@@ -13,6 +17,15 @@ from .config_io import IfMatch, PreconditionFailed, check_path_id, expected_vers
 from .schemas import TenantList, TenantOut
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
+log = logging.getLogger(__name__)
+
+
+def check_tenant_id(tenant: str) -> str:
+    """`tenant` if it is a valid id; 422 naming the rule otherwise."""
+    try:
+        return validate_id(tenant, "tenant")
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
 
 
 @router.get("", summary="List the tenants this token sees")
@@ -59,3 +72,25 @@ async def replace_tenant(
     version = await config_io.replace(access.store, config, audit, expected_version(if_match))
     config_io.set_etag(response, version)
     return TenantOut(version=version, tenant=config)
+
+
+@router.delete(
+    "/{tenant}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a tenant (bootstrap token)",
+)
+async def delete_tenant(
+    request: Request, caller: SuperAdmin, tenant: str, force: bool = False
+) -> Response:
+    """Its config, tokens, credentials, domains, DIDs, voicemail records and state go; no key
+    of another tenant is touched. 409 while it has live calls or ringing offers, unless
+    `force=true` (its calls then end without their release being counted)."""
+    redis: AsyncRedis = request.app.state.redis
+    store = redis.tenant(check_tenant_id(tenant))
+    await config_io.load(store)  # 404 for a tenant without config
+    try:
+        deleted = await store.delete_tenant(force)
+    except TenantBusy as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc).removeprefix("BUSY ")) from None
+    log.warning("tenant %s deleted by %s (%d keys, force=%s)", tenant, caller.actor, deleted, force)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

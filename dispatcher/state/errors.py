@@ -46,6 +46,12 @@ class UnknownQueue(StateError):
     code = "NOQUEUE"
 
 
+class TenantBusy(StateError):
+    """The tenant to delete has live calls or ringing offers (not forced)."""
+
+    code = "BUSY"
+
+
 class NameTaken(StateError):
     """A SIP domain or DID another tenant holds (the message names it and its tenant)."""
 
@@ -66,6 +72,7 @@ LIBRARY_ERRORS: dict[str, type[StateError]] = {
         UnknownGroup,
         UnknownQueue,
         NameTaken,
+        TenantBusy,
         InvalidArgument,
     )
 }

@@ -1437,6 +1437,36 @@ local function credential_put(keys, args)
   return changed
 end
 
+-- disp_tenant_delete: deletes a batch of a tenant's keys (the caller found them with SCAN
+-- MATCH {t:T}:*; all in the tenant's slot). Refused while the tenant has live calls or
+-- ringing offers, unless forced: a deleted tenant's calls would be released by nobody.
+-- KEYS: 1..20 common; 21.. the keys to delete (each must carry the tenant's hash tag).
+-- ARGV: 1 force (0 or 1).
+-- Returns: the number of keys deleted.
+-- Errors: BUSY naming the live calls and offers when not forced; BADARG for a key of
+--         another tenant or a bad flag.
+local function tenant_delete(keys, args)
+  local ctx = open(keys, 0)
+  local force = need_int(args[1], 'force', 0)
+  local prefix = string.sub(ctx.keys[K_CONFIG], 1, -7)
+  if force == 0 then
+    local live = redis.call('HLEN', keys[K_LIVE])
+    local resv = redis.call('ZCARD', keys[K_RESV])
+    if live + resv > 0 then
+      raise('BUSY', 'the tenant has ' .. live .. ' live calls and ' .. resv
+            .. ' ringing offers; force to delete anyway')
+    end
+  end
+  local deleted = 0
+  for i = NBASE + 1, #keys do
+    if string.sub(keys[i], 1, #prefix) ~= prefix then
+      raise('BADARG', 'key ' .. keys[i] .. ' is not a key of this tenant')
+    end
+    deleted = deleted + redis.call('DEL', keys[i])
+  end
+  return deleted
+end
+
 -- disp_voicemail_put: a recorded voicemail message is stored (its WAV is a file on the node
 -- that recorded it; this is its metadata).
 -- KEYS: 1..20 common; 21 {t:T}:vm (message id -> record JSON); 22 {t:T}:vmi (zset of message
@@ -1566,6 +1596,7 @@ redis.register_function('disp_prompt_put', prompt_put)
 redis.register_function('disp_registration', registration)
 redis.register_function('disp_names_put', names_put)
 redis.register_function('disp_credential_put', credential_put)
+redis.register_function('disp_tenant_delete', tenant_delete)
 redis.register_function('disp_queue_join', queue_join)
 redis.register_function('disp_queue_leave', queue_leave)
 redis.register_function('disp_queue_keep', queue_keep)

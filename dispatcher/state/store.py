@@ -828,6 +828,26 @@ class StateStore:
             users = cast(list[bytes], self._redis.hkeys(self.keys.credentials))
         return sorted(u.decode() for u in users)
 
+    def delete_tenant(self, force: bool = False) -> int:
+        """Delete every key of the tenant, its domains and DIDs from the index and it from the
+        tenant list; the number of keys deleted. TenantBusy (nothing deleted) while it has
+        live calls or ringing offers, unless `force`. Another tenant's keys are never
+        touched: only keys with this tenant's hash tag are passed, and the library checks.
+        Cost: SCAN over the tenant's slot, then 1 FCALL per TENANT_DELETE_BATCH keys."""
+        if not force:  # a check alone first: a busy tenant keeps everything, names too
+            self._fcall("disp_tenant_delete", list(self.keys.base), [0])
+        self.put_names((), ())  # then no new call finds the tenant
+        with self._reachable():
+            pattern = tenant_key_pattern(self.keys)
+            names = [k.decode() for k in self._redis.scan_iter(match=pattern, count=1000)]
+        deleted = 0
+        for start in range(0, len(names), TENANT_DELETE_BATCH):
+            batch = names[start : start + TENANT_DELETE_BATCH]
+            deleted += int(self._fcall("disp_tenant_delete", [*self.keys.base, *batch], [1]))
+        with self._reachable():
+            self._redis.srem(TENANTS_KEY, self.tenant)
+        return deleted
+
     def registration(self, agent: str, expires_ms: int) -> bool:
         """Record when the agent's newest phone registration lapses (epoch ms; 0: none
         left); True when it changed between registered and not. Cost: exactly 1 FCALL."""
@@ -1035,6 +1055,14 @@ def set_state_args(agent: str, status: int, reason: str, audit: Audit | None) ->
     if status not in (AVAILABLE, PAUSED, LOGGED_OUT):
         raise ValueError(f"invalid status {status!r}: 0, 1 or 2")
     return [agent, status, reason, *audit_args(audit)]
+
+
+TENANT_DELETE_BATCH = 1000
+
+
+def tenant_key_pattern(keys: TenantKeys) -> str:
+    """SCAN MATCH pattern of every key of the tenant (the hash tag's braces escaped)."""
+    return keys.prefix.replace("{", "\\{").replace("}", "\\}") + ":*"
 
 
 def credential_put_request(

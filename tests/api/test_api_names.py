@@ -61,3 +61,28 @@ def test_sip_passwords_are_set_never_shown_and_removed(admin: httpx.Client, redi
         assert audits and all("correct" not in str(e) for e in store.events())
     assert admin.delete(f"{url}/alice").status_code == 204
     assert admin.delete(f"{url}/alice").status_code == 404
+
+
+def test_deleting_a_tenant_needs_the_bootstrap_token_and_force_while_busy(
+    admin: httpx.Client, redis_url: str, api_server: object
+) -> None:
+    from api_support import client, make_token
+
+    from dispatcher.state import StateStore
+
+    assert admin.post("/v1/tenants", json=demo_doc("other")).status_code == 201
+    token = make_token(admin, "other", "admin")
+    with client(api_server, token) as tenant_admin:  # type: ignore[arg-type]
+        assert tenant_admin.delete("/v1/tenants/other").status_code == 403
+    with StateStore(redis_url, "other") as store:
+        store.claim("c1", "sales", "", ["alice"], 60_000)
+    reply = admin.delete("/v1/tenants/other")
+    assert reply.status_code == 409 and "force" in reply.text
+    assert admin.delete("/v1/tenants/other?force=true").status_code == 204
+    assert admin.get("/v1/tenants/other").status_code == 404
+    assert admin.delete("/v1/tenants/other").status_code == 404
+    plain = redis.Redis.from_url(redis_url)
+    assert list(plain.scan_iter(match="{t:other}:*")) == []
+    assert plain.hget(DIDS_KEY, "+493012345600") == b"demo"  # the demo keeps its numbers
+    assert admin.get("/v1/tenants/demo").status_code == 200
+    plain.close()

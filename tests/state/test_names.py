@@ -60,3 +60,34 @@ def test_credentials_keep_only_digests_and_can_be_removed(redis_url: str) -> Non
         credential_record("alice", "acme", "short")
     with pytest.raises(ValueError, match="invalid SIP user"):
         credential_record("al ice", "acme", "long enough")
+
+
+def test_deleting_a_tenant_takes_all_its_keys_and_no_other(redis_url: str) -> None:
+    import redis as redis_lib
+    from state_support import AGENTS
+
+    from dispatcher.state.credentials import credential_record
+    from dispatcher.state.errors import TenantBusy
+
+    client = redis_lib.Redis.from_url(redis_url)
+    stores = {t: StateStore(redis_url, t) for t in ("acme", "beta")}
+    for tenant, store in stores.items():
+        store.put_config(b"{}", AGENTS, (("g1", ("a1", "a2")),))
+        store.put_names([f"{tenant}.example"], [f"+49{len(tenant)}0{tenant == 'acme':d}"])
+        store.credential_put("a1", credential_record("a1", tenant, "long enough"))
+        store.set_token("t1", b'{"digest": "x", "role": "admin"}')
+        assert store.claim("c1", "g1", "", ["a1"], 60_000).claimed == ("a1",)
+    beta_before = {k: client.dump(k) for k in client.scan_iter(match="{t:beta}:*")}
+    acme = stores["acme"]
+    with pytest.raises(TenantBusy, match="1 ringing offers"):
+        acme.delete_tenant()
+    assert acme.tenant_of(domain="acme.example") == "acme"  # refused: nothing changed
+    assert acme.delete_tenant(force=True) > 5
+    assert list(client.scan_iter(match="{t:acme}:*")) == []
+    assert acme.tenant_of(domain="acme.example") is None
+    assert b"acme" not in client.smembers("dispatcher:tenants")
+    assert {k: client.dump(k) for k in client.scan_iter(match="{t:beta}:*")} == beta_before
+    assert acme.tenant_of(domain="beta.example") == "beta"
+    for store in stores.values():
+        store.close()
+    client.close()

@@ -36,7 +36,9 @@ def library_names(client: redis.Redis) -> list[bytes]:
 
 def test_every_function_has_a_header() -> None:
     names = re.findall(r"register_function\('(disp_\w+)', (\w+)\)", LIBRARY_SOURCE)
-    assert len(names) == 19  # + tokens, queue 3, voicemail+prompts 4, registrations, names, creds
+    assert (
+        len(names) == 20
+    )  # + tokens, queue 3, voicemail+prompts 4, registrations, names, creds, delete
     for name, local in names:
         header = LIBRARY_SOURCE.split(f"local function {local}(")[0].rsplit("\n\n", 1)[1]
         assert header.startswith(f"-- {name}:"), name
