@@ -1109,19 +1109,14 @@ local function set_state(keys, args)
   return previous
 end
 
--- disp_token_set: adds, replaces or revokes an admin API token of the tenant.
--- KEYS: 1..20 common; 21 tokens hash {t:T}:tokens (token id -> record).
--- ARGV: 1 token id, 2 record (opaque to the library: JSON with the token's digest and role;
---       '' revokes), 3 (optional) audit JSON as for disp_config_put.
---       The audit event is appended only when the hash changed.
--- Returns: 1 when the hash changed (added, replaced, or an existing token revoked), else 0.
--- Errors: BADARG for an empty id, a key that is not the tenant's tokens hash, a bad audit.
-local function token_set(keys, args)
+-- A record set (ARGV 2) or removed ('') under id ARGV 1 in the tenant's hash KEYS[21] (named
+-- by suffix), with an audit event (ARGV 3) when the hash changed: tokens and credentials.
+local function record_set(keys, args, suffix, what)
   local ctx = open(keys, 1)
-  local id = need_text(args[1], 'token id')
+  local id = need_text(args[1], what)
   local record = args[2] or ''
   local audit = need_audit(args[3])
-  local key = own_key(ctx, keys[NBASE + 1], 'tokens')
+  local key = own_key(ctx, keys[NBASE + 1], suffix)
   local changed
   if record == '' then
     changed = redis.call('HDEL', key, id)
@@ -1133,6 +1128,17 @@ local function token_set(keys, args)
     emit_audit(ctx, audit)
   end
   return changed
+end
+
+-- disp_token_set: adds, replaces or revokes an admin API token of the tenant.
+-- KEYS: 1..20 common; 21 tokens hash {t:T}:tokens (token id -> record).
+-- ARGV: 1 token id, 2 record (opaque to the library: JSON with the token's digest and role;
+--       '' revokes), 3 (optional) audit JSON as for disp_config_put.
+--       The audit event is appended only when the hash changed.
+-- Returns: 1 when the hash changed (added, replaced, or an existing token revoked), else 0.
+-- Errors: BADARG for an empty id, a key that is not the tenant's tokens hash, a bad audit.
+local function token_set(keys, args)
+  return record_set(keys, args, 'tokens', 'token id')
 end
 
 -- disp_snapshot: a group's live state for planning, after sweeping like disp_claim.
@@ -1419,22 +1425,7 @@ end
 -- Returns: 1 when the hash changed, else 0.
 -- Errors: BADARG for an empty user, a bad audit, a key not the tenant's.
 local function credential_put(keys, args)
-  local ctx = open(keys, 1)
-  local user = need_text(args[1], 'user')
-  local record = args[2] or ''
-  local audit = need_audit(args[3])
-  local key = own_key(ctx, keys[NBASE + 1], 'cred')
-  local changed
-  if record == '' then
-    changed = redis.call('HDEL', key, user)
-  else
-    redis.call('HSET', key, user, record)
-    changed = 1
-  end
-  if changed == 1 then
-    emit_audit(ctx, audit)
-  end
-  return changed
+  return record_set(keys, args, 'cred', 'user')
 end
 
 -- disp_tenant_delete: deletes a batch of a tenant's keys (the caller found them with SCAN
