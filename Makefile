@@ -57,13 +57,15 @@ test: setup
 	    || status=$$?; \
 	exit $$status
 
-# Core and Redis figures (about 30 s), then SIP load against Kamailio's native dispatcher
-# (about 8 min); results and plots in bench/results/.
+# Core and Redis figures (about 30 s), the wait estimator (about 1 min), SIP load against
+# Kamailio's native dispatcher (about 8 min), callers waiting with music (5-9 min); results
+# and plots in bench/results/.
 bench: setup
 	$(PY) bench/core.py
 	$(PY) bench/router.py
 	$(PY) bench/ewt.py
 	$(PY) bench/sip_load.py
+	$(PY) bench/queue_load.py
 
 lint: setup
 	$(VENV)/bin/ruff check dispatcher tests bench kamailio

@@ -170,7 +170,11 @@ class Keeper:
             if group is None or not group.queued or group.queue is None:
                 self._overflow(record, "timeout")
             elif entry.state == "gone":
-                self._rejoin(record, group)
+                # Gone because the caller hung up (a worker took its CANCEL after this keep
+                # read the table), or lost by Redis: only a caller still held here rejoins.
+                current = held_calls.get(self.ksr, record.call_id)
+                if current is not None and current.state == SUSPENDED:
+                    self._rejoin(current, group)
             elif (keep.now_ms - entry.joined_ms) >= group.queue.max_wait * 1000:
                 self._overflow(record, "timeout")
             elif record.group in stats and not _staffed(stats[record.group]):

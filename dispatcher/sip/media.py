@@ -99,5 +99,14 @@ class CallMedia:
         return bool(self.ksr.rtpengine.rtpengine_answer(ANSWER_FLAGS) > 0)
 
     def delete(self, call_id: str) -> None:
-        """The call is over: RTPengine frees its ports. One NG round trip."""
-        self.ksr.rtpengine.rtpengine_delete(f"call-id={call_id}")
+        """The call is over: RTPengine frees its ports. One NG round trip, over NG itself:
+        from a dialog event route the module would send the faked message's from-tag,
+        which RTPengine ignores ("Tag '123' in delete message not found"), keeping the
+        call - and playing music to a caller long gone - until its timeout."""
+        try:
+            self.ng.delete(call_id, delete_delay=0)
+        except NgUnavailable as exc:
+            self.last_error = f"delete of {call_id} failed: {exc}"
+        except NgError as exc:
+            if "Unknown call-id" not in exc.reason:  # deleted already (e.g. by the keeper)
+                self.last_error = f"delete of {call_id} failed: {exc}"
