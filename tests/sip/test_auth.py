@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import socket
 import subprocess
 import uuid
@@ -156,7 +155,6 @@ def test_calling_as_someone_else_is_refused(node: KamailioProcess) -> None:
         assert final(peer.exchange(request(peer, "INVITE", "mallory", auth, "m2"), 2)) == 403
 
 
-@pytest.mark.skipif(shutil.which("svcrack") is None, reason="Debian's sipvicious (svcrack)")
 def test_svcrack_is_blocked_before_it_finds_the_password(
     start_kamailio: Callable[..., KamailioProcess], redis_url: str, tmp_path: Path
 ) -> None:
