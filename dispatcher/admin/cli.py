@@ -49,7 +49,7 @@ from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 from dispatcher.reports.live_summary import LiveView, render, summarize
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.state.credentials import credential_record
-from dispatcher.state.errors import StateError, TenantBusy
+from dispatcher.state.errors import StateChanged, StateError, TenantBusy, UnknownAgent
 from dispatcher.state.store import StateStore
 
 _STATES = {"login": AVAILABLE, "logout": LOGGED_OUT, "pause": PAUSED, "unpause": AVAILABLE}
@@ -228,18 +228,18 @@ _agent_delete = _delete_command(admin_ops.remove_agent, "agent")
 def _agent_state(args: argparse.Namespace) -> int:
     store = store_for(args.tenant)
     reason = getattr(args, "reason", None) or ""
-    if args.action == "unpause":
-        counters = store.agent_counters(args.id)
-        if counters["max"] is None:
-            raise NotFound(f"agent {args.id!r} does not exist")
-        if counters["status"] != PAUSED:
-            raise CommandError(f"agent {args.id!r} is not paused")
-    store.set_state(
-        args.id,
-        _STATES[args.action],
-        reason,
-        _audit(f"agent.{args.action}", f"agent:{args.id}", reason),
-    )
+    try:
+        store.set_state(
+            args.id,
+            _STATES[args.action],
+            reason,
+            _audit(f"agent.{args.action}", f"agent:{args.id}", reason),
+            admin_ops.EXPECTED_STATUS.get(args.action, ()),
+        )
+    except UnknownAgent:
+        raise NotFound(f"agent {args.id!r} does not exist") from None
+    except StateChanged as exc:
+        raise CommandError(str(exc).removeprefix("STATE ")) from None
     print(f"agent {args.id!r}: {args.action} done")
     return 0
 

@@ -40,6 +40,12 @@ from dispatcher.config.model import (
     Tenant,
     validate_tenant,
 )
+from dispatcher.core import AVAILABLE, PAUSED
+
+# What an agent state change expects the agent in, checked inside the FUNCTION (compare and
+# set, disp_set_state): an unpause that arrives after a logout must not log the agent back
+# in; a pause applies to an agent that is on duty. Login and logout apply from any status.
+EXPECTED_STATUS: dict[str, tuple[int, ...]] = {"unpause": (PAUSED,), "pause": (AVAILABLE, PAUSED)}
 
 
 class NotFound(LookupError):

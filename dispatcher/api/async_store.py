@@ -165,10 +165,16 @@ class AsyncStateStore:
         return int(await self.client.fcall("disp_config_put", keys, args))
 
     async def set_state(
-        self, agent: str, status: int, reason: str = "", audit: Audit | None = None
+        self,
+        agent: str,
+        status: int,
+        reason: str = "",
+        audit: Audit | None = None,
+        expected: Sequence[int] = (),
     ) -> int:
-        """Login/pause/logout through disp_set_state; the previous status (1 FCALL)."""
-        args = set_state_args(agent, status, reason, audit)
+        """Login/pause/logout through disp_set_state (compare and set with `expected`, as
+        `StateStore.set_state`); the previous status (1 FCALL)."""
+        args = set_state_args(agent, status, reason, audit, expected)
         return int(await self.client.fcall("disp_set_state", self.keys.base, args))
 
     async def put_names(self, domains: Sequence[str], dids: Sequence[str]) -> None:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Path, Response, status
 from dispatcher.admin import ops as admin_ops
 from dispatcher.config.model import ID_PATTERN, Agent, ConfigError, Tenant
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
+from dispatcher.state.errors import StateChanged
 from dispatcher.state.live import AgentLive
 
 from . import config_io
@@ -96,18 +97,16 @@ async def change_state(access: WriteAccess, agent_id: AgentId, change: StateChan
     paused agent (409 otherwise: a logged-out agent logs in)."""
     if change.reason is not None and change.action != "pause":
         raise ConfigError([("reason", "only allowed with action 'pause'")])
-    if change.action == "unpause":
-        _, before = await _live(access, agent_id)
-        if before.status != PAUSED:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, f"agent {agent_id!r} is {before.status_name}, not paused"
-            )
     reason = change.reason or ""
-    await access.store.set_state(
-        agent_id,
-        _STATUS[change.action],
-        reason,
-        access.audit(f"agent.{change.action}", f"agent:{agent_id}", reason),
-    )
+    try:
+        await access.store.set_state(
+            agent_id,
+            _STATUS[change.action],
+            reason,
+            access.audit(f"agent.{change.action}", f"agent:{agent_id}", reason),
+            admin_ops.EXPECTED_STATUS.get(change.action, ()),
+        )
+    except StateChanged as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc).removeprefix("STATE ")) from None
     now_ms, live = await _live(access, agent_id)  # NotFound if removed from the config meanwhile
     return AgentState.of(agent_id, live, now_ms)

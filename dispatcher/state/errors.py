@@ -46,6 +46,13 @@ class UnknownQueue(StateError):
     code = "NOQUEUE"
 
 
+class StateChanged(StateError):
+    """An agent state change found the agent in another status than it expected (an
+    unpause of an agent logged out meanwhile): nothing changed."""
+
+    code = "STATE"
+
+
 class TenantBusy(StateError):
     """The tenant to delete has live calls or ringing offers (not forced)."""
 
@@ -73,6 +80,7 @@ LIBRARY_ERRORS: dict[str, type[StateError]] = {
         UnknownQueue,
         NameTaken,
         TenantBusy,
+        StateChanged,
         InvalidArgument,
     )
 }

@@ -107,6 +107,8 @@ end
 -- with string fields actor, action, object and detail (all optional). Decoded before the
 -- first write, so a malformed one changes nothing. nil when absent or ''.
 local AUDIT_FIELDS = {'actor', 'action', 'object', 'detail'}
+local STATUS_NAMES = {'available', 'paused', 'logged out'}
+
 local function need_audit(text)
   if text == nil or text == '' then
     return nil
@@ -1072,12 +1074,15 @@ end
 -- disp_set_state: login, logout, pause, unpause.
 -- KEYS: 1..20 common.
 -- ARGV: 1 agent, 2 status (0 available, 1 paused, 2 logged out), 3 reason, 4 (optional)
---       audit JSON as for disp_config_put.
+--       audit JSON as for disp_config_put ('' none), 5 (optional) the statuses the change
+--       expects the agent in, as digits ("1": an unpause changes only a paused agent; ''
+--       any): compare and set, so a late unpause never undoes a logout.
 --       Available resets the missed-offer count. Event state_changed (with the audit's actor)
 --       only when status or reason changes; the audit event whenever one is passed. An agent
 --       that becomes available (login, unpause) rings its queued groups' doorbells.
 -- Returns: the previous status.
--- Errors: NOAGENT when the agent is not configured; BADARG for a bad status or audit.
+-- Errors: NOAGENT when the agent is not configured; STATE (nothing changed) when it is not
+--         in an expected status; BADARG for a bad status or audit.
 local function set_state(keys, args)
   local ctx = open(keys, 0)
   local agent = need_text(args[1], 'agent')
@@ -1093,6 +1098,15 @@ local function set_state(keys, args)
   local k = keys
   local previous = tonumber(redis.call('HGET', k[C_STATUS], agent)) or LOGGED_OUT
   local previous_reason = redis.call('HGET', k[C_REASON], agent) or ''
+  local expected = args[5] or ''
+  if expected ~= '' and not string.find(expected, tostring(previous), 1, true) then
+    local names = {}
+    for digit in string.gmatch(expected, '%d') do
+      names[#names + 1] = STATUS_NAMES[tonumber(digit) + 1]
+    end
+    raise('STATE', 'agent ' .. agent .. ' is ' .. STATUS_NAMES[previous + 1] .. ', not '
+          .. table.concat(names, ' or '))
+  end
   if status == AVAILABLE then
     redis.call('HSET', k[C_MISSED], agent, 0)
   end

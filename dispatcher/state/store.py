@@ -685,14 +685,21 @@ class StateStore:
         return keys, [call, agent or "", outcome]
 
     def set_state(
-        self, agent: str, status: int, reason: str = "", audit: Audit | None = None
+        self,
+        agent: str,
+        status: int,
+        reason: str = "",
+        audit: Audit | None = None,
+        expected: Sequence[int] = (),
     ) -> int:
         """Log in (AVAILABLE), pause (PAUSED) or log out (LOGGED_OUT) `agent`.
 
         Returns the previous status; `UnknownAgent` if not configured. `audit` adds an audit
-        event (and its actor to state_changed). Cost: exactly 1 FCALL.
+        event (and its actor to state_changed). With `expected`, the change applies only to
+        an agent in one of those statuses (`StateChanged` otherwise, nothing changed: compare
+        and set inside the FUNCTION). Cost: exactly 1 FCALL.
         """
-        args = set_state_args(agent, status, reason, audit)
+        args = set_state_args(agent, status, reason, audit, expected)
         return int(self._fcall("disp_set_state", self.keys.base, args))
 
     def snapshot(self, gid: str) -> Snapshot:
@@ -1049,12 +1056,17 @@ def config_put_request(
     return call_keys, [expected, doc_json, *args, *audit_args(audit)]
 
 
-def set_state_args(agent: str, status: int, reason: str, audit: Audit | None) -> list[Any]:
+def set_state_args(
+    agent: str, status: int, reason: str, audit: Audit | None, expected: Sequence[int] = ()
+) -> list[Any]:
     """ARGV of disp_set_state (its KEYS are the common ones)."""
     validate_id(agent, "agent id")
-    if status not in (AVAILABLE, PAUSED, LOGGED_OUT):
-        raise ValueError(f"invalid status {status!r}: 0, 1 or 2")
-    return [agent, status, reason, *audit_args(audit)]
+    for value in (status, *expected):
+        if value not in (AVAILABLE, PAUSED, LOGGED_OUT):
+            raise ValueError(f"invalid status {value!r}: 0, 1 or 2")
+    if not expected:
+        return [agent, status, reason, *audit_args(audit)]
+    return [agent, status, reason, *(audit_args(audit) or [b""]), "".join(map(str, expected))]
 
 
 TENANT_DELETE_BATCH = 1000

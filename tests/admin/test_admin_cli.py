@@ -99,7 +99,7 @@ def test_agent_state_and_membership(demo: StateStore, capsys: pytest.CaptureFixt
     assert code == 0 and any(line.split()[:2] == ["alice", "paused"] for line in out.splitlines())
     assert run(capsys, "agent", "unpause", "alice")[0] == 0
     code, _, err = run(capsys, "agent", "unpause", "alice")
-    assert code == 1 and "is not paused" in err
+    assert code == 1 and "not paused" in err
     assert run(capsys, "agent", "logout", "alice")[0] == 0
     assert demo.agent_counters("alice")["status"] == 2
     code, out, _ = run(capsys, "agent", "show", "alice")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -193,3 +194,38 @@ def test_a_unix_socket_path_too_long_is_refused(tmp_path: Path) -> None:
         RedisProcess(tmp_path / ("x" * 120), unix_socket=True)
     with pytest.raises(ValueError, match="TCP only"):
         _ = RedisProcess(tmp_path).unix_url
+
+
+def test_a_late_unpause_never_undoes_a_logout(redis_url: str) -> None:
+    """Unpause and logout race (two clients, 100 rounds): an unpause applies only to a
+    paused agent, checked inside the FUNCTION, so whichever comes first the agent ends
+    logged out - without the check, an unpause after the logout would log it back in."""
+    import threading
+
+    from dispatcher.state import AVAILABLE, LOGGED_OUT, PAUSED
+    from dispatcher.state.errors import StateChanged
+
+    def race(barrier: threading.Barrier, action: Callable[[], object]) -> None:
+        barrier.wait()
+        with contextlib.suppress(StateChanged):
+            action()
+
+    with StateStore(redis_url, TENANT) as first, StateStore(redis_url, TENANT) as second:
+        first.put_config(b"{}", AGENTS, GROUPS)
+        for _ in range(100):
+            first.set_state("a1", PAUSED, "lunch")
+            barrier = threading.Barrier(2)
+            actions = (
+                lambda: first.set_state("a1", AVAILABLE, expected=(PAUSED,)),
+                lambda: second.set_state("a1", LOGGED_OUT),
+            )
+            threads = [threading.Thread(target=race, args=(barrier, a)) for a in actions]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert first.agent_counters("a1")["status"] == LOGGED_OUT
+        with pytest.raises(StateChanged, match="a1 is logged out, not paused"):
+            first.set_state("a1", AVAILABLE, expected=(PAUSED,))
+        with pytest.raises(StateChanged, match="not available or paused"):
+            first.set_state("a1", PAUSED, "coffee", expected=(AVAILABLE, PAUSED))
