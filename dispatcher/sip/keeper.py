@@ -29,6 +29,7 @@ from dispatcher.media import prompts
 from dispatcher.media.ng import NgError, NgUnavailable
 from dispatcher.queue.estimate import AgentLoad, HandleTimes, Phrase, WaitModel, announcement
 from dispatcher.sip import held as held_calls
+from dispatcher.sip.edge import define_int
 from dispatcher.sip.held import SERVING, SUSPENDED, HeldCall
 from dispatcher.sip.queueing import LEASE_MS, OVERFLOW_ROUTE, SERVE_ROUTE
 from dispatcher.state import StateError
@@ -66,6 +67,7 @@ class Keeper:
         self._bell_down = False
         self._next_keep = 0.0
         self._next_media_check = 0.0
+        self._next_backstop = time.monotonic() + 5.0  # not in the start-up rush
         self._hearing: dict[str, _Hearing] = {}
         self._announced: list[tuple[str, int, int | None]] = []
         self._want_stats = False
@@ -89,9 +91,30 @@ class Keeper:
             if self.router.media is not None:
                 self.router.voicemail.tick()
         self._play_due(time.monotonic())
+        if now >= self._next_backstop:
+            self._next_backstop = now + self._backstop()
         if now >= self._next_media_check:
             self._next_media_check = now + MEDIA_CHECK_S
             self._check_media()
+
+    def _backstop(self) -> float:
+        """Release every tenant's live calls that outlived the dialog timeout plus
+        LIVE_MARGIN_S (no node ended them: a lost release, a node that never came back);
+        the seconds until the next look (LIVE_SWEEP_S). Independent of the dialog module's
+        own timer, which is what failed if such a call exists. Cost: 1 round trip per tenant,
+        plus 1 FCALL per call released."""
+        ksr = self.ksr
+        max_age_ms = (define_int(ksr, "DLG_TIMEOUT") + define_int(ksr, "LIVE_MARGIN_S")) * 1000
+        store = self.router.tenants.store
+        try:
+            for tenant in store.registered_tenants():
+                mine = store.for_tenant(tenant)
+                for call in mine.stale_calls(max_age_ms):
+                    mine.release(call, outcome="expired")
+                    ksr.notice(f"dispatcher: {tenant} call {call} outlived its dialog: released\n")
+        except StateError as exc:
+            self.router._unavailable(exc)
+        return float(define_int(ksr, "LIVE_SWEEP_S"))
 
     def _check_media(self) -> None:
         """RTPengine gone: every caller this node holds goes to its overflow without audio

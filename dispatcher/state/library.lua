@@ -44,7 +44,8 @@ local MISS_REASONS = {busy = true, noanswer = true, declined = true, error = tru
 -- Failures that are not the agent's doing and so never count towards auto-pause.
 local NO_MISS_REASONS = {cancelled = true, unreachable = true}
 -- How a whole call ended (disp_release), for reports.
-local OUTCOMES = {answered = true, abandoned = true, no_answer = true, failed = true}
+local OUTCOMES = {answered = true, abandoned = true, no_answer = true, failed = true,
+                  expired = true}
 -- How disp_claim chooses among candidate waves.
 local PICKS = {first = true, busy = true, idle = true}
 -- Why a caller left a queue (event dequeued): answered, hung up, waited max_wait, nobody
@@ -996,7 +997,8 @@ end
 -- KEYS: 1..20 common; 21 call set {t:T}:call:<call>; 22 end marker {t:T}:ended:<call>.
 -- ARGV: 1 call, 2 agent, or '' for every agent offered on the call; 3 (optional) outcome of
 --       the call for reports: answered | abandoned (the caller gave up before an answer) |
---       no_answer (the group's no-answer target ended it) | failed | '' (unknown); only
+--       no_answer (the group's no-answer target ended it) | failed | expired (no node ended
+--       it: it outlived the dialog timeout, the backstop released it) | '' (unknown); only
 --       with agent ''.
 --       Releases all remaining reservations of the call without counting a miss (event
 --       released, reason call_released); ends the live call of the agent(s): live - 1,

@@ -34,7 +34,15 @@ from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 
 from .credentials import StoredCredential, parse_credential, validate_user
 from .errors import LIBRARY_ERRORS, ConfigConflict, StateError, StateUnavailable
-from .keys import DIDS_KEY, DOMAINS_KEY, TENANTS_KEY, TenantKeys, validate_call_id, validate_id
+from .keys import (
+    DIDS_KEY,
+    DOMAINS_KEY,
+    FIELD_SEPARATOR,
+    TENANTS_KEY,
+    TenantKeys,
+    validate_call_id,
+    validate_id,
+)
 from .live import (
     BoardState,
     LiveState,
@@ -61,7 +69,7 @@ LIBRARY_SOURCE = files(__package__).joinpath("library.lua").read_text(encoding="
 
 FAILURE_REASONS = frozenset({"busy", "noanswer", "declined", "error", "cancelled", "unreachable"})
 # How a whole call ended (`StateStore.release`'s outcome, the `ended` event's).
-CALL_OUTCOMES = frozenset({"answered", "abandoned", "no_answer", "failed"})
+CALL_OUTCOMES = frozenset({"answered", "abandoned", "no_answer", "failed", "expired"})
 # Why a caller leaves a queue (disp_queue_leave).
 LEAVE_REASONS = frozenset({"answered", "abandoned", "timeout", "no_agents", "lost", "error"})
 # How disp_claim chooses among candidate waves: the first with an eligible agent, or the one
@@ -854,6 +862,23 @@ class StateStore:
         with self._reachable():
             self._redis.srem(TENANTS_KEY, self.tenant)
         return deleted
+
+    def stale_calls(self, max_age_ms: int) -> list[str]:
+        """The calls with a live entry older than `max_age_ms` by Redis' clock: no node
+        ended them within the dialog timeout (1 round trip, MULTI/EXEC of TIME and
+        HGETALL; O(live calls))."""
+        with self._reachable(), self._redis.pipeline(transaction=True) as pipe:
+            pipe.time()
+            pipe.hgetall(self.keys.live)
+            (seconds, micros), entries = pipe.execute()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        stale: set[str] = set()
+        for field, value in cast(dict[bytes, bytes], entries).items():
+            call = field.decode().rpartition(FIELD_SEPARATOR)[0]
+            started = value.decode().rpartition(FIELD_SEPARATOR)[2]
+            if started.isdigit() and now_ms - int(started) > max_age_ms:
+                stale.add(call)
+        return sorted(stale)
 
     def registration(self, agent: str, expires_ms: int) -> bool:
         """Record when the agent's newest phone registration lapses (epoch ms; 0: none
