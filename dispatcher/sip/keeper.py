@@ -44,6 +44,10 @@ KEEP_EVERY_S = 0.25
 # callers to the overflow (they would hear silence until served) within about this long
 # plus the client's retransmission budget.
 MEDIA_CHECK_S = 1.0
+# Heartbeats: every node beats once a second; one silent for NODE_DEAD_MS is dead and the
+# others release the calls it held (outcome lost, no wrap-up): within about 7 s of its death.
+NODE_BEAT_S = 1.0
+NODE_DEAD_MS = 5_000
 
 
 @dataclass(slots=True)
@@ -67,6 +71,8 @@ class Keeper:
         self._bell_down = False
         self._next_keep = 0.0
         self._next_media_check = 0.0
+        self._next_beat = 0.0
+        self._reconciled = False  # this node's calls of before its start are released once
         self._next_backstop = time.monotonic() + 5.0  # not in the start-up rush
         self._hearing: dict[str, _Hearing] = {}
         self._announced: list[tuple[str, int, int | None]] = []
@@ -91,11 +97,40 @@ class Keeper:
             if self.router.media is not None:
                 self.router.voicemail.tick()
         self._play_due(time.monotonic())
+        if now >= self._next_beat:
+            self._next_beat = now + NODE_BEAT_S
+            self._beat()
         if now >= self._next_backstop:
             self._next_backstop = now + self._backstop()
         if now >= self._next_media_check:
             self._next_media_check = now + MEDIA_CHECK_S
             self._check_media()
+
+    def _beat(self) -> None:
+        """This node's heartbeat; the calls of dead nodes released; at start, the calls Redis
+        says this node held (its dialogs died with the process before it) released too."""
+        store = self.router.tenants.store
+        try:
+            if not self._reconciled:
+                self._release_calls_of(self.node, "it restarted")
+                self._reconciled = True
+            for dead in store.node_beat(self.node, NODE_DEAD_MS):
+                self._release_calls_of(dead, "its heartbeat lapsed")
+                store.node_beat(self.node, NODE_DEAD_MS, forget=dead)
+        except StateError as exc:
+            self.router._unavailable(exc)
+
+    def _release_calls_of(self, node: str, why: str) -> None:
+        """Release every tenant's answered calls `node` holds (outcome lost). Twice is
+        harmless: a release is idempotent. Cost: 1 round trip per tenant, 1 FCALL per call."""
+        store = self.router.tenants.store
+        for tenant in store.registered_tenants():
+            mine = store.for_tenant(tenant)
+            for call in mine.calls_of_node(node):
+                mine.release(call, outcome="lost")
+                self.ksr.notice(
+                    f"dispatcher: {tenant} call {call} of node {node} ({why}): released\n"
+                )
 
     def _backstop(self) -> float:
         """Release every tenant's live calls that outlived the dialog timeout plus

@@ -161,6 +161,7 @@ class Router:
         # The decider of the tenant of the request at hand (`use`); `decider` is the first.
         self.decider = decider
         decider.store.deferred_error = self._deferred_failed
+        decider.store.node = self.settings.node  # answers record the node holding the dialog
         if tenants is None:
             clock = decider.clock_ms
             tenants = Tenants(

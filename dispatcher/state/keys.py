@@ -27,6 +27,9 @@ DOMAINS_KEY = "{dispatcher}:domains"
 DIDS_KEY = "{dispatcher}:dids"
 # The key of the digest nonces every node shares (dispatcher.sip.authn), set once (SET NX).
 AUTH_SECRET_KEY = "{dispatcher}:auth_secret"
+# Every node's heartbeat (zset node -> last beat, Redis' ms): a node silent past the bound is
+# dead, and the others release the calls it held (dispatcher.sip.keeper).
+NODES_KEY = "{dispatcher}:nodes"
 
 # Order of the agent columns inside TenantKeys.base; library.lua reads KEYS[5..14] in this order.
 AGENT_COLUMNS = (
@@ -70,9 +73,9 @@ def validate_call_id(value: str, field: str = "call_id") -> str:
 class TenantKeys:
     """All key names of one tenant.
 
-    `base` is the tuple every library function receives first (KEYS[1..20]): config, events,
+    `base` is the tuple every library function receives first (KEYS[1..21]): config, events,
     reservations, live calls, the agent columns in `AGENT_COLUMNS` order, then the queues'
-    keys in `QUEUE_KEYS` order.
+    keys in `QUEUE_KEYS` order, then the node of each answered call (`lnode`).
     """
 
     __slots__ = (
@@ -82,6 +85,7 @@ class TenantKeys:
         "credentials",
         "events",
         "live",
+        "lnode",
         "prefix",
         "prompt_data",
         "prompts",
@@ -112,6 +116,7 @@ class TenantKeys:
         self.prompt_data = f"{self.prefix}:promptdata"
         self.agent = {column: f"{self.prefix}:a:{column}" for column in AGENT_COLUMNS}
         self.queue = {name: f"{self.prefix}:{name}" for name in QUEUE_KEYS}
+        self.lnode = f"{self.prefix}:lnode"  # answered call -> the node holding it
         self.base = (
             self.config,
             self.events,
@@ -119,6 +124,7 @@ class TenantKeys:
             self.live,
             *(self.agent[column] for column in AGENT_COLUMNS),
             *(self.queue[name] for name in QUEUE_KEYS),
+            self.lnode,
         )
 
     def group(self, gid: str) -> str:

@@ -3,7 +3,7 @@
 -- Shared state of the call-group dispatcher: the only code that writes the tenant's keys.
 -- Python calls it through dispatcher.state.store.StateStore; key names: dispatcher/state/keys.py.
 --
--- KEYS common to every function (KEYS[1..20], one tenant, hash tag {t:<tenant>}):
+-- KEYS common to every function (KEYS[1..21], one tenant, hash tag {t:<tenant>}):
 --   1 {t:T}:config   2 {t:T}:events   3 {t:T}:resv   4 {t:T}:live
 --   5..14 agent columns {t:T}:a:<column>, column = status reason live resv max wrapup
 --         wrapuntil idle missed autopause
@@ -12,12 +12,14 @@
 --         lease deadline), :qn (hash gid -> callers waiting), :qcfg (hash gid -> the queue's
 --         max length and members, written by disp_config_put), :ht (hash gid -> the group's
 --         recent handle times)
+--   21 {t:T}:lnode (hash call -> the node that holds the answered call: when a node's
+--         heartbeat lapses the others release its calls)
 -- Passing the same prefix to every function keeps the Python side a constant tuple and lets
 -- each function reach the events stream (and its MAXLEN in config) and the queues without a
--- second call. A function's own keys follow from KEYS[21].
+-- second call. A function's own keys follow from KEYS[22].
 --
 -- Error replies start with a code: BADARG (malformed KEYS/ARGV, a caller bug), CONFLICT,
--- NOAGENT, NOGROUP, NOQUEUE. Errors are raised before the first write: a FUNCTION is not rolled back.
+-- NOAGENT, NOGROUP, NOQUEUE, STATE, TAKEN, BUSY. Errors are raised before the first write: a FUNCTION is not rolled back.
 --
 -- Time is Redis' TIME in ms, one clock for every node. A reservation is valid while
 -- now < deadline; the zset {t:T}:resv is its source of truth and the resv column counts its
@@ -28,7 +30,10 @@ local K_CONFIG, K_EVENTS, K_RESV, K_LIVE = 1, 2, 3, 4
 local C_STATUS, C_REASON, C_LIVE, C_RESV, C_MAX = 5, 6, 7, 8, 9
 local C_WRAPUP, C_WRAPUNTIL, C_IDLE, C_MISSED, C_AUTOPAUSE = 10, 11, 12, 13, 14
 local K_Q, K_QE, K_QLEASE, K_QN, K_QCFG, K_HT = 15, 16, 17, 18, 19, 20
-local NBASE = 20
+-- the node holding each answered call ({t:T}:lnode, call -> node): a dead node's calls are
+-- found and released by the others
+local K_LNODE = 21
+local NBASE = 21
 
 local SEP = '\031'
 local AVAILABLE, PAUSED, LOGGED_OUT = 0, 1, 2
@@ -45,7 +50,7 @@ local MISS_REASONS = {busy = true, noanswer = true, declined = true, error = tru
 local NO_MISS_REASONS = {cancelled = true, unreachable = true}
 -- How a whole call ended (disp_release), for reports.
 local OUTCOMES = {answered = true, abandoned = true, no_answer = true, failed = true,
-                  expired = true}
+                  expired = true, lost = true}
 -- How disp_claim chooses among candidate waves.
 local PICKS = {first = true, busy = true, idle = true}
 -- Why a caller left a queue (event dequeued): answered, hung up, waited max_wait, nobody
@@ -516,7 +521,7 @@ local function record_handle_time(ctx, gid, ms)
 end
 
 -- disp_config_put: atomically replaces the tenant's config.
--- KEYS: 1..20 common; 21..20+G the keys of the G new groups, in the order of their ARGV
+-- KEYS: 1..21 common; 22..21+G the keys of the G new groups, in the order of their ARGV
 --       records; after them the keys of the current groups the new config drops (deleted).
 -- ARGV: 1 expected_version, 2 doc_json (opaque), 3 events_maxlen, 4 A (agent count),
 --       5 G (group count), then A records of 6: agent_id, max_calls, wrapup_s,
@@ -681,8 +686,8 @@ local function config_put(keys, args)
 end
 
 -- disp_claim: reserves agents of one group for one call (one wave), returning fresh state.
--- KEYS: 1..20 common; 21 group {t:T}:g:<gid>; 22 call set {t:T}:call:<call>;
---       23..25 (with sticky bounds) the sticky hashes {t:T}:sticky:<gid>:<yyyymmdd> of three
+-- KEYS: 1..21 common; 22 group {t:T}:g:<gid>; 23 call set {t:T}:call:<call>;
+--       24..26 (with sticky bounds) the sticky hashes {t:T}:sticky:<gid>:<yyyymmdd> of three
 --       consecutive local days of the group's zone (sticky_of_now).
 -- ARGV: 1 call, 2 gid, 3 caller ('' = no sticky), 4 reservation_ttl_ms, 5 arrival (1 when
 --       the call arrives at this group with this claim: event arrived, for reports; else 0),
@@ -691,7 +696,7 @@ end
 --       the least busy (live + resv, then idle since the longest) / idle the longest, on the
 --       current counts, earlier waves winning ties: the core's least_busy / longest_idle
 --       pick, made here so a worker's stale counts cost no second claim,
---       7 sticky bounds of KEYS 23..25 ('' = no sticky memory; see sticky_of_now),
+--       7 sticky bounds of KEYS 24..26 ('' = no sticky memory; see sticky_of_now),
 --       8 W (withdraw count), 9..8+W agents to withdraw, then the wave agent ids,
 --       optionally followed by further candidate waves, each after an empty-string separator.
 --       First sweeps up to 64 expired reservations, then withdraws: this call's reservations
@@ -880,11 +885,12 @@ local function claim(keys, args)
 end
 
 -- disp_answered: an offered agent answered; its reservation becomes a live call.
--- KEYS: 1..20 common; 21 call set {t:T}:call:<call>; 22 end marker {t:T}:ended:<call>;
---       23..25 (with sticky bounds) the sticky hashes of three consecutive local days, as
+-- KEYS: 1..21 common; 22 call set {t:T}:call:<call>; 23 end marker {t:T}:ended:<call>;
+--       24..26 (with sticky bounds) the sticky hashes of three consecutive local days, as
 --       for disp_claim.
--- ARGV: 1 call, 2 gid, 3 agent, 4 caller ('' = no sticky), 5 sticky bounds of KEYS 23..25
---       ('' = none; see sticky_of_now).
+-- ARGV: 1 call, 2 gid, 3 agent, 4 caller ('' = no sticky), 5 sticky bounds of KEYS 24..26
+--       ('' = none; see sticky_of_now), 6 (optional) the node that holds the call's dialog
+--       (KEYS[21]: when its heartbeat lapses, the other nodes release the call).
 --       The call's other reservations are released (event released, reason other_answered).
 -- Returns: 'ok' reservation converted; 'late' reservation gone (expired) but a free slot was
 --          taken; 'over' reservation gone and no free slot: nothing counted (live + resv <= max
@@ -904,6 +910,7 @@ local function answered(keys, args)
   local gid = need_text(args[2], 'gid')
   local agent = need_text(args[3], 'agent')
   local caller = args[4] or ''
+  local node = args[6] or ''
   local call_key, end_key = keys[NBASE + 1], keys[NBASE + 2]
   check_call_key(ctx, call_key, call)
   check_end_key(ctx, end_key, call)
@@ -936,6 +943,9 @@ local function answered(keys, args)
   if outcome ~= 'over' then
     redis.call('HINCRBY', k[C_LIVE], agent, 1)
     redis.call('HSET', k[K_LIVE], slot, gid .. SEP .. ctx.now)
+    if node ~= '' then
+      redis.call('HSET', k[K_LNODE], call, node)
+    end
     -- release(call, '') finds the live agent through the set; keep it for the call's life.
     redis.call('SADD', call_key, agent)
     redis.call('EXPIRE', call_key, CALL_TTL_S)
@@ -953,7 +963,7 @@ local function answered(keys, args)
 end
 
 -- disp_failed: an offer ended without answer.
--- KEYS: 1..20 common.
+-- KEYS: 1..21 common.
 -- ARGV: 1 call, 2 agent, 3 reason: busy | noanswer | declined | error (count a missed offer)
 --       or cancelled | unreachable (do not: the caller gave up / the phone was not registered).
 --       Only a reservation that still exists is released and counted (event failed); a
@@ -994,12 +1004,13 @@ local function failed(keys, args)
 end
 
 -- disp_release: the call ended (or one agent's leg of it).
--- KEYS: 1..20 common; 21 call set {t:T}:call:<call>; 22 end marker {t:T}:ended:<call>.
+-- KEYS: 1..21 common; 22 call set {t:T}:call:<call>; 23 end marker {t:T}:ended:<call>.
 -- ARGV: 1 call, 2 agent, or '' for every agent offered on the call; 3 (optional) outcome of
 --       the call for reports: answered | abandoned (the caller gave up before an answer) |
 --       no_answer (the group's no-answer target ended it) | failed | expired (no node ended
---       it: it outlived the dialog timeout, the backstop released it) | '' (unknown); only
---       with agent ''.
+--       it: it outlived the dialog timeout, the backstop released it) | lost (the node that
+--       held it died: its heartbeat lapsed, or it restarted) | '' (unknown); only with
+--       agent ''.
 --       Releases all remaining reservations of the call without counting a miss (event
 --       released, reason call_released); ends the live call of the agent(s): live - 1,
 --       wrapuntil = now + wrapup * 1000, idle = now (event released, reason hangup). The call
@@ -1043,8 +1054,12 @@ local function release(keys, args)
       ended = ended + 1
       counter_down(ctx, C_LIVE, a)
       if configured(ctx, a) then
-        local wrapup = tonumber(redis.call('HGET', k[C_WRAPUP], a)) or 0
-        redis.call('HSET', k[C_WRAPUNTIL], a, ctx.now + wrapup * 1000)
+        -- No wrap-up after a call nobody saw end (its node died, or it expired): the agent
+        -- has been free for a while already.
+        if outcome ~= 'lost' and outcome ~= 'expired' then
+          local wrapup = tonumber(redis.call('HGET', k[C_WRAPUP], a)) or 0
+          redis.call('HSET', k[C_WRAPUNTIL], a, ctx.now + wrapup * 1000)
+        end
         redis.call('HSET', k[C_IDLE], a, ctx.now)
       end
       local gid, start = split_slot(entry)
@@ -1070,11 +1085,12 @@ local function release(keys, args)
     end
   end
   redis.call('DEL', call_key)
+  redis.call('HDEL', k[K_LNODE], call)
   return ended
 end
 
 -- disp_set_state: login, logout, pause, unpause.
--- KEYS: 1..20 common.
+-- KEYS: 1..21 common.
 -- ARGV: 1 agent, 2 status (0 available, 1 paused, 2 logged out), 3 reason, 4 (optional)
 --       audit JSON as for disp_config_put ('' none), 5 (optional) the statuses the change
 --       expects the agent in, as digits ("1": an unpause changes only a paused agent; ''
@@ -1125,7 +1141,7 @@ local function set_state(keys, args)
   return previous
 end
 
--- A record set (ARGV 2) or removed ('') under id ARGV 1 in the tenant's hash KEYS[21] (named
+-- A record set (ARGV 2) or removed ('') under id ARGV 1 in the tenant's hash KEYS[22] (named
 -- by suffix), with an audit event (ARGV 3) when the hash changed: tokens and credentials.
 local function record_set(keys, args, suffix, what)
   local ctx = open(keys, 1)
@@ -1147,7 +1163,7 @@ local function record_set(keys, args, suffix, what)
 end
 
 -- disp_token_set: adds, replaces or revokes an admin API token of the tenant.
--- KEYS: 1..20 common; 21 tokens hash {t:T}:tokens (token id -> record).
+-- KEYS: 1..21 common; 22 tokens hash {t:T}:tokens (token id -> record).
 -- ARGV: 1 token id, 2 record (opaque to the library: JSON with the token's digest and role;
 --       '' revokes), 3 (optional) audit JSON as for disp_config_put.
 --       The audit event is appended only when the hash changed.
@@ -1158,7 +1174,7 @@ local function token_set(keys, args)
 end
 
 -- disp_snapshot: a group's live state for planning, after sweeping like disp_claim.
--- KEYS: 1..20 common; 21 group {t:T}:g:<gid>.
+-- KEYS: 1..21 common; 22 group {t:T}:g:<gid>.
 -- ARGV: 1 gid.
 -- Returns: {version, now_ms, rr, {status, busy, max, wrapuntil, idle per member}}
 --          (the same row layout as disp_claim).
@@ -1173,7 +1189,7 @@ end
 
 -- disp_sweep: expires overdue reservations (resv - 1, event expired); the freed agents ring
 -- their queued groups' doorbells.
--- KEYS: 1..20 common.
+-- KEYS: 1..21 common.
 -- ARGV: 1 limit (max reservations expired by this call, >= 1).
 -- Returns: the number expired.
 -- Errors: BADARG for a bad limit.
@@ -1183,7 +1199,7 @@ local function sweep_expired(keys, args)
 end
 
 -- disp_queue_join: a caller nobody can take now waits in its group's queue.
--- KEYS: 1..20 common.
+-- KEYS: 1..21 common.
 -- ARGV: 1 call, 2 gid, 3 caller, 4 priority (0..9; higher waits ahead), 5 node (the node that
 --       holds the caller's INVITE; its doorbell channel is dispatcher:node:<node>), 6 lease_ms.
 --       Sweeps lapsed leases first. A call already queued (back from a ring round nobody
@@ -1251,7 +1267,7 @@ local function queue_join(keys, args)
 end
 
 -- disp_queue_leave: a queued caller leaves its queue without an answer from it.
--- KEYS: 1..20 common.
+-- KEYS: 1..21 common.
 -- ARGV: 1 call, 2 reason: abandoned (hung up) | timeout (waited max_wait) | no_agents |
 --       error (its node could not keep it, e.g. no media) | answered | lost.
 --       Event dequeued {call, group, caller, reason, wait_ms}; the group's doorbells ring (a
@@ -1278,7 +1294,7 @@ local function queue_leave(keys, args)
 end
 
 -- disp_queue_keep: a node's periodic look after the callers it holds (its keeper, ~4/s).
--- KEYS: 1..20 common.
+-- KEYS: 1..21 common.
 -- ARGV: 1 node, 2 lease_ms, 3 stats (1: add the estimate's inputs for the groups of the held
 --       calls), 4 N, 5..4+N the calls this node holds, then A, then A triples (call,
 --       position, announced wait in s or '') of the announcements made since the last keep.
@@ -1364,7 +1380,7 @@ end
 -- disp_registration: an agent's phones registered (or the last one unregistered), as the
 -- node that handled the REGISTER saw it. The admin side shows an agent without a phone as
 -- such, and a phone that comes up may be the agent a queued caller awaits.
--- KEYS: 1..20 common; 21 {t:T}:reg (agent -> epoch ms when its newest contact lapses).
+-- KEYS: 1..21 common; 22 {t:T}:reg (agent -> epoch ms when its newest contact lapses).
 -- ARGV: 1 agent, 2 expires_ms (0: no contact left).
 --       A change between registered and not appends an event registration {agent,
 --       registered 1|0} (refreshes append nothing) and, when it came up, rings the
@@ -1435,7 +1451,7 @@ local function names_put(keys, args)
 end
 
 -- disp_credential_put: sets or removes a SIP user's credentials (HA1 digests only).
--- KEYS: 1..20 common; 21 {t:T}:cred (SIP user -> record JSON: realm, md5, sha256).
+-- KEYS: 1..21 common; 22 {t:T}:cred (SIP user -> record JSON: realm, md5, sha256).
 -- ARGV: 1 user, 2 record ('' removes), 3 (optional) audit JSON (its detail never holds a
 --       digest).
 -- Returns: 1 when the hash changed, else 0.
@@ -1447,7 +1463,7 @@ end
 -- disp_tenant_delete: deletes a batch of a tenant's keys (the caller found them with SCAN
 -- MATCH {t:T}:*; all in the tenant's slot). Refused while the tenant has live calls or
 -- ringing offers, unless forced: a deleted tenant's calls would be released by nobody.
--- KEYS: 1..20 common; 21.. the keys to delete (each must carry the tenant's hash tag).
+-- KEYS: 1..21 common; 22.. the keys to delete (each must carry the tenant's hash tag).
 -- ARGV: 1 force (0 or 1).
 -- Returns: the number of keys deleted.
 -- Errors: BUSY naming the live calls and offers when not forced; BADARG for a key of
@@ -1474,9 +1490,26 @@ local function tenant_delete(keys, args)
   return deleted
 end
 
+-- disp_node_beat: a node's heartbeat, and the nodes whose heartbeat lapsed.
+-- KEYS: 1 {dispatcher}:nodes (zset node -> its last beat, Redis' ms); no tenant key.
+-- ARGV: 1 node, 2 dead_after_ms (a node silent that long is dead), 3 forget ('' or a dead
+--       node whose calls the caller has released in every tenant: removed from the set).
+-- Returns: the dead nodes (other than ARGV 1).
+-- Errors: BADARG for an empty node or a bad time.
+local function node_beat(keys, args)
+  local node = need_text(args[1], 'node')
+  local dead_after = need_int(args[2], 'dead_after_ms', 1)
+  local now = now_ms()
+  if args[3] and args[3] ~= '' then
+    redis.call('ZREM', keys[1], args[3])
+  end
+  redis.call('ZADD', keys[1], now, node)
+  return redis.call('ZRANGEBYSCORE', keys[1], '-inf', '(' .. (now - dead_after))
+end
+
 -- disp_voicemail_put: a recorded voicemail message is stored (its WAV is a file on the node
 -- that recorded it; this is its metadata).
--- KEYS: 1..20 common; 21 {t:T}:vm (message id -> record JSON); 22 {t:T}:vmi (zset of message
+-- KEYS: 1..21 common; 22 {t:T}:vm (message id -> record JSON); 23 {t:T}:vmi (zset of message
 --       ids by recording start, for listing and retention).
 -- ARGV: 1 message id, 2 record JSON (opaque here: group, caller, times, duration, file,
 --       heard), 3 started_ms, 4 group, 5 caller, 6 duration_ms.
@@ -1499,7 +1532,7 @@ local function voicemail_put(keys, args)
 end
 
 -- disp_voicemail_update: marks a message heard or new again, or deletes it.
--- KEYS: 21 {t:T}:vm, 22 {t:T}:vmi as for disp_voicemail_put.
+-- KEYS: 22 {t:T}:vm, 23 {t:T}:vmi as for disp_voicemail_put.
 -- ARGV: 1 message id, 2 new record JSON ('' deletes the message), 3 (optional) audit JSON.
 -- Returns: the record before the change, or false when there is no such message.
 -- Errors: BADARG for an empty id, a bad audit, a key not the tenant's.
@@ -1525,7 +1558,7 @@ local function voicemail_update(keys, args)
 end
 
 -- disp_voicemail_expire: deletes the messages recorded before a time (retention).
--- KEYS: 21 {t:T}:vm, 22 {t:T}:vmi as for disp_voicemail_put.
+-- KEYS: 22 {t:T}:vm, 23 {t:T}:vmi as for disp_voicemail_put.
 -- ARGV: 1 before_ms (messages that started earlier go), 2 limit (at most that many).
 -- Returns: the records deleted (their files are the caller's to delete).
 -- Errors: BADARG for a bad time or limit, a key not the tenant's.
@@ -1550,8 +1583,8 @@ end
 -- disp_prompt_put: an admin's recording replaces (or adds) one of the tenant's prompts;
 -- nodes fetch it by digest and cache it as a file, so a replaced prompt is never played
 -- stale.
--- KEYS: 1..20 common; 21 {t:T}:prompts (prompt id -> sha256 hex of its audio);
---       22 {t:T}:promptdata (sha256 hex -> audio bytes, in the playback format).
+-- KEYS: 1..21 common; 22 {t:T}:prompts (prompt id -> sha256 hex of its audio);
+--       23 {t:T}:promptdata (sha256 hex -> audio bytes, in the playback format).
 -- ARGV: 1 prompt id, 2 sha256 hex ('' deletes the prompt), 3 audio bytes (ignored when
 --       deleting), 4 (optional) audit JSON.
 --       Audio no other prompt id uses any more is dropped. Appends an audit event.
@@ -1604,6 +1637,7 @@ redis.register_function('disp_registration', registration)
 redis.register_function('disp_names_put', names_put)
 redis.register_function('disp_credential_put', credential_put)
 redis.register_function('disp_tenant_delete', tenant_delete)
+redis.register_function('disp_node_beat', node_beat)
 redis.register_function('disp_queue_join', queue_join)
 redis.register_function('disp_queue_leave', queue_leave)
 redis.register_function('disp_queue_keep', queue_keep)

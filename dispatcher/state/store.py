@@ -38,6 +38,7 @@ from .keys import (
     DIDS_KEY,
     DOMAINS_KEY,
     FIELD_SEPARATOR,
+    NODES_KEY,
     TENANTS_KEY,
     TenantKeys,
     validate_call_id,
@@ -69,7 +70,7 @@ LIBRARY_SOURCE = files(__package__).joinpath("library.lua").read_text(encoding="
 
 FAILURE_REASONS = frozenset({"busy", "noanswer", "declined", "error", "cancelled", "unreachable"})
 # How a whole call ended (`StateStore.release`'s outcome, the `ended` event's).
-CALL_OUTCOMES = frozenset({"answered", "abandoned", "no_answer", "failed", "expired"})
+CALL_OUTCOMES = frozenset({"answered", "abandoned", "no_answer", "failed", "expired", "lost"})
 # Why a caller leaves a queue (disp_queue_leave).
 LEAVE_REASONS = frozenset({"answered", "abandoned", "timeout", "no_agents", "lost", "error"})
 # How disp_claim chooses among candidate waves: the first with an eligible agent, or the one
@@ -272,6 +273,8 @@ class StateStore:
             redis.Redis.from_url(url, **client_options(socket_timeout, connect_timeout))
         )
         self.deferred_error: Callable[[str, Exception], None] = _log_deferred_error
+        # The node whose dialogs this store's answers are (DISPATCHER_NODE); "" records none.
+        self.node = ""
 
     def for_tenant(self, tenant: str) -> StateStore:
         """A store of another tenant on this store's connections (a worker serves many
@@ -287,6 +290,7 @@ class StateStore:
         sibling.connect_timeout = self.connect_timeout
         sibling._link = self._link
         sibling.deferred_error = self.deferred_error
+        sibling.node = self.node
         return sibling
 
     # The connections and the library's load state live in the link the siblings share.
@@ -638,7 +642,7 @@ class StateStore:
         validate_id(agent, "agent id")
         keys = [*self.keys.base, self.keys.call(call), self.keys.ended(call)]
         bounds = self._sticky_keys(keys, validate_id(gid, "group id"), caller, sticky)
-        return keys, [call, gid, agent, caller, bounds]
+        return keys, [call, gid, agent, caller, bounds, self.node]
 
     def _sticky_keys(
         self, keys: list[str], gid: str, caller: str, sticky: StickyDays | None
@@ -879,6 +883,18 @@ class StateStore:
             if started.isdigit() and now_ms - int(started) > max_age_ms:
                 stale.add(call)
         return sorted(stale)
+
+    def node_beat(self, node: str, dead_after_ms: int, forget: str = "") -> list[str]:
+        """Beat `node`'s heart; the nodes silent for `dead_after_ms` (Redis' clock), after
+        removing `forget` (a dead node whose calls are released). Cost: exactly 1 FCALL."""
+        reply = self._fcall("disp_node_beat", [NODES_KEY], [node, dead_after_ms, forget])
+        return [n.decode() for n in reply]
+
+    def calls_of_node(self, node: str) -> list[str]:
+        """The tenant's answered calls `node` holds (1 round trip, HGETALL)."""
+        with self._reachable():
+            raw = cast(dict[bytes, bytes], self._redis.hgetall(self.keys.lnode))
+        return sorted(call.decode() for call, holder in raw.items() if holder.decode() == node)
 
     def registration(self, agent: str, expires_ms: int) -> bool:
         """Record when the agent's newest phone registration lapses (epoch ms; 0: none

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import signal
 import socket
@@ -992,3 +993,56 @@ def test_dialog_timeout_releases_a_call_nobody_hangs_up(
     with contextlib.suppress(ProcessLookupError):
         t1.proc.send_signal(signal.SIGKILL)
     t1.proc.wait()
+
+
+def test_a_killed_node_leaves_no_agent_busy(
+    node: Callable[..., KamailioProcess],
+    start_phone: StartPhone,
+    tmp_path: Path,
+    client: redis.Redis,
+) -> None:
+    """A call answered through node 1; every process of node 1 is killed (kill -9): its
+    heartbeat lapses and node 2 releases the call (outcome lost, no wrap-up) within 10 s,
+    so the agent takes the next call at once - through node 2."""
+    first, second = node(), node()
+    phone(tmp_path, start_phone, first, "l1", "uas_answer.xml")  # shared registrations
+    held = caller(tmp_path, first, "821", talk_ms=60_000, timeout=90)
+    wait_for(lambda: live(client, "l1") == 1, what="l1 answered through node 1")
+    before = mark(client)
+    killed = time.monotonic()
+    assert first.proc is not None
+    os.killpg(first.proc.pid, signal.SIGKILL)
+    first.proc.wait()
+    wait_for(lambda: live(client, "l1") == 0, timeout=12, what="node 2 releasing the lost call")
+    assert time.monotonic() - killed < 10
+    (ended,) = of("ended", events(client, before))
+    assert ended["outcome"] == "lost"
+    assert int(client.hget(TenantKeys(TENANT).agent["wrapuntil"], "l1") or 0) <= int(
+        client.time()[0] * 1000
+    )
+    again = caller(tmp_path, second, "821", talk_ms=100)
+    assert again.wait().ok
+    held.proc.kill()  # type: ignore[union-attr]
+
+
+def test_a_node_that_restarts_releases_the_calls_it_held_before(
+    node: Callable[..., KamailioProcess],
+    start_phone: StartPhone,
+    tmp_path: Path,
+    client: redis.Redis,
+) -> None:
+    """The only node is killed with a call up and started again (same node id): its dialogs
+    died with it, so it releases what Redis says it held, at once - no other node needed."""
+    only = node()
+    phone(tmp_path, start_phone, only, "l2", "uas_answer.xml")
+    held = caller(tmp_path, only, "822", talk_ms=60_000, timeout=90)
+    wait_for(lambda: live(client, "l2") == 1, what="l2 answered")
+    before = mark(client)
+    assert only.proc is not None
+    os.killpg(only.proc.pid, signal.SIGKILL)
+    only.proc.wait()
+    held.proc.kill()  # type: ignore[union-attr]
+    only.start()
+    wait_for(lambda: live(client, "l2") == 0, timeout=8, what="the restarted node's release")
+    (ended,) = of("ended", events(client, before))
+    assert ended["outcome"] == "lost"

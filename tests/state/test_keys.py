@@ -32,8 +32,9 @@ def test_base_order_is_what_the_library_reads() -> None:
     keys = TenantKeys("t1")
     assert keys.base[:4] == (keys.config, keys.events, keys.resv, keys.live)
     assert keys.base[4:14] == tuple(f"{{t:t1}}:a:{column}" for column in AGENT_COLUMNS)
-    assert keys.base[14:] == tuple(f"{{t:t1}}:{name}" for name in QUEUE_KEYS)
-    assert len(keys.base) == 20
+    assert keys.base[14:20] == tuple(f"{{t:t1}}:{name}" for name in QUEUE_KEYS)
+    assert keys.base[20:] == (keys.lnode,)
+    assert len(keys.base) == 21
 
 
 @pytest.mark.parametrize("value", ["a", "A9", "agent_1.x-y", "x" * 64])
