@@ -205,6 +205,15 @@ class AsyncStateStore:
             await self.client.client.srem(TENANTS_KEY, self.tenant)
         return deleted
 
+    async def counts(self) -> dict[str, str]:
+        """The tenant's event counters (`{t:T}:counts`, 1 round trip)."""
+        async with self.client.guard():
+            raw = await self.client.client.hgetall(self.keys.counts)
+        return {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
+
     async def credential_put(self, user: str, record: bytes | None, audit: Audit | None) -> bool:
         """Set or remove (None) a SIP user's credentials (`StateStore.credential_put`)."""
         keys, args = credential_put_request(self.keys, user, record, audit)

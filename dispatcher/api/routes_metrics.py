@@ -13,7 +13,7 @@
   `dispatcher_queue_longest_wait_seconds{tenant,group}` (how long its longest-waiting caller
   has waited so far; 0 with nobody waiting), `dispatcher_config_version{tenant}`,
   `dispatcher_redis_up`;
-- counted from each tenant's event stream since this API process started (`StreamCounts`):
+- counted by the library as each event is appended (`{t:T}:counts`, read by `StreamCounts`):
   `dispatcher_calls_total{tenant,outcome}` (event `ended`: answered, abandoned, no_answer,
   failed, unknown), `dispatcher_offers_total{tenant,outcome}` (an agent's offer: answered,
   or the failure reason busy, noanswer, declined, error, cancelled, unreachable; expired),
@@ -22,13 +22,13 @@
   (callers sent to the group's overflow target: `full` and `no_agents` on joining, event
   `overflowed`; `timeout` and `no_agents` while waiting, event `dequeued`),
   `dispatcher_voicemails_total{tenant,group}` (messages recorded, event `voicemail`),
-  `dispatcher_events_total{tenant,type}`. The stream is the record every node appends to
-  inside the library, so these are exact and the same whichever node's API is scraped; a
-  restart of the API starts them again from 0 (a counter reset, which rate() handles).
+  `dispatcher_events_total{tenant,type}`. Counted inside the same FUNCTION that appends the
+  event, so they are exact and the same whichever API process is scraped, and an API
+  restart changes nothing (they count from the tenant's creation; a Redis that lost its
+  data starts them again, a counter reset rate() handles).
 
-Cost of a scrape: per tenant 1 round trip for the live read (O(agents + live calls + queued
-callers) in Redis) plus 1 per STREAM_BATCH events appended since the last scrape (at most
-STREAM_CAP per scrape; the rest waits for the next).
+Cost of a scrape: per tenant 2 round trips: the live read (O(agents + live calls + queued
+callers) in Redis) and the counters (HGETALL, O(kinds of events)).
 """
 
 from __future__ import annotations
@@ -55,23 +55,13 @@ log = logging.getLogger("dispatcher.api")
 
 router = APIRouter(tags=["operations"])
 
-STREAM_BATCH = 10_000
-STREAM_CAP = 200_000
-_OFFER_OUTCOMES = {"answered": "answered", "expired": "expired"}
-# Why a waiting caller left its queue for the overflow target (event dequeued); the other
-# reasons are an answer, a hang-up (counted on its own), a lost node, an error.
-_OVERFLOW_LEAVES = frozenset({"timeout", "no_agents"})
-
-
 class StreamCounts:
-    """Events counted per tenant from its stream, incrementally (`catch_up`).
-
-    Tenants known when the API starts (`prime`) are counted from their newest event then;
-    tenants seen later from the start of their stream.
-    """
+    """Every tenant's event counters as Redis keeps them (`{t:T}:counts`, counted by the
+    library as each event is appended): each API process behind one Prometheus reports the
+    same numbers, from the tenant's creation on, whatever it was started or restarted.
+    `load` reads one tenant's (1 round trip, HGETALL)."""
 
     def __init__(self) -> None:
-        self.cursor: dict[str, str] = {}
         self.calls: Counter[tuple[str, str]] = Counter()
         self.offers: Counter[tuple[str, str]] = Counter()
         self.abandoned: Counter[tuple[str, str]] = Counter()
@@ -80,47 +70,37 @@ class StreamCounts:
         self.events: Counter[tuple[str, str]] = Counter()
 
     async def prime(self, redis: AsyncRedis) -> None:
-        """Start every registered tenant at its newest event (1 round trip per tenant)."""
-        for tenant in await redis.registered_tenants():
-            self.cursor[tenant] = await redis.tenant(tenant).last_event_id()
+        """Nothing to prime: the counts live in Redis (kept for the app's start-up hook)."""
 
-    async def catch_up(self, store: AsyncStateStore) -> None:
-        """Count the tenant's events since the last call (see the module's cost note)."""
+    async def load(self, store: AsyncStateStore) -> None:
+        """The tenant's counters as Redis has them now."""
         tenant = store.tenant
-        counted = 0
-        while counted < STREAM_CAP:
-            batch = await store.events_after(self.cursor.get(tenant, "0-0"), STREAM_BATCH)
-            for entry_id, fields in batch:
-                self._count(tenant, fields)
-                self.cursor[tenant] = entry_id
-            counted += len(batch)
-            if len(batch) < STREAM_BATCH:
-                return
-
-    def _count(self, tenant: str, fields: dict[bytes, bytes]) -> None:
-        kind = fields.get(b"type", b"").decode()
-        self.events[tenant, kind] += 1
-        if kind == "ended":
-            self.calls[tenant, fields.get(b"outcome", b"").decode() or "unknown"] += 1
-        elif kind == "failed":
-            self.offers[tenant, fields.get(b"reason", b"").decode() or "unknown"] += 1
-        elif kind in _OFFER_OUTCOMES:
-            self.offers[tenant, _OFFER_OUTCOMES[kind]] += 1
-        elif kind == "dequeued":
-            reason = fields.get(b"reason", b"").decode()
-            if reason == "abandoned":
-                self.abandoned[tenant, _group(fields)] += 1
-            elif reason in _OVERFLOW_LEAVES:
-                self.overflows[tenant, _group(fields), reason] += 1
-        elif kind == "overflowed":
-            reason = fields.get(b"reason", b"").decode() or "unknown"
-            self.overflows[tenant, _group(fields), reason] += 1
-        elif kind == "voicemail":
-            self.voicemails[tenant, _group(fields)] += 1
-
-
-def _group(fields: dict[bytes, bytes]) -> str:
-    return fields.get(b"group", b"").decode(errors="replace") or "unknown"
+        for counter in (
+            self.calls,
+            self.offers,
+            self.abandoned,
+            self.overflows,
+            self.voicemails,
+            self.events,
+        ):
+            for key in [k for k in counter if k[0] == tenant]:
+                del counter[key]
+        for field, value in (await store.counts()).items():
+            kind, _, rest = field.partition("|")
+            number = int(value)
+            if kind == "events":
+                self.events[tenant, rest] = number
+            elif kind == "calls":
+                self.calls[tenant, rest] = number
+            elif kind == "offers":
+                self.offers[tenant, rest] = number
+            elif kind == "abandoned":
+                self.abandoned[tenant, rest] = number
+            elif kind == "voicemails":
+                self.voicemails[tenant, rest] = number
+            elif kind == "overflows":
+                group, _, reason = rest.rpartition("|")
+                self.overflows[tenant, group, reason] = number
 
 
 class _Families:
@@ -158,7 +138,7 @@ async def _redis_families(redis: AsyncRedis, counts: StreamCounts) -> list[Metri
         for tenant in await redis.registered_tenants():
             store = redis.tenant(tenant)
             board = await store.board()
-            await counts.catch_up(store)
+            await counts.load(store)
             if board.live.doc is None:
                 continue
             view = board_view(tenant, board, config_io.parsed(tenant, board.live.doc))

@@ -73,15 +73,17 @@ def validate_call_id(value: str, field: str = "call_id") -> str:
 class TenantKeys:
     """All key names of one tenant.
 
-    `base` is the tuple every library function receives first (KEYS[1..21]): config, events,
+    `base` is the tuple every library function receives first (KEYS[1..22]): config, events,
     reservations, live calls, the agent columns in `AGENT_COLUMNS` order, then the queues'
-    keys in `QUEUE_KEYS` order, then the node of each answered call (`lnode`).
+    keys in `QUEUE_KEYS` order, then the node of each answered call (`lnode`) and the event
+    counts (`counts`).
     """
 
     __slots__ = (
         "agent",
         "base",
         "config",
+        "counts",
         "credentials",
         "events",
         "live",
@@ -117,6 +119,7 @@ class TenantKeys:
         self.agent = {column: f"{self.prefix}:a:{column}" for column in AGENT_COLUMNS}
         self.queue = {name: f"{self.prefix}:{name}" for name in QUEUE_KEYS}
         self.lnode = f"{self.prefix}:lnode"  # answered call -> the node holding it
+        self.counts = f"{self.prefix}:counts"  # events counted by kind (library.lua count_event)
         self.base = (
             self.config,
             self.events,
@@ -125,6 +128,7 @@ class TenantKeys:
             *(self.agent[column] for column in AGENT_COLUMNS),
             *(self.queue[name] for name in QUEUE_KEYS),
             self.lnode,
+            self.counts,
         )
 
     def group(self, gid: str) -> str:

@@ -3,7 +3,7 @@
 -- Shared state of the call-group dispatcher: the only code that writes the tenant's keys.
 -- Python calls it through dispatcher.state.store.StateStore; key names: dispatcher/state/keys.py.
 --
--- KEYS common to every function (KEYS[1..21], one tenant, hash tag {t:<tenant>}):
+-- KEYS common to every function (KEYS[1..22], one tenant, hash tag {t:<tenant>}):
 --   1 {t:T}:config   2 {t:T}:events   3 {t:T}:resv   4 {t:T}:live
 --   5..14 agent columns {t:T}:a:<column>, column = status reason live resv max wrapup
 --         wrapuntil idle missed autopause
@@ -14,9 +14,11 @@
 --         recent handle times)
 --   21 {t:T}:lnode (hash call -> the node that holds the answered call: when a node's
 --         heartbeat lapses the others release its calls)
+--   22 {t:T}:counts (hash: every event counted as it is appended, `emit`; the admin API's
+--         Prometheus counters, the same for every API process)
 -- Passing the same prefix to every function keeps the Python side a constant tuple and lets
 -- each function reach the events stream (and its MAXLEN in config) and the queues without a
--- second call. A function's own keys follow from KEYS[22].
+-- second call. A function's own keys follow from KEYS[23].
 --
 -- Error replies start with a code: BADARG (malformed KEYS/ARGV, a caller bug), CONFLICT,
 -- NOAGENT, NOGROUP, NOQUEUE, STATE, TAKEN, BUSY. Errors are raised before the first write: a FUNCTION is not rolled back.
@@ -33,7 +35,9 @@ local K_Q, K_QE, K_QLEASE, K_QN, K_QCFG, K_HT = 15, 16, 17, 18, 19, 20
 -- the node holding each answered call ({t:T}:lnode, call -> node): a dead node's calls are
 -- found and released by the others
 local K_LNODE = 21
-local NBASE = 21
+-- what every API process reports the same: counts of events by kind ({t:T}:counts)
+local K_COUNTS = 22
+local NBASE = 22
 
 local SEP = '\031'
 local AVAILABLE, PAUSED, LOGGED_OUT = 0, 1, 2
@@ -174,6 +178,37 @@ local function configured(ctx, agent)
 end
 
 -- Appends one event; empty values are left out. Arguments after kind: name, value, ...
+-- The counters the admin API exports ({t:T}:counts), kept here so every API process reports
+-- the same numbers: events|<kind>, calls|<outcome> (ended), offers|<reason> (failed;
+-- answered and expired as their own), abandoned|<group> (left a queue by hanging up),
+-- overflows|<group>|<reason> (refused at join, or left on timeout / no agents),
+-- voicemails|<group>.
+local function count_event(ctx, kind, extra, n)
+  local key = ctx.keys[K_COUNTS]
+  local f = {}
+  for i = 1, n, 2 do
+    f[extra[i]] = extra[i + 1]
+  end
+  local function nonempty(value)
+    return (value ~= nil and value ~= '') and value or 'unknown'
+  end
+  redis.call('HINCRBY', key, 'events|' .. kind, 1)
+  if kind == 'ended' then
+    redis.call('HINCRBY', key, 'calls|' .. nonempty(f.outcome), 1)
+  elseif kind == 'failed' then
+    redis.call('HINCRBY', key, 'offers|' .. nonempty(f.reason), 1)
+  elseif kind == 'answered' or kind == 'expired' then
+    redis.call('HINCRBY', key, 'offers|' .. kind, 1)
+  elseif kind == 'dequeued' and f.reason == 'abandoned' then
+    redis.call('HINCRBY', key, 'abandoned|' .. nonempty(f.group), 1)
+  elseif (kind == 'dequeued' and (f.reason == 'timeout' or f.reason == 'no_agents'))
+      or kind == 'overflowed' then
+    redis.call('HINCRBY', key, 'overflows|' .. nonempty(f.group) .. '|' .. nonempty(f.reason), 1)
+  elseif kind == 'voicemail' then
+    redis.call('HINCRBY', key, 'voicemails|' .. nonempty(f.group), 1)
+  end
+end
+
 local function emit(ctx, kind, ...)
   if ctx.maxlen == nil then
     ctx.maxlen = redis.call('HGET', ctx.keys[K_CONFIG], 'events_maxlen') or DEFAULT_EVENTS_MAXLEN
@@ -189,6 +224,7 @@ local function emit(ctx, kind, ...)
     end
   end
   redis.call('XADD', ctx.keys[K_EVENTS], 'MAXLEN', '~', ctx.maxlen, '*', unpack(fields))
+  count_event(ctx, kind, extra, n)
 end
 
 -- Appends an audit event (who changed what) when the caller passed one; extra name, value
@@ -521,7 +557,7 @@ local function record_handle_time(ctx, gid, ms)
 end
 
 -- disp_config_put: atomically replaces the tenant's config.
--- KEYS: 1..21 common; 22..21+G the keys of the G new groups, in the order of their ARGV
+-- KEYS: 1..22 common; 23..22+G the keys of the G new groups, in the order of their ARGV
 --       records; after them the keys of the current groups the new config drops (deleted).
 -- ARGV: 1 expected_version, 2 doc_json (opaque), 3 events_maxlen, 4 A (agent count),
 --       5 G (group count), then A records of 6: agent_id, max_calls, wrapup_s,
@@ -686,8 +722,8 @@ local function config_put(keys, args)
 end
 
 -- disp_claim: reserves agents of one group for one call (one wave), returning fresh state.
--- KEYS: 1..21 common; 22 group {t:T}:g:<gid>; 23 call set {t:T}:call:<call>;
---       24..26 (with sticky bounds) the sticky hashes {t:T}:sticky:<gid>:<yyyymmdd> of three
+-- KEYS: 1..22 common; 23 group {t:T}:g:<gid>; 24 call set {t:T}:call:<call>;
+--       25..27 (with sticky bounds) the sticky hashes {t:T}:sticky:<gid>:<yyyymmdd> of three
 --       consecutive local days of the group's zone (sticky_of_now).
 -- ARGV: 1 call, 2 gid, 3 caller ('' = no sticky), 4 reservation_ttl_ms, 5 arrival (1 when
 --       the call arrives at this group with this claim: event arrived, for reports; else 0),
@@ -696,7 +732,7 @@ end
 --       the least busy (live + resv, then idle since the longest) / idle the longest, on the
 --       current counts, earlier waves winning ties: the core's least_busy / longest_idle
 --       pick, made here so a worker's stale counts cost no second claim,
---       7 sticky bounds of KEYS 24..26 ('' = no sticky memory; see sticky_of_now),
+--       7 sticky bounds of KEYS 25..27 ('' = no sticky memory; see sticky_of_now),
 --       8 W (withdraw count), 9..8+W agents to withdraw, then the wave agent ids,
 --       optionally followed by further candidate waves, each after an empty-string separator.
 --       First sweeps up to 64 expired reservations, then withdraws: this call's reservations
@@ -885,10 +921,10 @@ local function claim(keys, args)
 end
 
 -- disp_answered: an offered agent answered; its reservation becomes a live call.
--- KEYS: 1..21 common; 22 call set {t:T}:call:<call>; 23 end marker {t:T}:ended:<call>;
---       24..26 (with sticky bounds) the sticky hashes of three consecutive local days, as
+-- KEYS: 1..22 common; 23 call set {t:T}:call:<call>; 24 end marker {t:T}:ended:<call>;
+--       25..27 (with sticky bounds) the sticky hashes of three consecutive local days, as
 --       for disp_claim.
--- ARGV: 1 call, 2 gid, 3 agent, 4 caller ('' = no sticky), 5 sticky bounds of KEYS 24..26
+-- ARGV: 1 call, 2 gid, 3 agent, 4 caller ('' = no sticky), 5 sticky bounds of KEYS 25..27
 --       ('' = none; see sticky_of_now), 6 (optional) the node that holds the call's dialog
 --       (KEYS[21]: when its heartbeat lapses, the other nodes release the call).
 --       The call's other reservations are released (event released, reason other_answered).
@@ -963,7 +999,7 @@ local function answered(keys, args)
 end
 
 -- disp_failed: an offer ended without answer.
--- KEYS: 1..21 common.
+-- KEYS: 1..22 common.
 -- ARGV: 1 call, 2 agent, 3 reason: busy | noanswer | declined | error (count a missed offer)
 --       or cancelled | unreachable (do not: the caller gave up / the phone was not registered).
 --       Only a reservation that still exists is released and counted (event failed); a
@@ -1004,7 +1040,7 @@ local function failed(keys, args)
 end
 
 -- disp_release: the call ended (or one agent's leg of it).
--- KEYS: 1..21 common; 22 call set {t:T}:call:<call>; 23 end marker {t:T}:ended:<call>.
+-- KEYS: 1..22 common; 23 call set {t:T}:call:<call>; 24 end marker {t:T}:ended:<call>.
 -- ARGV: 1 call, 2 agent, or '' for every agent offered on the call; 3 (optional) outcome of
 --       the call for reports: answered | abandoned (the caller gave up before an answer) |
 --       no_answer (the group's no-answer target ended it) | failed | expired (no node ended
@@ -1090,7 +1126,7 @@ local function release(keys, args)
 end
 
 -- disp_set_state: login, logout, pause, unpause.
--- KEYS: 1..21 common.
+-- KEYS: 1..22 common.
 -- ARGV: 1 agent, 2 status (0 available, 1 paused, 2 logged out), 3 reason, 4 (optional)
 --       audit JSON as for disp_config_put ('' none), 5 (optional) the statuses the change
 --       expects the agent in, as digits ("1": an unpause changes only a paused agent; ''
@@ -1141,7 +1177,7 @@ local function set_state(keys, args)
   return previous
 end
 
--- A record set (ARGV 2) or removed ('') under id ARGV 1 in the tenant's hash KEYS[22] (named
+-- A record set (ARGV 2) or removed ('') under id ARGV 1 in the tenant's hash KEYS[23] (named
 -- by suffix), with an audit event (ARGV 3) when the hash changed: tokens and credentials.
 local function record_set(keys, args, suffix, what)
   local ctx = open(keys, 1)
@@ -1163,7 +1199,7 @@ local function record_set(keys, args, suffix, what)
 end
 
 -- disp_token_set: adds, replaces or revokes an admin API token of the tenant.
--- KEYS: 1..21 common; 22 tokens hash {t:T}:tokens (token id -> record).
+-- KEYS: 1..22 common; 23 tokens hash {t:T}:tokens (token id -> record).
 -- ARGV: 1 token id, 2 record (opaque to the library: JSON with the token's digest and role;
 --       '' revokes), 3 (optional) audit JSON as for disp_config_put.
 --       The audit event is appended only when the hash changed.
@@ -1174,7 +1210,7 @@ local function token_set(keys, args)
 end
 
 -- disp_snapshot: a group's live state for planning, after sweeping like disp_claim.
--- KEYS: 1..21 common; 22 group {t:T}:g:<gid>.
+-- KEYS: 1..22 common; 23 group {t:T}:g:<gid>.
 -- ARGV: 1 gid.
 -- Returns: {version, now_ms, rr, {status, busy, max, wrapuntil, idle per member}}
 --          (the same row layout as disp_claim).
@@ -1189,7 +1225,7 @@ end
 
 -- disp_sweep: expires overdue reservations (resv - 1, event expired); the freed agents ring
 -- their queued groups' doorbells.
--- KEYS: 1..21 common.
+-- KEYS: 1..22 common.
 -- ARGV: 1 limit (max reservations expired by this call, >= 1).
 -- Returns: the number expired.
 -- Errors: BADARG for a bad limit.
@@ -1199,7 +1235,7 @@ local function sweep_expired(keys, args)
 end
 
 -- disp_queue_join: a caller nobody can take now waits in its group's queue.
--- KEYS: 1..21 common.
+-- KEYS: 1..22 common.
 -- ARGV: 1 call, 2 gid, 3 caller, 4 priority (0..9; higher waits ahead), 5 node (the node that
 --       holds the caller's INVITE; its doorbell channel is dispatcher:node:<node>), 6 lease_ms.
 --       Sweeps lapsed leases first. A call already queued (back from a ring round nobody
@@ -1267,7 +1303,7 @@ local function queue_join(keys, args)
 end
 
 -- disp_queue_leave: a queued caller leaves its queue without an answer from it.
--- KEYS: 1..21 common.
+-- KEYS: 1..22 common.
 -- ARGV: 1 call, 2 reason: abandoned (hung up) | timeout (waited max_wait) | no_agents |
 --       error (its node could not keep it, e.g. no media) | answered | lost.
 --       Event dequeued {call, group, caller, reason, wait_ms}; the group's doorbells ring (a
@@ -1294,7 +1330,7 @@ local function queue_leave(keys, args)
 end
 
 -- disp_queue_keep: a node's periodic look after the callers it holds (its keeper, ~4/s).
--- KEYS: 1..21 common.
+-- KEYS: 1..22 common.
 -- ARGV: 1 node, 2 lease_ms, 3 stats (1: add the estimate's inputs for the groups of the held
 --       calls), 4 N, 5..4+N the calls this node holds, then A, then A triples (call,
 --       position, announced wait in s or '') of the announcements made since the last keep.
@@ -1380,7 +1416,7 @@ end
 -- disp_registration: an agent's phones registered (or the last one unregistered), as the
 -- node that handled the REGISTER saw it. The admin side shows an agent without a phone as
 -- such, and a phone that comes up may be the agent a queued caller awaits.
--- KEYS: 1..21 common; 22 {t:T}:reg (agent -> epoch ms when its newest contact lapses).
+-- KEYS: 1..22 common; 23 {t:T}:reg (agent -> epoch ms when its newest contact lapses).
 -- ARGV: 1 agent, 2 expires_ms (0: no contact left).
 --       A change between registered and not appends an event registration {agent,
 --       registered 1|0} (refreshes append nothing) and, when it came up, rings the
@@ -1451,7 +1487,7 @@ local function names_put(keys, args)
 end
 
 -- disp_credential_put: sets or removes a SIP user's credentials (HA1 digests only).
--- KEYS: 1..21 common; 22 {t:T}:cred (SIP user -> record JSON: realm, md5, sha256).
+-- KEYS: 1..22 common; 23 {t:T}:cred (SIP user -> record JSON: realm, md5, sha256).
 -- ARGV: 1 user, 2 record ('' removes), 3 (optional) audit JSON (its detail never holds a
 --       digest).
 -- Returns: 1 when the hash changed, else 0.
@@ -1463,7 +1499,7 @@ end
 -- disp_tenant_delete: deletes a batch of a tenant's keys (the caller found them with SCAN
 -- MATCH {t:T}:*; all in the tenant's slot). Refused while the tenant has live calls or
 -- ringing offers, unless forced: a deleted tenant's calls would be released by nobody.
--- KEYS: 1..21 common; 22.. the keys to delete (each must carry the tenant's hash tag).
+-- KEYS: 1..22 common; 23.. the keys to delete (each must carry the tenant's hash tag).
 -- ARGV: 1 force (0 or 1).
 -- Returns: the number of keys deleted.
 -- Errors: BUSY naming the live calls and offers when not forced; BADARG for a key of
@@ -1509,7 +1545,7 @@ end
 
 -- disp_voicemail_put: a recorded voicemail message is stored (its WAV is a file on the node
 -- that recorded it; this is its metadata).
--- KEYS: 1..21 common; 22 {t:T}:vm (message id -> record JSON); 23 {t:T}:vmi (zset of message
+-- KEYS: 1..22 common; 23 {t:T}:vm (message id -> record JSON); 24 {t:T}:vmi (zset of message
 --       ids by recording start, for listing and retention).
 -- ARGV: 1 message id, 2 record JSON (opaque here: group, caller, times, duration, file,
 --       heard), 3 started_ms, 4 group, 5 caller, 6 duration_ms.
@@ -1532,7 +1568,7 @@ local function voicemail_put(keys, args)
 end
 
 -- disp_voicemail_update: marks a message heard or new again, or deletes it.
--- KEYS: 22 {t:T}:vm, 23 {t:T}:vmi as for disp_voicemail_put.
+-- KEYS: 23 {t:T}:vm, 24 {t:T}:vmi as for disp_voicemail_put.
 -- ARGV: 1 message id, 2 new record JSON ('' deletes the message), 3 (optional) audit JSON.
 -- Returns: the record before the change, or false when there is no such message.
 -- Errors: BADARG for an empty id, a bad audit, a key not the tenant's.
@@ -1558,7 +1594,7 @@ local function voicemail_update(keys, args)
 end
 
 -- disp_voicemail_expire: deletes the messages recorded before a time (retention).
--- KEYS: 22 {t:T}:vm, 23 {t:T}:vmi as for disp_voicemail_put.
+-- KEYS: 23 {t:T}:vm, 24 {t:T}:vmi as for disp_voicemail_put.
 -- ARGV: 1 before_ms (messages that started earlier go), 2 limit (at most that many).
 -- Returns: the records deleted (their files are the caller's to delete).
 -- Errors: BADARG for a bad time or limit, a key not the tenant's.
@@ -1583,8 +1619,8 @@ end
 -- disp_prompt_put: an admin's recording replaces (or adds) one of the tenant's prompts;
 -- nodes fetch it by digest and cache it as a file, so a replaced prompt is never played
 -- stale.
--- KEYS: 1..21 common; 22 {t:T}:prompts (prompt id -> sha256 hex of its audio);
---       23 {t:T}:promptdata (sha256 hex -> audio bytes, in the playback format).
+-- KEYS: 1..22 common; 23 {t:T}:prompts (prompt id -> sha256 hex of its audio);
+--       24 {t:T}:promptdata (sha256 hex -> audio bytes, in the playback format).
 -- ARGV: 1 prompt id, 2 sha256 hex ('' deletes the prompt), 3 audio bytes (ignored when
 --       deleting), 4 (optional) audit JSON.
 --       Audio no other prompt id uses any more is dropped. Appends an audit event.

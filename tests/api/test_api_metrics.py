@@ -51,9 +51,14 @@ def test_calls_and_offers_by_outcome(admin: httpx.Client, redis_url: str) -> Non
         store.claim("call-1", "sales", "", ["alice", "bob"], 30_000)
         store.failed("call-1", "alice", "busy")
         store.answered("call-1", "sales", "bob")
-    with redis.Redis.from_url(redis_url) as plain:  # how whole calls end (disp_release)
-        for outcome in ("answered", "answered", "abandoned", "no_answer"):
-            plain.xadd("{t:demo}:events", {"type": "ended", "call": "c", "outcome": outcome})
+        store.release("call-1", outcome="answered")
+        for call, outcome in (
+            ("call-2", "answered"),
+            ("call-3", "abandoned"),
+            ("call-4", "no_answer"),
+        ):
+            store.claim(call, "orders", "", ["dave"], 30_000)
+            store.release(call, outcome=outcome)
     after = scrape(admin)
 
     def delta(name: str, **labels: str) -> float:
@@ -64,7 +69,33 @@ def test_calls_and_offers_by_outcome(admin: httpx.Client, redis_url: str) -> Non
     assert delta("dispatcher_calls_total", tenant="demo", outcome="no_answer") == 1
     assert delta("dispatcher_offers_total", tenant="demo", outcome="busy") == 1
     assert delta("dispatcher_offers_total", tenant="demo", outcome="answered") == 1
-    assert delta("dispatcher_events_total", tenant="demo", type="offered") == 2
+    assert delta("dispatcher_events_total", tenant="demo", type="offered") == 5
+
+
+def test_two_api_processes_report_the_same_counts(
+    admin: httpx.Client, redis_url: str, tmp_path: Path
+) -> None:
+    """Counted in Redis by the library, not per API process: a second API process started
+    after the calls reports exactly what the first does."""
+    with StateStore(redis_url, "demo") as store:
+        for n in range(3):
+            store.claim(f"twin-{n}", "orders", "", ["dave"], 30_000)
+            store.release(f"twin-{n}", outcome="abandoned")
+    second = ApiProcess(
+        tmp_path / "api2",
+        env={"REDIS_URL": redis_url, "DISPATCHER_ADMIN_TOKEN": BOOTSTRAP},
+    )
+    second.start()
+    try:
+        with client(second) as other:
+            mine, theirs = scrape(admin), scrape(other)
+        for name, labels in (
+            ("dispatcher_calls_total", {"tenant": "demo", "outcome": "abandoned"}),
+            ("dispatcher_events_total", {"tenant": "demo", "type": "offered"}),
+        ):
+            assert value(mine, name, **labels) == value(theirs, name, **labels) >= 3
+    finally:
+        second.stop()
 
 
 def test_queue_and_voicemail_counters(admin: httpx.Client, redis_url: str, tmp_path: Path) -> None:

@@ -215,7 +215,7 @@ CLAIM_HEAD = ["c1", "g1", "", 100, 0, "first"]
             ["c1", "g1", "", 100, "x", "first", "", 0],
             "arrival flag",
         ),
-        (["{t:acme}:g:g1"], ["c1", "g1", "", 100, 0, "first", "", 0], "expected at least 23 keys"),
+        (["{t:acme}:g:g1"], ["c1", "g1", "", 100, 0, "first", "", 0], "expected at least 24 keys"),
     ],
 )
 def test_library_refuses_malformed_claims(

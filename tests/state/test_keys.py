@@ -33,8 +33,8 @@ def test_base_order_is_what_the_library_reads() -> None:
     assert keys.base[:4] == (keys.config, keys.events, keys.resv, keys.live)
     assert keys.base[4:14] == tuple(f"{{t:t1}}:a:{column}" for column in AGENT_COLUMNS)
     assert keys.base[14:20] == tuple(f"{{t:t1}}:{name}" for name in QUEUE_KEYS)
-    assert keys.base[20:] == (keys.lnode,)
-    assert len(keys.base) == 21
+    assert keys.base[20:] == (keys.lnode, keys.counts)
+    assert len(keys.base) == 22
 
 
 @pytest.mark.parametrize("value", ["a", "A9", "agent_1.x-y", "x" * 64])
