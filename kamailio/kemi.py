@@ -13,6 +13,7 @@ here; call-group decisions go to the `dispatcher` package (dispatcher/sip/routin
 import os
 import site
 import sys
+import time
 from urllib.parse import urlsplit
 
 import KSR
@@ -68,6 +69,9 @@ class KamailioRoutes:
         self.router = None  # dispatcher.sip.routing.Router of this process, or None
         self._router_opened = False
         self.keeper = None  # dispatcher.sip.keeper.Keeper, in the keeper's rtimer process
+        # when this node started (mod_init, before the fork): a restarted node releases the
+        # calls it held before, not those it answered since
+        self.started_ms = time.time_ns() // 1_000_000
         # REQINIT's rules from kamailio.cfg's defines, read here in the main process (before
         # the fork; nothing is opened): a bad define stops Kamailio at start.
         from dispatcher.sip.edge import EdgeRules
@@ -287,7 +291,7 @@ class KamailioRoutes:
                 return 1
             from dispatcher.sip.keeper import Keeper
 
-            self.keeper = Keeper(router)
+            self.keeper = Keeper(router, self.started_ms)
         self.keeper.tick()
         return 1
 

@@ -55,6 +55,7 @@ log = logging.getLogger("dispatcher.api")
 
 router = APIRouter(tags=["operations"])
 
+
 class StreamCounts:
     """Every tenant's event counters as Redis keeps them (`{t:T}:counts`, counted by the
     library as each event is appended): each API process behind one Prometheus reports the

@@ -48,6 +48,8 @@ MEDIA_CHECK_S = 1.0
 # others release the calls it held (outcome lost, no wrap-up): within about 7 s of its death.
 NODE_BEAT_S = 1.0
 NODE_DEAD_MS = 5_000
+# A restarted node releases the calls it answered more than this before its start.
+RECONCILE_MARGIN_MS = 2_000
 
 
 @dataclass(slots=True)
@@ -63,8 +65,10 @@ class _Hearing:
 class Keeper:
     """The queue keeper of this node; `router` is the keeper process's own Router."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, started_ms: int | None = None) -> None:
         self.router = router
+        # when this node's processes started (the KEMI module's load, before the fork)
+        self.started_ms = started_ms if started_ms is not None else time.time_ns() // 1_000_000
         self.ksr: Any = router.ksr
         self.node = router.settings.node
         self._bell: Any = None  # redis-py PubSub on the node's channel, opened on first use
@@ -112,7 +116,10 @@ class Keeper:
         store = self.router.tenants.store
         try:
             if not self._reconciled:
-                self._release_calls_of(self.node, "it restarted")
+                # only what it answered before this process started (its clock; a margin
+                # for its skew against Redis'): its dialogs of since are alive
+                before = self.started_ms - RECONCILE_MARGIN_MS
+                self._release_calls_of(self.node, "it restarted", before)
                 self._reconciled = True
             for dead in store.node_beat(self.node, NODE_DEAD_MS):
                 self._release_calls_of(dead, "its heartbeat lapsed")
@@ -120,13 +127,14 @@ class Keeper:
         except StateError as exc:
             self.router._unavailable(exc)
 
-    def _release_calls_of(self, node: str, why: str) -> None:
-        """Release every tenant's answered calls `node` holds (outcome lost). Twice is
-        harmless: a release is idempotent. Cost: 1 round trip per tenant, 1 FCALL per call."""
+    def _release_calls_of(self, node: str, why: str, before_ms: int | None = None) -> None:
+        """Release every tenant's answered calls `node` holds (answered before `before_ms`,
+        if given; outcome lost). Twice is harmless: a release is idempotent. Cost: 1 round
+        trip per tenant, 1 FCALL per call."""
         store = self.router.tenants.store
         for tenant in store.registered_tenants():
             mine = store.for_tenant(tenant)
-            for call in mine.calls_of_node(node):
+            for call in mine.calls_of_node(node, before_ms):
                 mine.release(call, outcome="lost")
                 self.ksr.notice(
                     f"dispatcher: {tenant} call {call} of node {node} ({why}): released\n"
