@@ -1,34 +1,44 @@
 """SIP load benchmark: the dispatcher stack against Kamailio's native call-load dispatcher.
 
 One run on one machine, the same SIPp scenario against two Kamailio instances that run side
-by side, step after step, alternating (the stack that goes first swaps every step):
+by side, in --rounds (3) rounds; each round ramps both stacks, alternating step by step
+(native, ours, native, ours...; the stack that goes first swaps every step and round):
 
 - native: kamailio/native-dispatcher.cfg - the dispatcher module, `ds_select_dst("1", "10")`
   (call load distribution: fewest active calls), dialog tracking, `ds_load_update` /
   `ds_load_unset` keeping the load right; the agents are listed in a dispatcher.list that
   this benchmark writes into the instance's run dir (`maxload` = the agents' max_calls);
-- dispatcher: kamailio/kamailio.cfg + the KEMI script + Redis, a least_busy group (sticky
-  off) of the same agents, each registered with REGISTER as its AOR (the real path, not
-  static URIs). Kamailio reaches Redis on its unix socket, as a Redis on the SIP node's
-  host would be set up (REDIS_URL=unix://...): per round trip about 12 us less client CPU
-  than loopback TCP; --redis-tcp measures TCP.
+- dispatcher: kamailio/kamailio.cfg + the KEMI script + Redis, one tenant, a least_busy
+  group (sticky off) of the same agents, each registered with REGISTER as its AOR (the real
+  path, not static URIs; usrloc keeps them in Redis through db_redis, db_mode 3, so every
+  call's location lookup is SMEMBERS + EXISTS + HMGET on the registrations database over
+  TCP, besides the router's 3 FCALLs). Kamailio reaches the router's Redis on its unix
+  socket, as a Redis on the SIP node's host would be set up (REDIS_URL=unix://...): per
+  round trip about 12 us less client CPU than loopback TCP; --redis-tcp measures TCP.
+  No digest auth on either side: SIPp on 127.0.0.1 is in DISPATCHER_TRUSTED (set
+  explicitly), as the native config authenticates nobody.
 
 Both have the same number of SIP workers (--children) and memory (-m 1024 -M 32: the
 default 64 MB of shared memory runs out at a few hundred calls per second). The agents
 are 20 SIPp UAS processes (tests/sip/scenarios/uas_answer.xml: 180 and 200 at once),
-max_calls 100 each, so capacity never limits the steps; the load is one SIPp UAC
-(tests/sip/scenarios/uac_call.xml, with a 100/180 that arrives after the 200 absorbed: the
-proxy's workers may relay them out of order) calling the group number at a fixed rate (-r)
-for --step-seconds, each call held --hold-ms (1 s) before the caller's BYE.
+max_calls 100 each (the model's ceiling); the load is SIPp UACs (tests/sip/scenarios/
+uac_call.xml, with a 100/180 that arrives after the 200 absorbed: the proxy's workers may
+relay them out of order) calling the group number at a fixed rate (-r) for --step-seconds,
+each call held --hold-ms (250 ms; 1 s before the ramp went to 6000 cps: the work per call
+is the same, and 2000 calls at once still hold 6000 cps) before the caller's BYE. One UAC
+places up to --uac-cps (1000) calls per second; above, several run in parallel splitting
+the rate and the calls (one SIPp process tops out near its own core), and each run records
+each UAC's share of a core (`uac_core_share_each`: near 1.0, SIPp was the limit).
 
-The offered rate ramps through the steps while a stack stays under 0.1% failed calls (a
-call fails when it does not end with the caller's BYE answered: an error reply, a timeout,
-or never finished) and SIPp placed the calls at >= 90% of the offered rate; the best passing
-step is then confirmed by a second run (a failed confirmation tries the next lower passing
-step, once). A failed run leaves calls behind (the UAC drops a call without BYE), so the
-stack and the phones are restarted with clean state after it. Before every run the
-benchmark waits (up to 8 s) for other jobs on the machine to use under 0.3 cores, and a
-failed run while they used more runs once more (the first is kept, marked superseded).
+In each round, each stack's ramp goes on while it stays under 0.1% failed calls (a call
+fails when it does not end with the caller's BYE answered: an error reply, a timeout, or
+never finished) and SIPp placed the calls at >= 90% of the offered rate, so it ends at the
+stack's first failed step - or the top step (6000 cps) or the round's share of --budget,
+when the round's max_cps is only a lower bound (`ramp_ended_by`). A failed run leaves calls
+behind (the UAC drops a call without BYE), so the stack and the phones are restarted with
+clean state after it. Before every run the benchmark waits (up to 8 s) for other jobs on the
+machine to use under 0.3 cores, and a failed run while they used more runs once more (the
+first is kept, marked superseded).
 
 Measured per run: Kamailio CPU ms per successful call - utime + stime from /proc/<pid>/stat
 of every process of the instance (its process group: the main process and all it forked),
@@ -38,9 +48,12 @@ jobs used meanwhile (both from /proc/stat, which under-counts short bursts of wo
 noise gauge, never used for the figures), and for the dispatcher the Redis server's CPU per
 call (reported next to Kamailio's, not added to it) and its FCALLs per call.
 
-The headline cpu_ms_per_call of both is taken at the same offered rate: the highest step
-both stacks passed in the ramp. max_cps is the confirmed step. Ratios are dispatcher /
-native.
+Per round: max_cps of each stack is its highest passing step; cpu_ms_per_call of both is
+taken at the same offered rate, the highest step both passed in that round; the round's
+cpu_ratio and cps_ratio are dispatcher / native. The headline cpu_ratio and cps_ratio are
+the medians of the rounds' ratios (each round's figures are in `rounds`), each stack's
+cpu_ms_per_call and max_cps the medians of its rounds; `targets` records whether
+cpu_ratio <= 1.2 and cps_ratio >= 1.0.
 
 Pinning (on a machine with >= 2 usable cores, unless --no-pin): Kamailio - both instances,
 every process - on the first core; the SIPp UAC and UAS processes, redis-server and this
@@ -49,13 +62,14 @@ sched_setaffinity (what `taskset -c` does): this process pins itself to the load
 what it starts inherits them, and switches to the Kamailio core only while starting each
 Kamailio. So the Kamailio CPU ceiling is one core for both stacks.
 
-    .venv/bin/python bench/sip_load.py [--json] [--quick] [--results DIR] [--steps 50,100,...]
+    .venv/bin/python bench/sip_load.py [--json] [--quick] [--results DIR] [--steps 500,1000,...]
+        [--rounds 3] [--uac-cps 1000] [--step-seconds 10] [--budget 1500]
 
 Writes sip_load.json and sip_load.png (CPU per call and failure rate against offered CPS)
 to bench/results/ (--quick: sip_load-quick.*); prints a table, or the JSON with --json.
-Bounded: every run has a SIPp timeout, the ramp stops at the first failed step of each
-stack or when --budget seconds are used up (confirmations may take a quarter more); the
-default run takes about 6-10 minutes.
+Bounded: every run has a SIPp timeout, each ramp stops at the stack's first failed step or
+the top step, and all rounds together at --budget seconds (1500; each round gets an equal
+share of what is left), so the default run takes at most about 27 minutes.
 """
 
 from __future__ import annotations
@@ -67,6 +81,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -84,7 +99,7 @@ NATIVE_CFG = ROOT / "kamailio" / "native-dispatcher.cfg"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dispatcher.run.procs import RedisProcess  # noqa: E402
+from dispatcher.run.procs import ProcessError, RedisProcess  # noqa: E402
 from dispatcher.run.sipprocs import (  # noqa: E402
     KamailioProcess,
     SippProcess,
@@ -103,8 +118,15 @@ NOISY = 0.3
 STACKS = ("native", "dispatcher")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# 20 agents x max_calls 100 take 2000 calls at once: 1500 cps x ~1.05 s per call fits
-DEFAULT_STEPS = (50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)
+# The ramp: it stops at each stack's first failed step, so its top (6000 cps) is a bound on
+# the time, not a rate both are expected to pass. 20 agents x max_calls 100 (the model's
+# ceiling) take 2000 calls at once: 6000 cps x ~0.3 s per call (hold_ms 250) fits, so agent
+# capacity never fails a step. More phones instead of shorter calls would not do: 80 idle SIPp
+# UAS processes take about half of the load core by themselves.
+DEFAULT_STEPS = (200, 400, 600, 800, 1000, 1250, 1500, 1750, 2000, 2500, 3000, 4000, 5000, 6000)
+# What a carrier would ask of the dispatcher against the native module (medians of the rounds).
+TARGET_CPU_RATIO = 1.2  # at most this much Kamailio CPU per call
+TARGET_CPS_RATIO = 1.0  # at least the native's highest passing rate
 
 
 @dataclass(frozen=True)
@@ -112,16 +134,18 @@ class Settings:
     """What one benchmark run does; `quick()` is the smoke test's tiny run."""
 
     steps: tuple[int, ...] = DEFAULT_STEPS
+    rounds: int = 3  # whole ramps of both stacks, alternated; the figures are their medians
     step_seconds: float = 10.0
-    hold_ms: int = 1000
+    hold_ms: int = 250
     agents: int = 20
     max_calls: int = 100
+    uac_cps: float = 1000.0  # most calls per second one SIPp UAC places; above, several split
     children: int = 4
     shm_mb: int = 1024  # Kamailio -m, both stacks
     pkg_mb: int = 32  # Kamailio -M, both stacks
     settle_s: float = 1.5
     warmup_calls: int = 200
-    budget_s: float = 450.0
+    budget_s: float = 1500.0  # all rounds; each round gets an equal share of what is left
     pin: bool = True
     noise_wait: bool = True  # wait for other jobs to calm down before each run
     redis_on_kamailio_core: bool = False  # Redis shares the Kamailio core, not SIPp's
@@ -131,10 +155,12 @@ class Settings:
     @classmethod
     def quick(cls) -> Settings:
         return cls(
-            steps=(5, 10),
-            step_seconds=3.0,
+            steps=(10,),
+            rounds=3,
+            step_seconds=2.0,
             hold_ms=500,
             agents=4,
+            uac_cps=5.0,  # two UACs at 10 cps: the parallel path runs in the smoke test too
             children=2,
             shm_mb=128,
             settle_s=0.5,
@@ -319,6 +345,22 @@ def dispatcher_list(phones: Sequence[SippProcess], max_calls: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def start_phone(workdir: Path, index: int, **options: Any) -> SippProcess:
+    """Agent `index`'s phone (a SIPp UAS) with media ports of its own (-mp): SIPp probes
+    from 6000 in steps of 2 and gives up after 100 tries, which the phones and other jobs'
+    SIPp on a shared machine can exhaust. Tried five times: a port still held by the phone
+    it replaces, or taken meanwhile, makes SIPp exit 254."""
+    media = ["-mp", str(20000 + 8 * index)]
+    for attempt in range(5):
+        try:
+            return sipp_uas(workdir, SCENARIOS / "uas_answer.xml", extra_args=media, **options)
+        except ProcessError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 class BenchKamailio(KamailioProcess):
     """KamailioProcess with larger memory pools, the same for both stacks: the default 64 MB
     of shared memory runs out at a few hundred calls per second (every call holds an INVITE
@@ -353,15 +395,20 @@ class Stack:
             return 0.0
         return process_cpu_ms(self.redis.proc.pid)
 
-    def fcalls(self) -> tuple[int, float]:
-        """(FCALLs, their server-side µs) the dispatcher's Redis ran so far; (0, 0) native."""
+    def redis_commands(self) -> dict[str, tuple[int, float]]:
+        """Per command, (calls, server-side µs) the dispatcher's Redis ran so far - the
+        router's FCALLs and usrloc's db_redis commands (its registrations database is on the
+        same server) -; {} native."""
         if self.redis is None:
-            return 0, 0.0
+            return {}
         import redis
 
         with redis.Redis.from_url(self.redis.url) as client:
-            stat = client.info("commandstats").get("cmdstat_fcall", {})
-        return int(stat.get("calls", 0)), float(stat.get("usec", 0))
+            stats = client.info("commandstats")
+        return {
+            key.removeprefix("cmdstat_"): (int(v.get("calls", 0)), float(v.get("usec", 0)))
+            for key, v in stats.items()
+        }
 
 
 @dataclass
@@ -387,8 +434,8 @@ class Topology:
             self.redis.start()
         self._import_tenant()
         phone_dir = self.workdir / "phones"
-        for _ in range(s.agents):
-            self.phones.append(sipp_uas(phone_dir, SCENARIOS / "uas_answer.xml"))
+        for index in range(s.agents):
+            self.phones.append(start_phone(phone_dir, index))
 
         memory = {"children": s.children, "shm_mb": s.shm_mb, "pkg_mb": s.pkg_mb}
         native = BenchKamailio(self.workdir / "nat", cfg=NATIVE_CFG, **memory)
@@ -400,6 +447,9 @@ class Topology:
             # usrloc's db_redis reaches Redis over TCP only, also when the router uses the socket
             registrations_url=registrations_url_for(self.redis.url),
             tenant=TENANT,
+            # SIPp on 127.0.0.1 is a trusted source (the default, set here so an exported
+            # DISPATCHER_TRUSTED cannot change it): no digest auth, as on the native side
+            env={"DISPATCHER_TRUSTED": "127.0.0.1"},
             **memory,
         )
         self.stacks = {
@@ -439,8 +489,8 @@ class Topology:
             if phone.proc is not None and phone.proc.returncode is None:
                 phone.stop(timeout=1.0)
         self.phones = [
-            sipp_uas(self.workdir / "phones", SCENARIOS / "uas_answer.xml", local_port=port)
-            for port in ports
+            start_phone(self.workdir / "phones", index, local_port=port)
+            for index, port in enumerate(ports)
         ]
 
     def _pinned(self, on_kamailio_core: bool) -> contextlib.AbstractContextManager[None]:
@@ -580,51 +630,77 @@ def drain(stack: Stack, max_wait_s: float = 10.0) -> None:
             return
 
 
+def uac_split(rate: float, calls: int, uac_cps: float) -> list[tuple[float, int]]:
+    """(rate, calls) of each SIPp UAC of a step: one up to `uac_cps`, then as many as
+    needed, splitting both evenly (one SIPp process tops out near a core of its own)."""
+    count = max(1, -int(-rate // uac_cps))
+    return [(rate / count, calls // count + (1 if i < calls % count else 0)) for i in range(count)]
+
+
 def run_step(
     topology: Topology, name: str, settings: Settings, rate: float, phase: str
 ) -> dict[str, Any]:
-    """`rate` calls per second to the group for step_seconds; the run's figures."""
+    """`rate` calls per second to the group for step_seconds, split over one or more SIPp
+    UACs started together; the run's figures."""
     stack = topology.stacks[name]
     calls = max(1, round(rate * settings.step_seconds))
     hold_s = settings.hold_ms / 1000
     ideal_s = calls / rate + hold_s
     cpu0, redis0, cores0 = stack.cpu_ms(), stack.redis_cpu_ms(), core_times()
-    ours0, fcalls0 = ours_cpu_ms(topology), stack.fcalls()
+    ours0, commands0 = ours_cpu_ms(topology), stack.redis_commands()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    parts = uac_split(rate, calls, settings.uac_cps)
     started = time.monotonic()
-    uac = SippProcess(
-        topology.workdir / "uac",
-        topology.uac_xml,
-        stack.kamailio.address,
-        calls=calls,
-        rate=rate,
-        # far above the concurrency the rate needs, so SIPp never throttles silently
-        limit=int(rate * (hold_s + 5)) + 50,
-        duration_ms=settings.hold_ms,
-        service=EXTENSION,
-        keys={"caller": "bob"},
-        timeout=ideal_s + 10,
-    )
-    uac.start()
-    result = uac.wait()
+    uacs = [
+        SippProcess(
+            topology.workdir / "uac",
+            topology.uac_xml,
+            stack.kamailio.address,
+            calls=part_calls,
+            rate=part_rate,
+            # far above the concurrency the rate needs, so SIPp never throttles silently
+            limit=int(part_rate * (hold_s + 5)) + 50,
+            duration_ms=settings.hold_ms,
+            service=EXTENSION,
+            keys={"caller": "bob"},
+            timeout=ideal_s + 10,
+        )
+        for part_rate, part_calls in parts
+    ]
+    for uac in uacs:
+        uac.start()
+    results = [uac.wait() for uac in uacs]
     wall_s = time.monotonic() - started
+    # the UACs are the only children reaped meanwhile: their CPU, for "was SIPp the limit"
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    uac_cpu_ms = (
+        children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime
+    ) * 1000
     time.sleep(settings.settle_s)  # BYE transactions, dialog ends, releases
     drain(stack)
     cpu1, redis1, cores1 = stack.cpu_ms(), stack.redis_cpu_ms(), core_times()
     window_s = time.monotonic() - started
-    fcalls1 = stack.fcalls()
+    commands1 = stack.redis_commands()
     # CPU the machine spent on anything else meanwhile (other users' jobs), in cores
     busy_ms = sum(b1 - cores0[c][0] for c, (b1, _) in cores1.items()) * 1000 / CLK_TCK
     other_cores = max(0.0, busy_ms - (ours_cpu_ms(topology) - ours0)) / 1000 / window_s
 
-    rows = _sipp_rows(uac.stat_path)
-    successful = result.stats.successful
+    successful = sum(r.stats.successful for r in results)
     failed_calls = calls - successful  # error replies, timeouts and calls never finished
-    placed_s = placement_seconds(rows, calls)
-    # 1 s resolution: a step placed in time shows up to ~1 s late, so allow for that
-    placed_cps = calls / max(placed_s - 1.0, calls / rate) if placed_s else None
-    setup_ms = None
-    if rows and rows[-1].get("ResponseTime1(C)"):
-        setup_ms = round(_seconds(rows[-1]["ResponseTime1(C)"]) * 1000, 2)
+    placed_cps: float | None = 0.0
+    setup_weighted = setup_calls = 0.0
+    for uac, (part_rate, part_calls) in zip(uacs, parts, strict=True):
+        rows = _sipp_rows(uac.stat_path)
+        placed_s = placement_seconds(rows, part_calls)
+        # 1 s resolution: a step placed in time shows up to ~1 s late, so allow for that
+        if placed_s is None or placed_cps is None:
+            placed_cps = None
+        else:
+            placed_cps += part_calls / max(placed_s - 1.0, part_calls / part_rate)
+        if rows and rows[-1].get("ResponseTime1(C)"):
+            setup_weighted += _seconds(rows[-1]["ResponseTime1(C)"]) * 1000 * part_calls
+            setup_calls += part_calls
+    setup_ms = round(setup_weighted / setup_calls, 2) if setup_calls else None
     fail_rate = failed_calls / calls
     step = {
         "stack": stack.name,
@@ -634,25 +710,37 @@ def run_step(
         "successful": successful,
         "failed": failed_calls,
         "fail_rate": round(fail_rate, 5),
-        "retransmissions": result.stats.retransmissions,
+        "retransmissions": sum(r.stats.retransmissions for r in results),
         "placed_cps": round(placed_cps, 1) if placed_cps else None,
         "setup_ms_avg": setup_ms,
         "kamailio_cpu_ms": round(cpu1 - cpu0, 1),
         "cpu_ms_per_call": round((cpu1 - cpu0) / successful, 4) if successful else None,
         "kamailio_core_share": round((cpu1 - cpu0) / 1000 / window_s, 3),
+        "uacs": len(uacs),
+        # each UAC's share of a core while it ran: near 1.0, SIPp is the limit, not Kamailio
+        "uac_core_share_each": round(uac_cpu_ms / 1000 / wall_s / len(uacs), 3),
         "core_busy": core_busy(cores0, cores1),
         "other_load_cores": round(other_cores, 2),
         "wall_s": round(wall_s, 2),
-        "sipp_returncode": result.returncode,
+        "sipp_returncodes": sorted({r.returncode for r in results}),
     }
     if stack.redis is not None:
         step["redis_cpu_ms_per_call"] = (
             round((redis1 - redis0) / successful, 4) if successful else None
         )
-        fcalls = fcalls1[0] - fcalls0[0]
+        zero = (0, 0.0)
+        fcalls = commands1.get("fcall", zero)[0] - commands0.get("fcall", zero)[0]
+        fcall_us = commands1.get("fcall", zero)[1] - commands0.get("fcall", zero)[1]
         # round trips of the workers per offered call, and Redis' own time per FCALL
         step["fcalls_per_call"] = round(fcalls / calls, 2)
-        step["fcall_server_us"] = round((fcalls1[1] - fcalls0[1]) / fcalls, 1) if fcalls else None
+        step["fcall_server_us"] = round(fcall_us / fcalls, 1) if fcalls else None
+        # every command per offered call: FCALLs and what usrloc's db_redis sends (the
+        # location lookup of each call); "info" is this benchmark reading these counters
+        step["redis_commands_per_call"] = {
+            cmd: round((n - commands0.get(cmd, zero)[0]) / calls, 2)
+            for cmd, (n, _) in sorted(commands1.items())
+            if cmd != "info" and n > commands0.get(cmd, zero)[0]
+        }
     step["passed"] = fail_rate < MAX_FAILED and (
         placed_cps is not None and placed_cps >= MIN_PLACED * rate
     )
@@ -683,7 +771,8 @@ def warm_up(topology: Topology, names: Sequence[str] = STACKS) -> None:
 
 
 def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
-    """Start everything, ramp both stacks alternately, confirm, return the report."""
+    """Start everything, run the rounds (each a ramp of both stacks, alternating step by
+    step), return the report."""
 
     def say(text: str) -> None:
         if log is not None:
@@ -694,6 +783,7 @@ def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="sipload-"))
     topology = Topology(workdir, settings, pinning)
     steps: list[dict[str, Any]] = []
+    ended_by: dict[int, dict[str, str]] = {}
     restarts = 0
     try:
         topology.start()
@@ -701,9 +791,10 @@ def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
         say(f"started in {workdir}; {where}")
         warm_up(topology)
 
-        def run_once(name: str, rate: float, phase: str) -> dict[str, Any]:
+        def run_once(name: str, rate: float, number: int) -> dict[str, Any]:
             before = wait_for_quiet(topology) if settings.noise_wait else 0.0
-            step = run_step(topology, name, settings, rate, phase)
+            step = run_step(topology, name, settings, rate, "ramp")
+            step["round"] = number
             step["other_load_before"] = round(before, 2)
             steps.append(step)
             if step["failed"]:
@@ -711,52 +802,45 @@ def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
                 restarts += 1
                 topology.reset(name)
             say(
-                f"{phase:<7} {name:<10} {rate:>6g} cps: fail {step['fail_rate']:.4%} "
-                f"cpu {step['cpu_ms_per_call']} ms/call, placed {step['placed_cps']} cps, "
+                f"round {number} {name:<10} {rate:>6g} cps: fail {step['fail_rate']:.4%} "
+                f"cpu {step['cpu_ms_per_call']} ms/call, placed {step['placed_cps']} cps "
+                f"by {step['uacs']} uac ({step['uac_core_share_each']:.0%} core each), "
                 f"setup {step['setup_ms_avg']} ms, cores {step['core_busy']}, "
                 f"other load {step['other_load_cores']} cores"
             )
             return step
 
-        def run(name: str, rate: float, phase: str) -> dict[str, Any]:
+        def run(name: str, rate: float, number: int) -> dict[str, Any]:
             """One run; a failed one while other jobs were busy runs once more."""
-            step = run_once(name, rate, phase)
+            step = run_once(name, rate, number)
             if not step["passed"] and step["other_load_cores"] >= NOISY:
                 step["superseded"] = True
-                step = run_once(name, rate, phase)
+                step = run_once(name, rate, number)
                 step["retry_of_noisy_run"] = True
             return step
 
-        ramping = set(STACKS)
-        for index, rate in enumerate(settings.steps):
-            order = STACKS if index % 2 == 0 else STACKS[::-1]
-            for name in order:
-                in_time = time.monotonic() < deadline
-                if name in ramping and in_time and not run(name, rate, "ramp")["passed"]:
-                    ramping.discard(name)
-            if not ramping or time.monotonic() >= deadline:
-                break
-
-        max_cps: dict[str, float | None] = {}
-        candidates = {
-            name: sorted(
-                (
-                    s["offered_cps"]
-                    for s in steps
-                    if s["stack"] == name and s["passed"] and not s.get("superseded")
-                ),
-                reverse=True,
-            )[:2]
-            for name in STACKS
-        }
-        for name in STACKS:
-            max_cps[name] = None
-            for rate in candidates[name]:  # best passing step, then the one below, once
-                if time.monotonic() >= deadline + settings.budget_s * 0.25:
+        for number in range(1, settings.rounds + 1):
+            # an equal share of the time left for each round left
+            now = time.monotonic()
+            round_deadline = now + (deadline - now) / (settings.rounds - number + 1)
+            ramping = set(STACKS)
+            ended = {name: "top step" for name in STACKS}
+            for index, rate in enumerate(settings.steps):
+                # native, ours, native, ours...: who goes first swaps every step and round
+                order = STACKS if (index + number) % 2 == 1 else STACKS[::-1]
+                for name in order:
+                    if name not in ramping:
+                        continue
+                    if time.monotonic() >= round_deadline:
+                        ended[name] = "time"
+                        ramping.discard(name)
+                    elif not run(name, rate, number)["passed"]:
+                        ended[name] = "failed"
+                        ramping.discard(name)
+                if not ramping:
                     break
-                if run(name, rate, "confirm")["passed"]:
-                    max_cps[name] = rate
-                    break
+            ended_by[number] = ended
+            say(f"round {number} ended: {ended}")
         leftovers = {k: v for name in STACKS for k, v in topology.leftovers(name).items()}
         leftovers["restarts_after_failed_runs"] = restarts
         python_errors = len(topology.stacks["dispatcher"].kamailio.python_errors())
@@ -767,56 +851,103 @@ def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
         topology.stop()
     if not settings.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    return build_report(settings, steps, max_cps, pinning, leftovers, python_errors,
+    return build_report(settings, steps, ended_by, pinning, leftovers, python_errors,
                         kamailio_affinity)  # fmt: skip
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 4) if present else None
+
+
+def _ratio(ours: float | None, native: float | None) -> float | None:
+    return round(ours / native, 3) if ours and native else None
+
+
+def round_figures(
+    steps: list[dict[str, Any]], number: int, ended_by: dict[str, str]
+) -> dict[str, Any]:
+    """One round: each stack's highest passing rate and its CPU per call at the highest
+    rate both passed (else the lowest both ran), and the ratios dispatcher / native."""
+    runs = [s for s in steps if s["round"] == number and not s.get("superseded")]
+    passed = {
+        name: {s["offered_cps"] for s in runs if s["stack"] == name and s["passed"]}
+        for name in STACKS
+    }
+    ran = {name: {s["offered_cps"] for s in runs if s["stack"] == name} for name in STACKS}
+    common = passed["native"] & passed["dispatcher"]
+    both_ran = ran["native"] & ran["dispatcher"]
+    reference = max(common) if common else min(both_ran, default=None)
+
+    def at_reference(name: str, key: str) -> float | None:
+        for s in runs:
+            if s["stack"] == name and s["offered_cps"] == reference:
+                return s.get(key)
+        return None
+
+    out: dict[str, Any] = {"round": number, "cpu_reference_cps": reference}
+    for name in STACKS:
+        failed = [s["offered_cps"] for s in runs if s["stack"] == name and not s["passed"]]
+        out[name] = {
+            "cpu_ms_per_call": at_reference(name, "cpu_ms_per_call"),
+            "max_cps": max(passed[name], default=None),
+            "failed_at_cps": min(failed, default=None),
+            # "failed": the ramp found the limit; "top step" / "time": a lower bound
+            "ramp_ended_by": ended_by.get(name),
+        }
+    out["dispatcher"]["redis_cpu_ms_per_call"] = at_reference("dispatcher", "redis_cpu_ms_per_call")
+    out["dispatcher"]["redis_commands_per_call"] = at_reference(
+        "dispatcher", "redis_commands_per_call"
+    )
+    nat, dsp = out["native"], out["dispatcher"]
+    out["cpu_ratio"] = _ratio(dsp["cpu_ms_per_call"], nat["cpu_ms_per_call"])
+    out["cps_ratio"] = _ratio(dsp["max_cps"], nat["max_cps"])
+    return out
 
 
 def build_report(
     settings: Settings,
     steps: list[dict[str, Any]],
-    max_cps: dict[str, float | None],
+    ended_by: dict[int, dict[str, str]],
     pinning: Pinning | None,
     leftovers: dict[str, int],
     python_errors: int,
     kamailio_affinity: list[str],
 ) -> dict[str, Any]:
-    ramp = [s for s in steps if s["phase"] == "ramp" and not s.get("superseded")]
-    passed = {
-        name: {s["offered_cps"] for s in ramp if s["stack"] == name and s["passed"]}
-        for name in STACKS
-    }
-    common = passed["native"] & passed["dispatcher"]
-    # CPU per call at one offered rate for both: the highest both passed, else the lowest run
-    reference = max(common) if common else min((s["offered_cps"] for s in ramp), default=None)
-
-    def at_reference(name: str, key: str) -> float | None:
-        for s in ramp:
-            if s["stack"] == name and s["offered_cps"] == reference:
-                return s.get(key)
-        return None
-
+    rounds = [round_figures(steps, number, ended) for number, ended in ended_by.items()]
     report: dict[str, Any] = {}
     for name in STACKS:
+        cpu = [r[name]["cpu_ms_per_call"] for r in rounds]
+        cps = [r[name]["max_cps"] for r in rounds]
         report[name] = {
-            "cpu_ms_per_call": at_reference(name, "cpu_ms_per_call"),
-            "max_cps": max_cps.get(name),
-            # passed the last step offered: its real limit is higher than max_cps
-            "max_cps_is_top_step": max_cps.get(name) == max(settings.steps),
+            "cpu_ms_per_call": _median(cpu),
+            "max_cps": _median(cps),
+            "cpu_ms_per_call_rounds": cpu,
+            "max_cps_rounds": cps,
+            # some round's ramp ended without a failure: its max is a lower bound
+            "max_cps_is_lower_bound": any(r[name]["ramp_ended_by"] != "failed" for r in rounds),
         }
-    report["dispatcher"]["redis_cpu_ms_per_call"] = at_reference(
-        "dispatcher", "redis_cpu_ms_per_call"
+    report["dispatcher"]["redis_cpu_ms_per_call"] = _median(
+        [r["dispatcher"]["redis_cpu_ms_per_call"] for r in rounds]
     )
-    nat, dsp = report["native"], report["dispatcher"]
-    report["cpu_ratio"] = (
-        round(dsp["cpu_ms_per_call"] / nat["cpu_ms_per_call"], 2)
-        if dsp["cpu_ms_per_call"] and nat["cpu_ms_per_call"]
-        else None
-    )
-    report["cps_ratio"] = (
-        round(dsp["max_cps"] / nat["max_cps"], 2) if dsp["max_cps"] and nat["max_cps"] else None
-    )
-    report["cpu_reference_cps"] = reference
+    report["cpu_ratio"] = _median([r["cpu_ratio"] for r in rounds])
+    report["cps_ratio"] = _median([r["cps_ratio"] for r in rounds])
+    report["cpu_reference_cps"] = [r["cpu_reference_cps"] for r in rounds]
+    report["targets"] = {
+        "cpu_ratio_max": TARGET_CPU_RATIO,
+        "cps_ratio_min": TARGET_CPS_RATIO,
+        "cpu_ratio_met": None
+        if report["cpu_ratio"] is None
+        else report["cpu_ratio"] <= TARGET_CPU_RATIO,
+        "cps_ratio_met": None
+        if report["cps_ratio"] is None
+        else report["cps_ratio"] >= TARGET_CPS_RATIO,
+    }
+    report["rounds"] = rounds
     report["setup"] = {
+        "rounds": settings.rounds,
+        "medians": "cpu_ratio and cps_ratio: the median of the rounds' ratios; each stack's "
+        "cpu_ms_per_call and max_cps: the median of its rounds",
         "agents": settings.agents,
         "agent_max_calls": settings.max_calls,
         "kamailio_children": settings.children,
@@ -824,10 +955,16 @@ def build_report(
         "hold_ms": settings.hold_ms,
         "step_seconds": settings.step_seconds,
         "steps_cps": list(settings.steps),
+        "uac_cps": settings.uac_cps,
+        "budget_s": settings.budget_s,
         "pass_rule": f"failed < {MAX_FAILED:.1%} and placed >= {MIN_PLACED:.0%} of offered",
+        "ramp_rule": "each round ramps each stack until its first failed step, the top step "
+        "or the round's share of the budget",
         "noise_rule": f"wait up to 8 s for other jobs < {NOISY} cores before a run; "
         "a failed run with other jobs >= that runs once more (the first is superseded)",
-        "agent_targets": "registered AORs (REGISTER), least_busy group, sticky off",
+        "agent_targets": "registered AORs (REGISTER; usrloc db_mode 3 on Redis via db_redis), "
+        "least_busy group, sticky off",
+        "auth": "none on either side: SIPp on 127.0.0.1 is in DISPATCHER_TRUSTED",
         "redis_transport": "unix socket" if settings.redis_unix else "loopback TCP",
         "native": "ds_select_dst(1, 10), dialog, ds_load_update/ds_load_unset, maxload",
         "pinning": pinning.describe(settings.redis_on_kamailio_core) if pinning else "none",
@@ -861,32 +998,48 @@ def _git_revision() -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     lines = [
-        f"{'stack':<11} {'phase':<8} {'offered':>7} {'placed':>7} {'calls':>6} {'failed':>7} "
-        f"{'cpu ms/call':>11} {'redis ms':>9} {'setup ms':>9} {'kam core':>8} {'cores':>11} "
-        f"{'other':>6}"
+        f"{'round':>5} {'stack':<11} {'offered':>7} {'placed':>7} {'uacs':>4} {'calls':>6} "
+        f"{'failed':>7} {'cpu ms/call':>11} {'redis ms':>9} {'setup ms':>9} {'kam core':>8} "
+        f"{'uac core':>8} {'cores':>11} {'other':>6}"
     ]
     for s in report["steps"]:
         cores = "/".join(f"{v:.0%}" for v in s["core_busy"].values())
         redis_ms = s.get("redis_cpu_ms_per_call")
         lines.append(
-            f"{s['stack']:<11} {s['phase'] + ('*' if s.get('superseded') else ''):<8} "
-            f"{s['offered_cps']:>7g} "
-            f"{s['placed_cps'] or 0:>7g} {s['calls']:>6} {s['fail_rate']:>7.2%} "
-            f"{s['cpu_ms_per_call'] or 0:>11.3f} "
+            f"{s['round']:>4}{'*' if s.get('superseded') else ' '} {s['stack']:<11} "
+            f"{s['offered_cps']:>7g} {s['placed_cps'] or 0:>7g} {s['uacs']:>4} "
+            f"{s['calls']:>6} {s['fail_rate']:>7.2%} {s['cpu_ms_per_call'] or 0:>11.3f} "
             f"{'' if redis_ms is None else f'{redis_ms:.3f}':>9} "
-            f"{s['setup_ms_avg'] or 0:>9.1f} {s['kamailio_core_share']:>8.0%} {cores:>11} "
-            f"{s['other_load_cores']:>6.2f}"
+            f"{s['setup_ms_avg'] or 0:>9.1f} {s['kamailio_core_share']:>8.0%} "
+            f"{s['uac_core_share_each']:>8.0%} {cores:>11} {s['other_load_cores']:>6.2f}"
         )
-    nat, dsp = report["native"], report["dispatcher"]
     lines += [
         "",
-        f"{'':<11} {'cpu ms/call':>11} {'max cps':>8}   (cpu at {report['cpu_reference_cps']} cps)",
-        f"{'native':<11} {nat['cpu_ms_per_call'] or 0:>11.3f} {nat['max_cps'] or 0:>8g}"
-        + ("   (the top step: a lower bound)" if nat["max_cps_is_top_step"] else ""),
+        f"{'round':>5} {'at cps':>6} {'native ms':>9} {'ours ms':>8} {'cpu_ratio':>9} "
+        f"{'native max':>10} {'ours max':>8} {'cps_ratio':>9}",
+    ]
+    for r in report["rounds"]:
+        nat, dsp = r["native"], r["dispatcher"]
+        lines.append(
+            f"{r['round']:>5} {r['cpu_reference_cps'] or 0:>6g} "
+            f"{nat['cpu_ms_per_call'] or 0:>9.3f} {dsp['cpu_ms_per_call'] or 0:>8.3f} "
+            f"{r['cpu_ratio'] or 0:>9.3f} "
+            f"{nat['max_cps'] or 0:>7g} {nat['ramp_ended_by'][0]:>2} "
+            f"{dsp['max_cps'] or 0:>5g} {dsp['ramp_ended_by'][0]:>2} {r['cps_ratio'] or 0:>9.3f}"
+        )
+    nat, dsp, targets = report["native"], report["dispatcher"], report["targets"]
+    lines += [
+        "(max: f = the ramp failed at the next step, t = top step or time: a lower bound)",
+        "",
+        f"medians     {'cpu ms/call':>11} {'max cps':>8}",
+        f"{'native':<11} {nat['cpu_ms_per_call'] or 0:>11.3f} {nat['max_cps'] or 0:>8g}",
         f"{'dispatcher':<11} {dsp['cpu_ms_per_call'] or 0:>11.3f} {dsp['max_cps'] or 0:>8g}"
         f"   + redis {dsp['redis_cpu_ms_per_call'] or 0:.3f} ms/call",
-        f"cpu_ratio {report['cpu_ratio']} (target <= 1.5), "
-        f"cps_ratio {report['cps_ratio']} (target >= 0.8)",
+        f"cpu_ratio {report['cpu_ratio']} (target <= {targets['cpu_ratio_max']}: "
+        f"{'met' if targets['cpu_ratio_met'] else 'not met'}), "
+        f"cps_ratio {report['cps_ratio']} (target >= {targets['cps_ratio_min']}: "
+        f"{'met' if targets['cps_ratio_met'] else 'not met'}); medians of "
+        f"{len(report['rounds'])} rounds",
         "* a failed run while other jobs used >= "
         f"{NOISY} cores ('other'), run once more; not counted",
         f"pinning: {report['setup']['pinning']}",
@@ -896,31 +1049,34 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """CPU per call and failure rate against offered CPS, both stacks."""
+    """CPU per call and failure rate against offered CPS, both stacks, every round."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (cpu_ax, fail_ax) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    markers = "os^Dv"
     for name, color in (("native", "tab:blue"), ("dispatcher", "tab:orange")):
-        for phase, marker, line in (("ramp", "o", "-"), ("confirm", "s", "")):
+        for r in report["rounds"]:
+            number = r["round"]
             runs = sorted(
                 (
                     s
                     for s in report["steps"]
-                    if s["stack"] == name and s["phase"] == phase and not s.get("superseded")
+                    if s["stack"] == name and s["round"] == number and not s.get("superseded")
                 ),
                 key=lambda s: s["offered_cps"],
             )
             if not runs:
                 continue
             x = [s["offered_cps"] for s in runs]
-            label = f"{name} ({phase})"
+            label = f"{name} (round {number})"
+            marker = markers[(number - 1) % len(markers)]
             cpu_ax.plot(x, [s["cpu_ms_per_call"] for s in runs], marker=marker,
-                        linestyle=line, color=color, label=label)  # fmt: skip
+                        color=color, label=label, alpha=0.8)  # fmt: skip
             fail_ax.plot(x, [100 * s["fail_rate"] for s in runs], marker=marker,
-                         linestyle=line, color=color, label=label)  # fmt: skip
+                         color=color, label=label, alpha=0.8)  # fmt: skip
             failed = [s for s in runs if not s["passed"]]
             if failed:  # a red cross on every failed run
                 x_failed = [s["offered_cps"] for s in failed]
@@ -935,13 +1091,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fail_ax.set_ylabel("failed calls %")
     fail_ax.set_xlabel("offered calls per second")
     cpu_ax.set_title(
-        f"SIP load: cpu_ratio {report['cpu_ratio']}, cps_ratio {report['cps_ratio']} "
-        f"(max {report['dispatcher']['max_cps']} vs {report['native']['max_cps']} cps)"
+        f"SIP load, medians of {len(report['rounds'])} rounds: cpu_ratio {report['cpu_ratio']}, "
+        f"cps_ratio {report['cps_ratio']}\n(max {report['dispatcher']['max_cps']} vs "
+        f"{report['native']['max_cps']} cps)"
     )
     cpu_ax.set_ylim(bottom=0)
     for ax in (cpu_ax, fail_ax):
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small", ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -955,9 +1112,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
     parser.add_argument("--steps", help="comma-separated offered CPS steps")
     parser.add_argument("--step-seconds", type=float, help="seconds of calls per step")
+    parser.add_argument("--hold-ms", type=int, help="ms each call is held before the BYE")
     parser.add_argument("--agents", type=int, help="agents (SIPp UAS processes)")
     parser.add_argument("--children", type=int, help="Kamailio SIP workers, both stacks")
-    parser.add_argument("--budget", type=float, help="seconds for the ramp")
+    parser.add_argument("--rounds", type=int, help="alternated rounds (ramps of both stacks)")
+    parser.add_argument("--uac-cps", type=float, help="most cps per SIPp UAC; above, several")
+    parser.add_argument("--budget", type=float, help="seconds for all rounds")
     parser.add_argument("--no-pin", action="store_true", help="no CPU pinning")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument(
@@ -982,9 +1142,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides["steps"] = tuple(int(v) for v in args.steps.split(","))
     for key, value in (
         ("step_seconds", args.step_seconds),
+        ("hold_ms", args.hold_ms),
         ("agents", args.agents),
         ("children", args.children),
         ("budget_s", args.budget),
+        ("rounds", args.rounds),
+        ("uac_cps", args.uac_cps),
     ):
         if value is not None:
             overrides[key] = value
