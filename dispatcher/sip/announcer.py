@@ -86,23 +86,24 @@ class Announcer:
             )
         return None
 
+    def prompt(self, tenant: str, ref: str, default: str) -> Path:
+        """The file of prompt `ref`: the tenant's upload, or the default set's `default`
+        (for "default", and when the upload is missing: logged once by `_custom`)."""
+        if ref != "default":
+            custom = self._custom(tenant, ref)
+            if custom is not None:
+                return custom
+        return self.manifest().path(default)
+
     def greeting(self, tenant: str, group: Group) -> Path | None:
         queue = group.queue
         if queue is None or queue.greeting == "none":
             return None
-        if queue.greeting != "default":
-            custom = self._custom(tenant, queue.greeting)
-            if custom is not None:
-                return custom
-        return self.manifest().path(f"{queue.language}/queue_greeting")
+        return self.prompt(tenant, queue.greeting, f"{queue.language}/queue_greeting")
 
     def music(self, tenant: str, group: Group) -> Path:
-        queue = group.queue
-        if queue is not None and queue.music != "default":
-            custom = self._custom(tenant, queue.music)
-            if custom is not None:
-                return custom
-        return self.manifest().path(prompts.MUSIC_ON_HOLD)
+        ref = group.queue.music if group.queue is not None else "default"
+        return self.prompt(tenant, ref, prompts.MUSIC_ON_HOLD)
 
     def announcement(self, group: Group, position: int, estimate: prompts.Estimate) -> Path | None:
         """The composed sentence for `position` and `estimate` in the group's language, or

@@ -162,11 +162,7 @@ class Voicemail:
         announcer = self.router.announcer
         if announcer is None or box.greeting == "none":
             return None
-        if box.greeting != "default":
-            custom = announcer._custom(tenant, box.greeting)
-            if custom is not None:
-                return custom
-        return announcer.manifest().path(f"{box.language}/voicemail_greeting")
+        return announcer.prompt(tenant, box.greeting, f"{box.language}/voicemail_greeting")
 
     def on_bye(self) -> bool:
         """An in-dialog BYE: True (answered 200) when it ends a message this node records."""
