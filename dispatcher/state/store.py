@@ -876,13 +876,8 @@ class StateStore:
             pipe.hgetall(self.keys.live)
             (seconds, micros), entries = pipe.execute()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
-        stale: set[str] = set()
-        for field, value in cast(dict[bytes, bytes], entries).items():
-            call = field.decode().rpartition(FIELD_SEPARATOR)[0]
-            started = value.decode().rpartition(FIELD_SEPARATOR)[2]
-            if started.isdigit() and now_ms - int(started) > max_age_ms:
-                stale.add(call)
-        return sorted(stale)
+        starts = _call_starts(cast(dict[bytes, bytes], entries))
+        return sorted(call for call, start in starts.items() if now_ms - start > max_age_ms)
 
     def node_beat(self, node: str, dead_after_ms: int, forget: str = "") -> list[str]:
         """Beat `node`'s heart; the nodes silent for `dead_after_ms` (Redis' clock), after
@@ -898,12 +893,7 @@ class StateStore:
             pipe.hgetall(self.keys.lnode)
             pipe.hgetall(self.keys.live)
             holders, live = pipe.execute()
-        started: dict[str, int] = {}
-        for field, value in cast(dict[bytes, bytes], live).items():
-            call = field.decode().rpartition(FIELD_SEPARATOR)[0]
-            start = value.decode().rpartition(FIELD_SEPARATOR)[2]
-            if start.isdigit():
-                started[call] = min(started.get(call, int(start)), int(start))
+        started = _call_starts(cast(dict[bytes, bytes], live))
         out = []
         for raw_call, holder in cast(dict[bytes, bytes], holders).items():
             call = raw_call.decode()
@@ -1125,6 +1115,18 @@ def set_state_args(
     if not expected:
         return [agent, status, reason, *audit_args(audit)]
     return [agent, status, reason, *(audit_args(audit) or [b""]), "".join(map(str, expected))]
+
+
+def _call_starts(live: Mapping[bytes, bytes]) -> dict[str, int]:
+    """Each call's earliest live leg start (ms) from `{t:T}:live` (field <call>\\x1f<agent>,
+    value <gid>\\x1f<start ms>)."""
+    starts: dict[str, int] = {}
+    for field, value in live.items():
+        call = field.decode().rpartition(FIELD_SEPARATOR)[0]
+        start = value.decode().rpartition(FIELD_SEPARATOR)[2]
+        if start.isdigit():
+            starts[call] = min(starts.get(call, int(start)), int(start))
+    return starts
 
 
 TENANT_DELETE_BATCH = 1000
