@@ -19,7 +19,6 @@ The realm is the tenant's id. Redis unreachable: 503 (nobody can say who the use
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -33,20 +32,6 @@ from dispatcher.state.keys import AUTH_SECRET_KEY
 if TYPE_CHECKING:
     from dispatcher.sip.routing import Router
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _networks(texts: tuple[str, ...]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(t, strict=False) for t in texts)
-
-
-def _inside(address: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
-
 
 class Authenticator:
     """The authentication of one process's `Router`."""
@@ -54,18 +39,18 @@ class Authenticator:
     def __init__(self, router: Router, clock: Any = time.time) -> None:
         self.router = router
         self.clock = clock
-        self.carrier_trusted = _networks(router.settings.trusted)
+        self.carrier_trusted = edge.parse_networks(",".join(router.settings.trusted))
         self._secret: bytes | None = (
             router.settings.auth_secret.encode() if router.settings.auth_secret else None
         )
         self._limits: edge.AuthLimits | None = None
-        self._tenant_trusted: dict[str, tuple[int, tuple[Network, ...]]] = {}
+        self._tenant_trusted: dict[str, tuple[int, tuple[edge.Network, ...]]] = {}
 
     def check(self) -> bool:
         """True when the request may go on; else it has been answered (401/407/403/404/503)."""
         router, ksr = self.router, self.router.ksr
         source = str(ksr.pv.get("$si") or "")
-        if _inside(source, self.carrier_trusted):
+        if edge.in_networks(source, self.carrier_trusted):
             return True
         register = bool(ksr.is_REGISTER())
         try:
@@ -75,7 +60,7 @@ class Authenticator:
                 tenant = router.tenants.resolve(
                     str(ksr.pv.get("$rU") or ""), str(ksr.pv.get("$rd") or "")
                 )
-            if _inside(source, self._trusted_of(tenant)):
+            if edge.in_networks(source, self._trusted_of(tenant)):
                 return True
             return self._digest(tenant, source, register)
         except UnknownTenant as exc:
@@ -86,11 +71,11 @@ class Authenticator:
             ksr.sl.sl_send_reply(503, "Service Unavailable")
         return False
 
-    def _trusted_of(self, tenant: str) -> tuple[Network, ...]:
+    def _trusted_of(self, tenant: str) -> tuple[edge.Network, ...]:
         view = self.router.tenants.decider(tenant).view()
         cached = self._tenant_trusted.get(tenant)
         if cached is None or cached[0] != view.version:
-            cached = (view.version, _networks(view.tenant.trusted))
+            cached = (view.version, edge.parse_networks(",".join(view.tenant.trusted)))
             self._tenant_trusted[tenant] = cached
         return cached[1]
 

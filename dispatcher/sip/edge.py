@@ -61,6 +61,16 @@ def parse_networks(text: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def in_networks(address: str, networks: tuple[Network, ...]) -> bool:
+    """True when `address` lies in one of `networks`; an address that is none is in none.
+    O(networks)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
 def scanner_pattern(text: str) -> re.Pattern[str] | None:
     """The scanner User-Agent regex (searched, case-insensitive); None for "" (no check)."""
     return re.compile(text, re.IGNORECASE) if text else None
@@ -92,8 +102,7 @@ class EdgeRules:
 
     def is_trusted(self, source_ip: str) -> bool:
         """True when `source_ip` lies in a trusted network. O(trusted networks)."""
-        address = ipaddress.ip_address(source_ip)
-        return any(address in network for network in self.trusted)
+        return in_networks(source_ip, self.trusted)
 
     def is_scanner(self, user_agent: str | None) -> bool:
         """True when the User-Agent matches SCANNER_UA; a request without one is fine."""
