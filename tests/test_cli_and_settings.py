@@ -19,6 +19,13 @@ DEMO = Path(__file__).resolve().parents[1] / "dispatcher" / "demo" / "demo.yaml"
         ("SIP_PORT", "70000", "SIP_PORT=70000: must be between 1 and 65535"),
         ("API_PORT", "0", "API_PORT=0: must be between 1 and 65535"),
         ("REDIS_TIMEOUT_MS", "5", "REDIS_TIMEOUT_MS=5: must be between 10 and 60000"),
+        ("DISPATCHER_TRUSTED", "127.0.0.1, 10.0.0.300", "DISPATCHER_TRUSTED: '10.0.0.300' is no"),
+        ("DISPATCHER_AUTH_SECRET", "short", "DISPATCHER_AUTH_SECRET: at least 32 characters"),
+        ("DISPATCHER_AUTH_ALGORITHMS", "SHA-1", "SHA-256 and/or MD5, each once"),
+        ("DISPATCHER_AUTH_ALGORITHMS", "MD5,MD5", "SHA-256 and/or MD5, each once"),
+        ("DISPATCHER_TENANT_CACHE", "0", "DISPATCHER_TENANT_CACHE=0: must be between 1"),
+        ("DISPATCHER_NODE", "bad node", "DISPATCHER_NODE='bad node'"),
+        ("RTPENGINE_NG", "nohost", "RTPENGINE_NG='nohost': expected host:port"),
     ],
 )
 def test_bad_knob_names_the_variable(
