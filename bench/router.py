@@ -100,6 +100,7 @@ class StandInKSR:
             sht_seti=lambda t, k, v: shared.__setitem__(k, v),
             sht_rm=lambda t, k: shared.pop(k, None),
             sht_get=lambda t, k: shared.get(k),
+            sht_inc=lambda t, k: shared.__setitem__(k, shared.get(k, 0) + 1) or shared[k],
         )
         self.dialog = _Module(dlg_set_property=ok)
         self.corex = _Module(append_branch_uri=ok)

@@ -107,8 +107,11 @@ MAX_OVERFLOWS = 8
 # follows Redis' TIME, so only what stays on the node (overall timeouts, inbound schedules)
 # and, past a day, sticky memory (dispatcher/state/sticky.py) suffer from it.
 CLOCK_SKEW_LOG_MS = 2000
-# The node's RTPengine outage flag in the shared htable (no call-id looks like it).
-MEDIA_DOWN_KEY = "!media_down"
+# The node's outages in a shared htable (kamailio.cfg, dspnode): every process of the node
+# (workers, the keeper) sees one outage, and the first to see it logs.
+NODE_TABLE = "dspnode"
+MEDIA_DOWN_KEY = "media_down"
+REDIS_DOWN_KEY = "redis_down"
 
 
 def call_outcome(dialog_event: str, caller_cancelled: bool) -> str:
@@ -654,9 +657,11 @@ class Router:
     # -- Redis health, logged once per change -----------------------------------------
 
     def _unavailable(self, exc: StateError) -> None:
+        # The process flag keeps the hot path free of htable look-ups; the node's flag
+        # makes it one log line per outage and node, not per process.
         if not self._down:
             self._down = True
-            self.ksr.err(f"dispatcher: Redis unavailable, group calls get 503: {exc}\n")
+            self._outage(REDIS_DOWN_KEY, f"Redis unavailable, group calls get 503: {exc}")
 
     def _check_clock(self) -> None:
         skew = self.decider.clock_skew_ms
@@ -668,21 +673,28 @@ class Router:
                 self.ksr.info("dispatcher: this node's clock agrees with Redis' TIME again\n")
 
     def media_down(self, why: str) -> None:
-        """A caller could not be held: RTPengine failed. Logged once per outage and node:
-        the flag lives in the node's shared htable, so the first worker to see it logs."""
-        if self.ksr.htable.sht_get(HTABLE, MEDIA_DOWN_KEY) is None:
-            self.ksr.htable.sht_seti(HTABLE, MEDIA_DOWN_KEY, 1)
-            self.ksr.err(f"dispatcher: no queue audio, callers go to the overflow: {why}\n")
+        """A caller could not be held: RTPengine failed. Logged once per outage and node."""
+        self._outage(MEDIA_DOWN_KEY, f"no queue audio, callers go to the overflow: {why}")
 
     def media_up(self) -> None:
-        if self.ksr.htable.sht_get(HTABLE, MEDIA_DOWN_KEY) is not None:
-            self.ksr.htable.sht_rm(HTABLE, MEDIA_DOWN_KEY)
-            self.ksr.info("dispatcher: queue audio works again\n")
+        self._recovered(MEDIA_DOWN_KEY, "queue audio works again")
 
     def _up(self) -> None:
         if self._down:
             self._down = False
-            self.ksr.info("dispatcher: Redis reachable again\n")
+            self._recovered(REDIS_DOWN_KEY, "Redis reachable again")
+
+    def _outage(self, key: str, message: str) -> None:
+        """Logs `message` if no process of this node has logged the outage `key` yet.
+        sht_inc is atomic under the table's lock, so two processes never both log."""
+        if self.ksr.htable.sht_inc(NODE_TABLE, key) == 1:
+            self.ksr.err(f"dispatcher: {message}\n")
+
+    def _recovered(self, key: str, message: str) -> None:
+        """Ends the node's outage `key`, logging `message` once."""
+        if self.ksr.htable.sht_get(NODE_TABLE, key):
+            self.ksr.htable.sht_rm(NODE_TABLE, key)
+            self.ksr.info(f"dispatcher: {message}\n")
 
 
 def _pv_text(ksr: Any, name: str) -> str:
