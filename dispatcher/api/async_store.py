@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
 
 from dispatcher.state.errors import StateError
 from dispatcher.state.keys import TENANTS_KEY, TenantKeys, validate_id
@@ -70,7 +71,7 @@ class AsyncRedis:
     def __init__(self, url: str, *, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
-        self._redis = aredis.Redis.from_url(url, **client_options(timeout, timeout))
+        self._redis = aredis.Redis.from_url(url, **client_options(timeout, timeout, AsyncRetry))
         self._loaded = False
 
     @property

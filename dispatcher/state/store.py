@@ -1164,13 +1164,16 @@ def token_set_request(
     return [*keys.base, keys.tokens], [token_id, record or b"", *audit_args(audit)]
 
 
-def client_options(socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
-    """Keyword arguments of `Redis.from_url` (sync or asyncio) for a store's client."""
+def client_options(
+    socket_timeout: float, connect_timeout: float, retry_class: type = Retry
+) -> dict[str, Any]:
+    """Keyword arguments of `Redis.from_url` for a store's client; an asyncio client passes
+    `redis.asyncio.retry.Retry` (redis-py 8 warns when it has to convert a sync one)."""
     return {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": connect_timeout,
         # No retries at all (timeouts included): a worker waits one timeout, not several.
-        "retry": Retry(NoBackoff(), 0),
+        "retry": retry_class(NoBackoff(), 0),
     }
 
 
