@@ -10,9 +10,9 @@ by side, in --rounds (3) rounds; each round ramps both stacks, alternating step 
   this benchmark writes into the instance's run dir (`maxload` = the agents' max_calls);
 - dispatcher: kamailio/kamailio.cfg + the KEMI script + Redis, one tenant, a least_busy
   group (sticky off) of the same agents, each registered with REGISTER as its AOR (the real
-  path, not static URIs; usrloc keeps them in Redis through db_redis, db_mode 3, so every
-  call's location lookup is SMEMBERS + EXISTS + HMGET on the registrations database over
-  TCP, besides the router's 3 FCALLs). Kamailio reaches the router's Redis on its unix
+  path, not static URIs; usrloc holds them in memory, replicated over DMQ and written back
+  to Redis through db_redis, db_mode 2: a lookup costs no round trip, the router makes 3
+  FCALLs per call). Kamailio reaches the router's Redis on its unix
   socket, as a Redis on the SIP node's host would be set up (REDIS_URL=unix://...): per
   round trip about 12 us less client CPU than loopback TCP; --redis-tcp measures TCP.
   No digest auth on either side: SIPp on 127.0.0.1 is in DISPATCHER_TRUSTED (set
@@ -734,8 +734,8 @@ def run_step(
         # round trips of the workers per offered call, and Redis' own time per FCALL
         step["fcalls_per_call"] = round(fcalls / calls, 2)
         step["fcall_server_us"] = round(fcall_us / fcalls, 1) if fcalls else None
-        # every command per offered call: FCALLs and what usrloc's db_redis sends (the
-        # location lookup of each call); "info" is this benchmark reading these counters
+        # every command per offered call: FCALLs and what usrloc's db_redis sends (its
+        # write-backs; lookups are in memory); "info" is this benchmark reading these counters
         step["redis_commands_per_call"] = {
             cmd: round((n - commands0.get(cmd, zero)[0]) / calls, 2)
             for cmd, (n, _) in sorted(commands1.items())
@@ -962,7 +962,7 @@ def build_report(
         "or the round's share of the budget",
         "noise_rule": f"wait up to 8 s for other jobs < {NOISY} cores before a run; "
         "a failed run with other jobs >= that runs once more (the first is superseded)",
-        "agent_targets": "registered AORs (REGISTER; usrloc db_mode 3 on Redis via db_redis), "
+        "agent_targets": "registered AORs (REGISTER; usrloc in memory, DMQ, written back to Redis), "
         "least_busy group, sticky off",
         "auth": "none on either side: SIPp on 127.0.0.1 is in DISPATCHER_TRUSTED",
         "redis_transport": "unix socket" if settings.redis_unix else "loopback TCP",

@@ -103,6 +103,13 @@ class KamailioRoutes:
 
     # -- request_route {}
     def ksr_request_route(self, msg):
+        # The nodes' DMQ bus (replicated registrations) first: its sync messages are larger
+        # than MAX_MSG_SIZE and its peers are not phones. Only peers, only on its port.
+        if KSR.is_method("KDMQ"):
+            if self.edge.is_dmq_peer(KSR.pv.get("$Rp"), KSR.pv.get("$si")):
+                KSR.dmq.handle_message()
+            return 1
+
         if self.ksr_route_reqinit(msg) == EXIT:
             return 1
 

@@ -168,14 +168,17 @@ class KamailioProcess:
     recording folder it reads them from (RTPENGINE_SPOOL). The node's id (DISPATCHER_NODE) is
     its address.
 
-    With `redis_url`, usrloc keeps the registrations in Redis (db_mode 3), shared by every
-    node on that Redis and kept across restarts: in `registrations_url`, by default
+    With `redis_url`, the registrations are shared by every node and kept across restarts:
+    each node holds them all in memory, replicated over the nodes' DMQ bus (on `dmq_port`, a
+    free UDP port by default; `dmq_seed` is the host:port of the peer it learns the bus
+    from, by default itself: a node alone until a peer notifies it), and writes them back
+    to Redis (usrloc db_mode 2), which it loads at start: in `registrations_url`, by default
     `registrations_url_for(redis_url)` (the same server, the next database index). The
     URL reaches Kamailio as USRLOC_DBURL in the environment, not on the command line, which
     every local user can read, since it may carry the Redis password. A Kamailio with such a
     Redis does not start while that Redis is down. `shared_registrations=False` keeps them
-    in the node's memory (db_mode 0), as without redis_url. ProcessError at once for a URL
-    db_redis cannot use (a unix socket: pass the same Redis's TCP URL as
+    in the node's memory (db_mode 0, no DMQ), as without redis_url. ProcessError at once for
+    a URL db_redis cannot use (a unix socket: pass the same Redis's TCP URL as
     registrations_url).
     """
 
@@ -197,12 +200,16 @@ class KamailioProcess:
         rtpengine_spool: Path | None = None,
         shared_registrations: bool = True,
         registrations_url: str | None = None,
+        dmq_port: int | None = None,
+        dmq_seed: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.registrations_url: str | None = None
         if redis_url is not None and shared_registrations:
             self.registrations_url = registrations_url or registrations_url_for(redis_url)
             _db_redis_url(self.registrations_url)  # refuses what db_redis cannot use
+        self.dmq_port = dmq_port or free_sip_port(listen_addr)
+        self.dmq_seed = dmq_seed
         self.rtpengine_ng = rtpengine_ng
         self.prompts_dir = prompts_dir
         self.voicemail_dir = voicemail_dir or self.workdir / "voicemail"
@@ -245,6 +252,11 @@ class KamailioProcess:
         """host:port, as SIPp wants its remote host."""
         return f"{self.listen_addr}:{self.sip_port}"
 
+    @property
+    def dmq_address(self) -> str:
+        """host:port of the node's DMQ bus, as a peer names it in `dmq_seed`."""
+        return f"{self.listen_addr}:{self.dmq_port}"
+
     def command(self) -> list[str]:
         """The kamailio command line start() runs."""
         binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
@@ -259,6 +271,11 @@ class KamailioProcess:
         if self.rtpengine_ng is not None:
             host, port = self.rtpengine_ng
             defines["RTPENGINE_SOCK"] = f'"udp:{host}:{port}"'
+        # Always given, so the port is known and never the default one of another instance
+        # (the DMQ socket itself exists only with shared registrations).
+        defines["DMQ_PORT"] = self.dmq_port
+        defines["DMQ_SERVER"] = f'"sip:{self.dmq_address}"'
+        defines["DMQ_NOTIFY"] = f'"sip:{self.dmq_seed or self.dmq_address}"'
         defines.update(self.extra_defines)
         args = [
             binary,
@@ -372,12 +389,34 @@ class KamailioProcess:
             try:
                 sock.settimeout(timeout)
                 sock.sendto(json.dumps(request).encode(), str(self.rpc_socket))
-                reply = json.loads(sock.recv(1 << 20))
+                # a SIP field may hold octets that are not UTF-8 (a torture REGISTER's
+                # contact): they come back as U+FFFD rather than failing the whole reply
+                reply = json.loads(sock.recv(1 << 20).decode("utf-8", errors="replace"))
             finally:
                 client_path.unlink(missing_ok=True)
         if "error" in reply:
             raise ProcessError(f"kamailio rpc {method}{params}: {reply['error']}")
         return reply.get("result")
+
+    def dmq_nodes(self) -> set[str]:
+        """host:port of every node on this node's DMQ bus that it counts as active, itself
+        included (RPC dmq.list_nodes)."""
+        nodes = self.rpc("dmq.list_nodes") or []
+        return {f"{n['host']}:{n['port']}" for n in nodes if n.get("status") == "active"}
+
+    def wait_for_dmq_peers(self, *peers: KamailioProcess, timeout: float = 10.0) -> None:
+        """Wait until this node and every one of `peers` list each other on the DMQ bus
+        (a node joins by its seed's node list, asynchronously after its start)."""
+        everyone = [self, *peers]
+        wanted = {node.dmq_address for node in everyone}
+        deadline = time.monotonic() + timeout
+        while not all(wanted <= node.dmq_nodes() for node in everyone):
+            if time.monotonic() > deadline:
+                raise ProcessError(
+                    f"DMQ bus not formed in {timeout}s: "
+                    + ", ".join(f"{n.dmq_address} knows {sorted(n.dmq_nodes())}" for n in everyone)
+                )
+            time.sleep(0.05)
 
     def log_text(self) -> str:
         """Everything Kamailio logged so far."""
@@ -401,11 +440,45 @@ class KamailioProcess:
                 errors[-1] += "\n" + line
         return errors
 
+    def registrations(self) -> dict[str, list[str]]:
+        """Every AOR this node holds, with its live contacts' addresses (RPC ul.dump: the
+        node's memory; contacts deleted or expired but not yet purged are left out)."""
+        out: dict[str, list[str]] = {}
+        for domain in (self.rpc("ul.dump") or {}).get("Domains", []):
+            for record in domain["Domain"]["AoRs"]:
+                info = record["Info"]
+                live = [
+                    c["Contact"]["Address"]
+                    for c in info.get("Contacts", [])
+                    if c["Contact"]["Expires"] not in ("deleted", "expired")
+                ]
+                if live:
+                    out[info["AoR"]] = live
+        return out
+
+    def rpc_lookup(self, user: str, domain: str | None = None) -> list[str]:
+        """The contacts this node holds for user@domain (RPC ul.lookup, table "location"), []
+        for none. `domain` defaults to the AOR domain of a tenant without domains of its
+        own: its id (dispatcher.sip.tenants.Tenants.aor_domain)."""
+        try:
+            record = self.rpc("ul.lookup", "location", f"{user}@{domain or self.tenant}")
+        except ProcessError as exc:
+            if "not found" in str(exc) or "no contacts" in str(exc):
+                return []
+            raise
+        return [c["Contact"]["Address"] for c in (record or {}).get("Contacts", [])]
+
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM to Kamailio and its children, SIGKILL after `timeout` s; harmless
         if stopped."""
         if self.proc is not None:
             _stop_group(self.proc, signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """kill -9 of every process of this Kamailio (a crashed node): nothing runs its
+        shutdown, so nothing is flushed or unregistered."""
+        if self.proc is not None:
+            _stop_group(self.proc, signal.SIGKILL, 0)
 
     def __enter__(self) -> KamailioProcess:
         self.start()

@@ -82,23 +82,40 @@ class EdgeRules:
 
     `trusted`: the sources pike never counts (PIKE_TRUSTED); `ipban_s`: how long a source
     pike flagged stays banned (IPBAN_S); `scanner_ua`: the User-Agents dropped unanswered
-    (SCANNER_UA, None: no check); `max_msg_size`: the largest request taken (MAX_MSG_SIZE).
+    (SCANNER_UA, None: no check); `max_msg_size`: the largest request taken (MAX_MSG_SIZE);
+    `dmq_port` / `dmq_peers`: where and from whom the nodes' KDMQ requests (replicated
+    registrations) are taken (DMQ_PORT, DMQ_PEERS).
     """
 
     trusted: tuple[Network, ...]
     ipban_s: int
     scanner_ua: re.Pattern[str] | None
     max_msg_size: int
+    dmq_port: int = 0
+    dmq_peers: tuple[Network, ...] = ()
 
     @classmethod
     def from_defines(cls, ksr: Any) -> EdgeRules:
-        """Read the defines through `ksr` (four $def lookups): once per process."""
+        """Read the defines through `ksr` (seven $def lookups): once per process. ValueError
+        for a DMQ_PORT that is the SIP port (KDMQ would then come from anyone)."""
+        dmq_port = define_int(ksr, "DMQ_PORT")
+        if dmq_port == define_int(ksr, "SIP_PORT"):
+            raise ValueError(
+                f"DMQ_PORT {dmq_port} is SIP_PORT: the DMQ bus needs a port of its own"
+            )
         return cls(
             trusted=parse_networks(define(ksr, "PIKE_TRUSTED")),
             ipban_s=define_int(ksr, "IPBAN_S"),
             scanner_ua=scanner_pattern(define(ksr, "SCANNER_UA")),
             max_msg_size=define_int(ksr, "MAX_MSG_SIZE"),
+            dmq_port=dmq_port,
+            dmq_peers=parse_networks(define(ksr, "DMQ_PEERS")),
         )
+
+    def is_dmq_peer(self, port: int, source_ip: str) -> bool:
+        """True for a KDMQ request taken: it came to the DMQ port from a peer's network. A
+        KDMQ inserts and deletes registrations, so any other is dropped unanswered."""
+        return port == self.dmq_port and in_networks(source_ip, self.dmq_peers)
 
     def is_trusted(self, source_ip: str) -> bool:
         """True when `source_ip` lies in a trusted network. O(trusted networks)."""

@@ -63,6 +63,7 @@ release Redis never got.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -554,7 +555,14 @@ class Router:
             aor = f"sip:{agent.targets.aor}@{self.tenants.aor_domain(self.decider.store.tenant)}"
             if ksr.registrar.reg_fetch_contacts(LOCATION, aor, ULC_PROFILE) > 0:
                 count = int(ksr.pv.get(f"$ulc({ULC_PROFILE}=>count)") or 0)
+                now_s = time.time()
                 for i in range(count):
+                    # reg_fetch_contacts also returns contacts usrloc has not purged yet: an
+                    # expired one, or one unregistered under write-back (expires set in the
+                    # past until the next timer run). 0 is a permanent contact.
+                    expires = int(ksr.pv.get(f"$(ulc({ULC_PROFILE}=>expires)[{i}])") or 0)
+                    if 0 < expires <= now_s:
+                        continue
                     # a contact that is not UTF-8 cannot be handed to Python: not rung
                     addr = _pv_text(ksr, f"$(ulc({ULC_PROFILE}=>addr)[{i}])")
                     received = _pv_text(ksr, f"$(ulc({ULC_PROFILE}=>received)[{i}])")

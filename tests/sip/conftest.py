@@ -20,15 +20,25 @@ def start_kamailio(
     """Start Kamailio instances (KamailioProcess arguments); all stop after the test.
 
     Each gets a short folder of its own (mktemp("kam")): its Unix sockets must stay
-    within the 107-byte sun_path limit.
+    within the 107-byte sun_path limit. The nodes of a test on one Redis form one cluster:
+    each later one joins the first one's DMQ bus (registrations), and start returns once
+    the two know each other.
     """
     started: list[KamailioProcess] = []
 
     def start(**options: Any) -> KamailioProcess:
         options.setdefault("children", 2)
+        first = next(
+            (k for k in started if k.registrations_url and k.redis_url == options.get("redis_url")),
+            None,
+        )
+        if first is not None:
+            options.setdefault("dmq_seed", first.dmq_address)
         kamailio = KamailioProcess(tmp_path_factory.mktemp("kam"), **options)
         started.append(kamailio)
         kamailio.start()
+        if first is not None and kamailio.registrations_url:
+            kamailio.wait_for_dmq_peers(first)
         return kamailio
 
     yield start

@@ -121,9 +121,13 @@ def test_define_strips_the_quotes_of_a_string_define() -> None:
         define(ksr, "NOPE")
 
 
+EDGE_DEFINES = (
+    "PIKE_TRUSTED", "IPBAN_S", "SCANNER_UA", "MAX_MSG_SIZE", "DMQ_PORT", "DMQ_PEERS", "SIP_PORT",
+)  # fmt: skip
+
+
 def test_edge_rules_from_the_cfg_defaults() -> None:
-    names = ("PIKE_TRUSTED", "IPBAN_S", "SCANNER_UA", "MAX_MSG_SIZE")
-    rules = EdgeRules.from_defines(FakeKsr({name: cfg_default(name) for name in names}))
+    rules = EdgeRules.from_defines(FakeKsr({name: cfg_default(name) for name in EDGE_DEFINES}))
 
     assert rules.ipban_s == 300
     assert rules.max_msg_size == 8192
@@ -131,6 +135,18 @@ def test_edge_rules_from_the_cfg_defaults() -> None:
     # every test runs on 127.0.0.0/8: none of their traffic is rate-limited by default
     assert rules.is_trusted("127.0.0.1") and rules.is_trusted("127.201.3.4")
     assert not rules.is_trusted("192.0.2.10") and not rules.is_trusted("::1")
+    # KDMQ (replicated registrations) only on the DMQ port and from the peers' networks
+    assert rules.dmq_port == 5062
+    assert rules.is_dmq_peer(5062, "127.0.0.2")
+    assert not rules.is_dmq_peer(5060, "127.0.0.2")
+    assert not rules.is_dmq_peer(5062, "192.0.2.10")
+
+
+def test_a_dmq_port_that_is_the_sip_port_is_refused() -> None:
+    defines = {name: cfg_default(name) for name in EDGE_DEFINES} | {"DMQ_PORT": "5060"}
+
+    with pytest.raises(ValueError, match="DMQ_PORT 5060 is SIP_PORT"):
+        EdgeRules.from_defines(FakeKsr(defines))
 
 
 def test_auth_limits_from_the_cfg_defaults() -> None:

@@ -1,9 +1,11 @@
-"""Registrations every node shares and a restart keeps: usrloc db_mode 3 on the dispatcher's
-Redis server (db_redis, in the database after the dispatcher's), real Kamailio nodes, phones
-and callers are SIPp.
+"""Registrations every node shares and a restart keeps: each node holds them all, replicated
+over the nodes' DMQ bus, and writes them back to the dispatcher's Redis server (usrloc
+db_mode 2 through db_redis, in the database after the dispatcher's), which a starting node
+loads; real Kamailio nodes, phones and callers are SIPp.
 
 Each phone registers at one node only; the other node must ring it, see its unregister,
-and a restarted node must ring it without a new REGISTER.
+and a restarted node must ring it without a new REGISTER - alone, from Redis' copy, and
+beside a running peer, from the peer.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def node(
     nodes: list[KamailioProcess] = []
 
     def start(**options: Any) -> KamailioProcess:
+        # write-backs every second, not every 10 s: the tests read Redis' copy
+        options.setdefault("extra_defines", {"UL_FLUSH_S": 1})
         kamailio = start_kamailio(tenant=TENANT, redis_url=redis_url, **options)
         nodes.append(kamailio)
         return kamailio
@@ -111,9 +115,12 @@ def test_a_phone_registered_at_one_node_is_rung_from_the_other(
     assert result.ok, result.errors or result.output
     assert handled(uas) == (1, 0)
     assert settled(client) == ZERO
-    # the contact is in usrloc's database, keyed as kamailio.cfg's db_redis keys say; none of
-    # it in the dispatcher's
-    assert contacts(registrations, "r1") == [f"sip:r1@127.0.0.1:{uas.local_port}"]
+    # the contact is written back to usrloc's database, keyed as kamailio.cfg's db_redis keys
+    # say (by both nodes, under the same keys); none of it in the dispatcher's
+    wait_for(
+        lambda: contacts(registrations, "r1") == [f"sip:r1@127.0.0.1:{uas.local_port}"],
+        what="the contact in Redis",
+    )
     assert not list(client.scan_iter("location:*"))
 
 
@@ -122,14 +129,42 @@ def test_a_restarted_node_rings_a_phone_that_did_not_register_again(
     start_phone: StartPhone,
     tmp_path: Path,
     client: redis.Redis,
+    registrations: redis.Redis,
 ) -> None:
+    """Alone: it loads the copy in Redis. Killed, not stopped: nothing flushed at exit."""
     kamailio = node()
     uas = start_phone("uas_answer.xml")
     register(tmp_path, kamailio, "r1", uas.local_port)
-    kamailio.stop()
+    wait_for(lambda: contacts(registrations, "r1"), what="the contact in Redis")
+    kamailio.kill()
     kamailio.start()  # the same port, workdir and Redis
 
     result = dial(tmp_path, kamailio, "870")
+
+    assert result.ok, result.errors or result.output
+    assert handled(uas) == (1, 0)
+    assert settled(client) == ZERO
+
+
+def test_a_restarted_node_learns_the_phones_from_its_peer(
+    node: Callable[..., KamailioProcess],
+    start_phone: StartPhone,
+    tmp_path: Path,
+    client: redis.Redis,
+    registrations: redis.Redis,
+) -> None:
+    """Beside a running peer it asks the peer (DMQ sync), even when Redis lost its copy."""
+    first, second = node(), node()
+    uas = start_phone("uas_answer.xml")
+    register(tmp_path, second, "r1", uas.local_port)
+    wait_for(lambda: contacts(registrations, "r1"), what="the contact in Redis")
+    first.kill()
+    registrations.flushdb()  # the copy in Redis is gone: only the peer knows r1 now
+    first.start()
+    first.wait_for_dmq_peers(second)
+    wait_for(lambda: bool(first.rpc_lookup("r1")), what="r1 synced to the restarted node")
+
+    result = dial(tmp_path, first, "870")
 
     assert result.ok, result.errors or result.output
     assert handled(uas) == (1, 0)
@@ -146,13 +181,14 @@ def test_an_unregister_at_one_node_removes_the_phone_for_the_other(
     first, second = node(), node()
     uas = start_phone("uas_answer.xml")
     register(tmp_path, first, "r1", uas.local_port)
-    assert contacts(registrations, "r1")
+    wait_for(lambda: contacts(registrations, "r1"), what="the contact in Redis")
     # (recorded just after the 200 OK went out)
     wait_for(lambda: client.hexists(KEYS.registrations, "r1"), what="r1's registration")
+    wait_for(lambda: bool(second.rpc_lookup("r1")), what="r1 replicated to the second node")
 
     unregister(tmp_path, second, "r1", uas.local_port)
 
-    assert contacts(registrations, "r1") == []
+    wait_for(lambda: not first.rpc_lookup("r1"), what="the unregister replicated")
     # the dispatcher's record of it (the dashboard's "not registered") went with it
     wait_for(lambda: not client.hexists(KEYS.registrations, "r1"), what="r1 unrecorded")
     result = dial(tmp_path, first, "870")  # r1 has no phone now: the group's no-answer
@@ -160,7 +196,8 @@ def test_an_unregister_at_one_node_removes_the_phone_for_the_other(
     assert "480 Temporarily Unavailable" in result.errors
     assert handled(uas) == (0, 0)
     assert settled(client) == ZERO
-    assert not registrations.keys("location:*")  # mappings included
+    # gone from Redis' copy at the next write-back, mappings included
+    wait_for(lambda: not registrations.keys("location:*"), what="the contact out of Redis")
 
 
 def test_registrations_need_a_tcp_redis(tmp_path: Path) -> None:

@@ -282,18 +282,9 @@ class Stack:
         return {aor.split("@")[0]: contacts for aor, contacts in self._aors().items()}
 
     def _aors(self) -> dict[str, list[str]]:
-        """usrloc's rows in Redis (db_mode 3: ul.dump shows a node's memory, empty then),
-        AOR -> contacts; a SCAN and an HMGET per row."""
-        assert self.kamailio.registrations_url is not None
-        out: dict[str, list[str]] = {}
-        with redis.Redis.from_url(self.kamailio.registrations_url) as rows:
-            for key in rows.scan_iter("location:entry::*"):
-                user, domain, contact = (
-                    value.decode(errors="replace") if value is not None else ""
-                    for value in rows.hmget(key, "username", "domain", "contact")
-                )
-                out.setdefault(f"{user}@{domain}", []).append(contact)
-        return out
+        """usrloc's bindings in the node's memory (ul.dump; Redis has a copy only after the
+        next write-back), AOR -> contacts."""
+        return self.kamailio.registrations()
 
     def forget_registrations(self) -> dict[str, list[str]]:
         """Remove every binding but the agent phone's (messages stay independent); return
