@@ -10,6 +10,10 @@ beside a running peer, from the peer.
 
 from __future__ import annotations
 
+import json
+import socket
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -211,3 +215,83 @@ def test_registrations_need_a_tcp_redis(tmp_path: Path) -> None:
     )
     assert node.registrations_url == "redis://:pass@127.0.0.1:6390/1"
     assert registrations_url_for("redis://:pass@127.0.0.1:6390/0") == node.registrations_url
+
+
+def forged_kdmq(source: tuple[str, int], target: tuple[str, int], phone_port: int) -> bytes:
+    """A KDMQ of dmq_usrloc (action 1: insert or update a contact) that binds r1 to a phone
+    at `phone_port`, as a peer node would send it after a REGISTER."""
+    now = int(time.time())
+    body = json.dumps(
+        {
+            "action": 1,
+            "aor": f"r1@{TENANT}",
+            "ruid": f"forged-{uuid.uuid4().hex[:8]}",
+            "c": f"sip:r1@127.0.0.1:{phone_port}",
+            "received": "",
+            "path": "",
+            "callid": uuid.uuid4().hex,
+            "user_agent": "forger",
+            "instance": "",
+            "expires": now + 300,
+            "cseq": 1,
+            "flags": 0,
+            "cflags": 0,
+            "q": -1,
+            "last_modified": now,
+            "methods": 0xFFFFFFFF,
+            "reg_id": 0,
+            "server_id": 0,
+        }
+    ).encode()
+    host, port = target
+    tag = uuid.uuid4().hex[:10]
+    head = (
+        f"KDMQ sip:usrloc@{host}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {source[0]}:{source[1]};branch=z9hG4bK{tag}\r\n"
+        f"From: <sip:{source[0]}:{source[1]}>;tag={tag}\r\n"
+        f"To: <sip:usrloc@{host}:{port}>\r\n"
+        f"Call-ID: {tag}\r\nCSeq: 1 KDMQ\r\nMax-Forwards: 1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def send_from(source_host: str, target: tuple[str, int], build: Callable[..., bytes]) -> bytes:
+    """Send build(source, target) from `source_host`; the reply, or b"" after 0.5 s."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source_host, 0))
+        sock.settimeout(0.5)
+        sock.sendto(build(sock.getsockname(), target), target)
+        try:
+            return sock.recv(65535)
+        except TimeoutError:
+            return b""
+
+
+def test_only_peers_on_the_dmq_port_can_replicate_registrations(
+    node: Callable[..., KamailioProcess], start_phone: StartPhone, tmp_path: Path
+) -> None:
+    """A KDMQ inserts registrations: one from outside DMQ_PEERS, or at the SIP port, is
+    dropped unanswered - nobody can bind an agent's calls to a phone of theirs. The same
+    message from a peer on the DMQ port binds (so the refusals are not a bad message)."""
+    kamailio = node(extra_defines={"UL_FLUSH_S": 1, "DMQ_PEERS": '"127.0.0.1/32"'})
+    thief = start_phone("uas_answer.xml")
+
+    def forged(source: tuple[str, int], target: tuple[str, int]) -> bytes:
+        return forged_kdmq(source, target, thief.local_port)
+
+    sip_port = (kamailio.listen_addr, kamailio.sip_port)
+    dmq_port = (kamailio.listen_addr, kamailio.dmq_port)
+    assert send_from("127.0.0.9", dmq_port, forged) == b""  # not a peer
+    assert send_from("127.0.0.1", sip_port, forged) == b""  # a peer, but not the DMQ port
+    assert kamailio.answers_options()  # handled in order: both came before this
+    assert kamailio.rpc_lookup("r1") == []
+    result = dial(tmp_path, kamailio, "870")
+    assert "480 Temporarily Unavailable" in result.errors
+    assert handled(thief) == (0, 0)
+
+    assert send_from("127.0.0.1", dmq_port, forged).startswith(b"SIP/2.0 200")
+    wait_for(
+        lambda: kamailio.rpc_lookup("r1") == [f"sip:r1@127.0.0.1:{thief.local_port}"],
+        what="the peer's KDMQ applied",
+    )
