@@ -13,6 +13,7 @@ the event stream are checked.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ import pytest
 import redis
 from forked_caller import Dialog, ForkedCaller
 from state_support import check_invariants, imported_tenant
-from test_group_strategies import events, of, wait_for
+from test_group_strategies import events, mark, of, wait_for
 from test_kamailio import register
 
+from dispatcher.run.baresip import BaresipPhone
 from dispatcher.run.sipprocs import KamailioProcess, SippProcess
 from dispatcher.state import TenantKeys
 from dispatcher.state.keys import FIELD_SEPARATOR
@@ -173,3 +175,47 @@ def test_a_caller_keeping_every_dialog_has_them_all_counted_until_each_ends(
         lambda: "dialog:active_dialogs = 0" in kamailio.rpc("stats.get_statistics", "dialog:"),
         what="no dialog left",
     )
+
+
+def test_real_phones_answering_at_once_leave_nobody_counted_after_the_call(
+    kamailio: KamailioProcess, tmp_path: Path, client: redis.Redis
+) -> None:
+    """baresip everywhere: three agents' phones on auto-answer and a caller's phone.
+
+    What baresip 1.0 does as the caller (the run that found issue 12): it takes the first
+    2xx and never ACKs the others, so the phones that sent them stay off-hook, sending their
+    audio (the caller hears all three), retransmitting their 200 for 64*T1 = 32 s and then
+    hanging up with a BYE (RFC 3261 13.3.1.4). Each agent is counted exactly that long:
+    the kept one until the caller hangs up, the others until their phones give up - and
+    nobody after."""
+    agents = {a: BaresipPhone(tmp_path / a, a, kamailio.address) for a in AGENTS}
+    caller = BaresipPhone(tmp_path / "caller", "bob", kamailio.address, auto_answer=False)
+    try:
+        for phone_ in [*agents.values(), caller]:
+            phone_.start()
+        before = mark(client)
+        caller.dial(f"sip:700@{kamailio.address}")
+        caller.wait_event("CALL_ESTABLISHED")
+        wait_for(lambda: len(of("answered", events(client, before))) == 3, what="3 answers")
+        (call_id,) = {e["call"] for e in of("answered", events(client, before))}
+        (kept,) = [a for a, p in agents.items() if _established(p)]
+        expect(client, call_id, list(AGENTS), "every phone that answered counted")
+        time.sleep(1.0)
+        assert [a for a, p in agents.items() if _established(p)] == [kept]  # no ACK for others
+        assert counted(client, call_id)["agents"] == list(AGENTS)
+
+        caller.command("hangup")  # a BYE on the one dialog it has
+        others = sorted(set(AGENTS) - {kept})
+        expect(client, call_id, others, "the kept agent released, the others still off-hook")
+        for agent in others:  # 32 s after their 200, without an ACK, they hang up
+            agents[agent].wait_event("CALL_CLOSED", timeout=40)
+        expect(client, call_id, [], "nobody counted once every dialog ended")
+    finally:
+        for phone_ in [caller, *agents.values()]:
+            phone_.stop()
+    (ended,) = of("ended", events(client), call=call_id)
+    assert ended["outcome"] == "answered"
+
+
+def _established(phone_: BaresipPhone) -> bool:
+    return any(e["type"] == "CALL_ESTABLISHED" for e in phone_.events)
