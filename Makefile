@@ -76,6 +76,7 @@ bench: setup
 	$(PY) bench/ewt.py
 	$(PY) bench/sip_load.py
 	$(PY) bench/queue_load.py
+	$(PY) bench/dialog_timer.py
 
 lint: setup
 	$(VENV)/bin/ruff check dispatcher tests bench kamailio
