@@ -7,7 +7,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 APT_PACKAGES := kamailio kamailio-python3-modules kamailio-extra-modules kamailio-redis-modules \
                 rtpengine-daemon sip-tester redis-server python3-venv python3-dev gcc \
-                faketime espeak-ng sox sipvicious chromium chromium-driver
+                faketime espeak-ng sox sipvicious chromium chromium-driver baresip-core
 RUN_DIR     := .run
 STAMP       := $(VENV)/.installed
 EXT_STAMP   := $(VENV)/.ext-built
@@ -76,6 +76,7 @@ bench: setup
 	$(PY) bench/ewt.py
 	$(PY) bench/sip_load.py
 	$(PY) bench/queue_load.py
+	$(PY) bench/dialog_timer.py
 
 lint: setup
 	$(VENV)/bin/ruff check dispatcher tests bench kamailio

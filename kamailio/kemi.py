@@ -205,6 +205,13 @@ class KamailioRoutes:
         if KSR.siputils.has_totag() < 0:
             return 1
 
+        # A BYE may end an extra dialog of a group call (several agents answered at once),
+        # one the dialog module does not track: the router releases that agent.
+        if KSR.is_BYE():
+            router = self.open_worker_state()
+            if router is not None:
+                router.answers.on_bye()
+
         # Sequential requests follow the route set recorded at dialog start.
         if KSR.rr.loose_route() > 0:
             self.ksr_route_relay(msg)

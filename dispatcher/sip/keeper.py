@@ -32,6 +32,7 @@ from dispatcher.sip import held as held_calls
 from dispatcher.sip.edge import define_int
 from dispatcher.sip.held import SERVING, SUSPENDED, HeldCall
 from dispatcher.sip.queueing import LEASE_MS, OVERFLOW_ROUTE, SERVE_ROUTE
+from dispatcher.sip.reconcile import Reconciler
 from dispatcher.state import StateError
 from dispatcher.state.store import QueueGroupStats, QueueKeep
 
@@ -78,6 +79,9 @@ class Keeper:
         self._next_beat = 0.0
         self._reconciled = False  # this node's calls of before its start are released once
         self._next_backstop = time.monotonic() + 5.0  # not in the start-up rush
+        # this node's live calls in Redis against its dialogs (dispatcher.sip.reconcile)
+        self._reconciler = Reconciler(router)
+        self._next_reconcile = time.monotonic() + self._reconciler.every_s
         self._hearing: dict[str, _Hearing] = {}
         self._announced: list[tuple[str, int, int | None]] = []
         self._want_stats = False
@@ -106,6 +110,9 @@ class Keeper:
             self._beat()
         if now >= self._next_backstop:
             self._next_backstop = now + self._backstop()
+        if now >= self._next_reconcile:
+            self._next_reconcile = now + self._reconciler.every_s
+            self._reconciler.run()
         if now >= self._next_media_check:
             self._next_media_check = now + MEDIA_CHECK_S
             self._check_media()

@@ -72,6 +72,7 @@ from dispatcher.config.model import Voicemail as VoicemailTarget
 from dispatcher.media.ng import NgClient
 from dispatcher.settings import Settings, SettingsError
 from dispatcher.sip.announcer import Announcer
+from dispatcher.sip.answers import Answers
 from dispatcher.sip.authn import Authenticator
 from dispatcher.sip.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
 from dispatcher.sip.inbound import match_inbound
@@ -181,6 +182,7 @@ class Router:
         self.queue = Queueing(self)
         self.auth = Authenticator(self)
         self.voicemail = Voicemail(self)
+        self.answers = Answers(self)
         self._down = False
         self._no_config = False
         self._skewed = False
@@ -348,6 +350,7 @@ class Router:
         # answer releases the others' reservations without counting a miss.
         for other in wave:
             ksr.htable.sht_rm(HTABLE, _code_key(ctx, other))
+        self.answers.record(ctx.call_id, agent)  # tells its dialog from the others' (2xx each)
         self._answered(ctx, agent)
 
     def _answered(self, ctx: CallContext, agent: str) -> None:
@@ -439,6 +442,8 @@ class Router:
         if not call_id:
             return
         self.queue.ended(str(call_id))
+        if self.answers.dialog_ended(str(call_id)):
+            return  # its agent released; the call lives on in extra dialogs (sip/answers.py)
         outcome = call_outcome(event, bool(self.ksr.pv.get(DLG_CANCELLED)))
         try:
             self.decider.release_later(str(call_id), outcome=outcome)

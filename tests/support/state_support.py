@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 
 import redis
 
@@ -61,3 +63,17 @@ def check_invariants(client: redis.Redis, tenant: str) -> dict[str, int]:
         "live_calls": len(live_calls),
         "full": full,
     }
+
+
+@contextlib.contextmanager
+def imported_tenant(redis_url: str, tenant_yaml: str) -> Iterator[redis.Redis]:
+    """The tenant of `tenant_yaml` imported into the Redis at `redis_url`; a plain client."""
+    from dispatcher.admin.config_sync import import_tenant
+    from dispatcher.config.tenant_file import parse_tenant
+    from dispatcher.state import StateStore
+
+    tenant = parse_tenant(tenant_yaml, "yaml")
+    with StateStore(redis_url, tenant.id) as store:
+        import_tenant(store, tenant)
+    with redis.Redis.from_url(redis_url) as plain:
+        yield plain
