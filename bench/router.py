@@ -17,8 +17,11 @@ kernel's socket calls. Not a test and not a SIP benchmark: a profiler's bench fo
     .venv/bin/python bench/router.py [--json] [--calls N] [--profile]
 
 Reports per call: thread CPU (user and system, getrusage RUSAGE_THREAD), wall time and
-FCALLs (INFO commandstats); with --profile the top functions by own time (cProfile). Writes
-bench/results/router.json.
+FCALLs (INFO commandstats); the redis-server's CPU per call (utime + stime from /proc: what
+a carrier's Redis pays per call, I/O included) and, from a second run with SLOWLOG recording
+every command, each library function's own execution time per FCALL (`function_us`: the
+hot three are disp_claim, disp_answered, disp_release); with --profile the top functions by
+own time (cProfile). Writes bench/results/router.json.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from dispatcher.run.procs import RedisProcess  # noqa: E402
 from dispatcher.state import StateStore  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from sip_load import EXTENSION, TENANT, tenant_doc  # noqa: E402
+from sip_load import EXTENSION, TENANT, process_cpu_ms, tenant_doc  # noqa: E402
 
 HELD_CALLS = 50  # calls talking at once: each call releases the one 50 calls before it
 WARMUP_CALLS = 300
@@ -120,6 +123,26 @@ def fcalls(store: StateStore) -> int:
     return int(stat.get("calls", 0))
 
 
+def function_times(store: StateStore, run: Any) -> dict[str, float]:
+    """Mean execution µs per library function while `run()` runs, from SLOWLOG with every
+    command logged (its own overhead stays out of the CPU figures: a separate run)."""
+    client = store._redis
+    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-max-len", 1_000_000)
+    client.slowlog_reset()
+    run()
+    store.flush()
+    entries = client.slowlog_get(-1)
+    client.config_set("slowlog-log-slower-than", 10_000)
+    client.slowlog_reset()
+    totals: dict[str, list[float]] = {}
+    for entry in entries:
+        command = bytes(entry["command"]).split()
+        if len(command) > 1 and command[0].upper() == b"FCALL":
+            totals.setdefault(command[1].decode(), []).append(entry["duration"])
+    return {name: round(sum(v) / len(v), 1) for name, v in sorted(totals.items())}
+
+
 def measure(calls: int, profile: bool) -> dict[str, Any]:
     """Run WARMUP_CALLS, then `calls` measured calls; the figures per call."""
     workdir = Path(tempfile.mkdtemp(prefix="rtr", dir="/tmp"))  # short: a socket path
@@ -156,6 +179,7 @@ def measure(calls: int, profile: bool) -> dict[str, Any]:
             store = router.decider.store
             store.flush()
             fcalls0 = fcalls(store)
+            redis0 = process_cpu_ms(server.proc.pid)
             before = resource.getrusage(resource.RUSAGE_THREAD)
             started = time.perf_counter()
             for i in range(WARMUP_CALLS, WARMUP_CALLS + calls):
@@ -163,6 +187,7 @@ def measure(calls: int, profile: bool) -> dict[str, Any]:
             wall = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_THREAD)
             store.flush()
+            redis_cpu_ms = process_cpu_ms(server.proc.pid) - redis0
             report: dict[str, Any] = {
                 "calls": calls,
                 "user_us_per_call": round((after.ru_utime - before.ru_utime) / calls * 1e6, 1),
@@ -170,14 +195,20 @@ def measure(calls: int, profile: bool) -> dict[str, Any]:
                 "wall_us_per_call": round(wall / calls * 1e6, 1),
                 "fcalls_per_call": round((fcalls(store) - fcalls0) / calls, 2),
                 "router_errors": len(ksr.errors),
+                "redis_cpu_us_per_call": round(redis_cpu_ms * 1000 / calls, 1),
             }
             report["cpu_us_per_call"] = round(
                 report["user_us_per_call"] + report["sys_us_per_call"], 1
             )
+            first = WARMUP_CALLS + calls
+            report["function_us"] = function_times(
+                store, lambda: [one_call(i) for i in range(first, first + min(calls, 2000))]
+            )
+            first += calls
             if profile:
                 profiler = cProfile.Profile()
                 profiler.enable()
-                for i in range(WARMUP_CALLS + calls, WARMUP_CALLS + 2 * calls):
+                for i in range(first, first + calls):
                     one_call(i)
                 profiler.disable()
                 text = io.StringIO()

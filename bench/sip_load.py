@@ -962,8 +962,8 @@ def build_report(
         "or the round's share of the budget",
         "noise_rule": f"wait up to 8 s for other jobs < {NOISY} cores before a run; "
         "a failed run with other jobs >= that runs once more (the first is superseded)",
-        "agent_targets": "registered AORs (REGISTER; usrloc in memory, DMQ, written back to Redis), "
-        "least_busy group, sticky off",
+        "agent_targets": "registered AORs (REGISTER; usrloc in memory, DMQ, written back to "
+        "Redis), least_busy group, sticky off",
         "auth": "none on either side: SIPp on 127.0.0.1 is in DISPATCHER_TRUSTED",
         "redis_transport": "unix socket" if settings.redis_unix else "loopback TCP",
         "native": "ds_select_dst(1, 10), dialog, ds_load_update/ds_load_unset, maxload",
