@@ -68,6 +68,7 @@ class KamailioRoutes:
     def __init__(self) -> None:
         self.router = None  # dispatcher.sip.routing.Router of this process, or None
         self._router_opened = False
+        self.rank = 0  # this process's rank (child_init)
         self.keeper = None  # dispatcher.sip.keeper.Keeper, in the keeper's rtimer process
         # when this node started (mod_init, before the fork): a restarted node releases the
         # calls it held before, not those it answered since
@@ -83,6 +84,7 @@ class KamailioRoutes:
         # timer processes, 0 the main process and -2 RPC processes (these two
         # route nothing). Sockets open here, never in mod_init: one opened
         # before fork would be shared by every process (STYLE.md).
+        self.rank = rank
         if rank > 0 or rank == PROC_TIMER:
             self.open_worker_state()
         return 0
@@ -99,6 +101,9 @@ class KamailioRoutes:
 
             self._router_opened = True
             self.router = Router.open(KSR)
+            if self.router is not None:
+                # dialog timeouts end here: their releases go through the keeper
+                self.router.in_timer = self.rank == PROC_TIMER
         return self.router
 
     # -- request_route {}

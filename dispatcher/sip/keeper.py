@@ -89,7 +89,9 @@ class Keeper:
     # -- the tick ---------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """One turn: doorbells, then the keep and the prompts when due."""
+        """One turn: the releases the timers handed over, doorbells, then the keep and the
+        prompts when due."""
+        self.router.send_handed_releases()
         for call_id in self._doorbells():
             record = held_calls.get(self.ksr, call_id)
             if record is not None and record.state == SUSPENDED:

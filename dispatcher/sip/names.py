@@ -15,3 +15,5 @@ DLG_ANSWER = "$dlg_var(dsp_answer)"
 DLG_MEDIA = "$dlg_var(dsp_media)"  # "1": the call's media runs through RTPengine
 ULC_PROFILE = "dsp"
 LOCATION = "location"
+# releases handed from Kamailio's timer processes to the keeper (dispatcher.sip.handoff)
+HANDOFF_TABLE = "dsprel"

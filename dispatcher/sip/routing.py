@@ -71,6 +71,7 @@ from dispatcher.config.model import Forward, Overflow, Reply
 from dispatcher.config.model import Voicemail as VoicemailTarget
 from dispatcher.media.ng import NgClient
 from dispatcher.settings import Settings, SettingsError
+from dispatcher.sip import handoff
 from dispatcher.sip.announcer import Announcer
 from dispatcher.sip.answers import Answers
 from dispatcher.sip.authn import Authenticator
@@ -183,6 +184,9 @@ class Router:
         self.auth = Authenticator(self)
         self.voicemail = Voicemail(self)
         self.answers = Answers(self)
+        # Set by the KEMI script in Kamailio's timer processes: dialog ends there are handed
+        # to the keeper, never sent to Redis from the timer (dispatcher.sip.handoff).
+        self.in_timer = False
         self._down = False
         self._no_config = False
         self._skewed = False
@@ -425,32 +429,52 @@ class Router:
 
     def dialog_event(self, event: str) -> None:
         """dialog:start of a call whose last wave had one agent: that agent answered.
-        dialog:end / dialog:failed of a group call: release it (once per dialog)."""
+        dialog:end / dialog:failed of a group call: release it (once per dialog); in a
+        Kamailio timer process (`in_timer`) the release is handed to the keeper instead
+        (dispatcher.sip.handoff): a timer must never wait on Redis."""
         tenant = self.ksr.pv.get(DLG_TENANT)
         if not tenant:
             return
-        self.use(str(tenant))
+        if event in ("dialog:end", "dialog:failed"):
+            self._dialog_ended(str(tenant), event)
+            return
         if event == "dialog:start":
+            self.use(str(tenant))
             answer = self.ksr.pv.get(DLG_ANSWER)
             if answer:
                 agent, _, ctx_text = str(answer).partition(" ")
                 self._answered(CallContext.decode(ctx_text), agent)
-            return
-        if event not in ("dialog:end", "dialog:failed"):
-            return
+
+    def _dialog_ended(self, tenant: str, event: str) -> None:
         call_id = self.ksr.pv.get(DLG_CALL)
         if not call_id:
             return
+        if not self.in_timer:  # a timer process names the tenant to the keeper instead
+            self.use(tenant)
         self.queue.ended(str(call_id))
         if self.answers.dialog_ended(str(call_id)):
             return  # its agent released; the call lives on in extra dialogs (sip/answers.py)
         outcome = call_outcome(event, bool(self.ksr.pv.get(DLG_CANCELLED)))
+        if self.in_timer:
+            handoff.hand_over(self.ksr, handoff.Release(tenant, str(call_id), outcome))
+            return
         try:
             self.decider.release_later(str(call_id), outcome=outcome)
             self._up()
         except StateUnavailable as exc:
             # Its reservations expire by themselves (TTL); a live call stays until swept.
             self._unavailable(exc)
+
+    def send_handed_releases(self) -> None:
+        """The keeper's turn: send the releases the timer processes handed over."""
+        for release in handoff.take_all(self.ksr):
+            self.use(release.tenant)
+            try:
+                self.decider.release_later(release.call_id, outcome=release.outcome)
+                self._up()
+            except StateUnavailable as exc:
+                # As in a worker: reservations expire, the reconciliation heals the rest.
+                self._unavailable(exc)
 
     # -- decisions into SIP -----------------------------------------------------------
 
