@@ -328,6 +328,10 @@ class Decider:
             del self._unreachable[agent]
         return _Reachability(reachable, frozenset(self._unreachable))
 
+    def forget_unreachable(self) -> None:
+        """Presume nobody unreachable any more (the next decision asks every agent)."""
+        self._unreachable.clear()
+
     def _remember(self, unreachable: _Reachability) -> None:
         until = time.monotonic() + UNREACHABLE_RECHECK_S
         for agent, answer in unreachable.answers.items():

@@ -153,6 +153,8 @@ class Queueing:
         ctx.tried = []
         ctx.started_ms = router.decider.clock_ms()  # a new ring round
         router._looked_up.clear()
+        # A doorbell may be a phone that just registered: nobody is presumed unreachable.
+        router.decider.forget_unreachable()
         try:
             decision = router.decider.next(ctx, router._reachable)
             router._dispatch(ctx, decision, in_failure=True)

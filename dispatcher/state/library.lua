@@ -64,6 +64,8 @@ local LEAVE_REASONS = {answered = true, abandoned = true, timeout = true, no_age
 -- A queue entry's states: waiting; notified (its node was told an agent is free for it and
 -- has this long to claim one, else it waits again); ringing (its node claimed agents).
 local NOTIFY_MS = 2000
+-- How long a caller back from a ring round waits before it is notified again (see entries).
+local REJOIN_MS, REJOIN_MAX_MS = 250, 8000
 local QUEUE_SWEEP_BATCH = 16
 -- Handle times kept per group for the wait estimate (the newest first).
 local HANDLE_TIMES = 100
@@ -407,9 +409,16 @@ end
 
 -- -- queues ----------------------------------------------------------------------------------
 -- An entry ({t:T}:qe, call -> record) is gid, caller, priority, joined ms, node, state,
--- until ms (the end of a notification), joined by \31. Its node holds the caller's INVITE
+-- until ms (notified: the end of the notification; waiting: not notified before then),
+-- rounds (ring rounds it came back from), joined by \31. Its node holds the caller's INVITE
 -- and renews the lease ({t:T}:qlease) while it does; an entry whose lease lapsed (its node
 -- died) is swept by the next queue-aware call, so it never blocks the queue.
+--
+-- A caller back from a ring round (nobody answered, or nobody its node could reach: an
+-- agent free in Redis whose phone is not registered at that node yet) waits REJOIN_MS *
+-- 2^(rounds - 1), at most REJOIN_MAX_MS, before it is notified again: each round costs its
+-- node a branch of the caller's INVITE transaction (Kamailio allows 12), so a doorbell that
+-- rang at once and every keep would spend them all in a few seconds.
 
 local function entry_of(ctx, call)
   local raw = redis.call('HGET', ctx.keys[K_QE], call)
@@ -421,12 +430,13 @@ local function entry_of(ctx, call)
     f[#f + 1] = part
   end
   return {gid = f[1], caller = f[2], priority = tonumber(f[3]), joined = tonumber(f[4]),
-          node = f[5], state = f[6], ['until'] = tonumber(f[7]) or 0}
+          node = f[5], state = f[6], ['until'] = tonumber(f[7]) or 0,
+          rounds = tonumber(f[8]) or 0}
 end
 
 local function entry_put(ctx, call, e)
   redis.call('HSET', ctx.keys[K_QE], call, table.concat({e.gid, e.caller, e.priority, e.joined,
-             e.node, e.state, e['until']}, SEP))
+             e.node, e.state, e['until'], e.rounds}, SEP))
 end
 
 local function tenant_of(ctx)
@@ -511,6 +521,8 @@ local function ring_doorbells(ctx, gid, members)
     local e = entry_of(ctx, call)
     if e and e.state == 'notified' and e['until'] > ctx.now then
       free = free - 1
+    elseif e and e.state == 'waiting' and e['until'] > ctx.now then
+      -- back from a ring round, not yet due again: the next caller may take the agent
     elseif e and e.state ~= 'ringing' then
       e.state, e['until'] = 'notified', ctx.now + NOTIFY_MS
       entry_put(ctx, call, e)
@@ -1239,7 +1251,8 @@ end
 -- ARGV: 1 call, 2 gid, 3 caller, 4 priority (0..9; higher waits ahead), 5 node (the node that
 --       holds the caller's INVITE; its doorbell channel is dispatcher:node:<node>), 6 lease_ms.
 --       Sweeps lapsed leases first. A call already queued (back from a ring round nobody
---       answered) keeps its place: state waiting, its lease renewed. A new call is refused
+--       answered) keeps its place: state waiting, its lease renewed, not notified again
+--       for REJOIN_MS * 2^(rounds - 1) ms (at most REJOIN_MAX_MS; see entries). A new call is refused
 --       when the queue holds max-length callers ('full') or no member is logged in, so
 --       nobody could ever take it ('no_agents'), with an event overflowed {call, group,
 --       caller, reason}; else it is queued (event queued with its position). Then the group's doorbells ring: an agent freed since the caller's claim
@@ -1269,7 +1282,9 @@ local function queue_join(keys, args)
   local e = entry_of(ctx, call)
   local status = 'waiting'
   if e then
-    e.state, e['until'], e.node = 'waiting', 0, node
+    e.rounds = e.rounds + 1
+    e.state, e.node = 'waiting', node
+    e['until'] = ctx.now + math.min(REJOIN_MS * 2 ^ (e.rounds - 1), REJOIN_MAX_MS)
   else
     if waiting >= max_length then
       emit(ctx, 'overflowed', 'call', call, 'group', gid, 'caller', caller, 'reason', 'full')
@@ -1286,7 +1301,7 @@ local function queue_join(keys, args)
       return {'no_agents', 0, waiting}
     end
     e = {gid = gid, caller = caller, priority = priority, joined = ctx.now, node = node,
-         state = 'waiting', ['until'] = 0}
+         state = 'waiting', ['until'] = 0, rounds = 0}
     redis.call('ZADD', k[K_Q], (9 - priority) * PRIORITY_SPAN + ctx.now, gid .. SEP .. call)
     waiting = redis.call('HINCRBY', k[K_QN], gid, 1)
     status = 'queued'

@@ -151,6 +151,35 @@ def test_an_unused_doorbell_lapses_and_rings_again(
         assert bell.get_message(timeout=1) is not None
 
 
+def test_a_caller_back_from_a_ring_round_is_notified_again_after_a_growing_pause(
+    store: StateStore, client: redis.Redis
+) -> None:
+    """A free agent the caller's node could not ring (its phone not registered there yet)
+    must not make the keeper serve the caller on every keep: each round costs a branch of
+    the caller's INVITE. Back from a round, it waits 250 ms, then 500 ms, ... (at most 8 s),
+    and meanwhile the next caller may take the agent."""
+    busy_all(store)
+    join(store, "c1")
+    join(store, "c2", node="node-2")
+    with client.pubsub() as bell:
+        bell.subscribe("dispatcher:node:node-1", "dispatcher:node:node-2")
+        for _ in range(2):
+            bell.get_message(timeout=1)
+        store.release("b1")  # a1 free: c1 is told
+        assert bell.get_message(timeout=1)["data"] == f"{TENANT}\x1fc1".encode()
+        for rounds, pause_s in ((1, 0.25), (2, 0.5)):
+            # c1's node rang nobody and queued it again: c2 is told instead, c1 not yet
+            assert join(store, "c1")[0] == "waiting"
+            assert bell.get_message(timeout=0.2)["data"] == f"{TENANT}\x1fc2".encode()
+            assert join(store, "c2", node="node-2")[0] == "waiting"  # c2 too
+            store.queue_keep(NODE, ["c1"], LEASE)
+            assert bell.get_message(timeout=0.05) is None, f"round {rounds}: at once"
+            time.sleep(pause_s + 0.05)
+            store.queue_keep(NODE, ["c1"], LEASE)  # c1 is due again, ahead of c2
+            assert bell.get_message(timeout=1)["data"] == f"{TENANT}\x1fc1".encode()
+        check_invariants(client, TENANT)
+
+
 def test_unpause_and_expired_reservations_ring_too(store: StateStore, client: redis.Redis) -> None:
     for agent in ("a1", "a2", "a3"):
         store.set_state(agent, PAUSED)
