@@ -151,7 +151,7 @@ def test_redis_errors_are_clear(
     monkeypatch.setenv("REDIS_URL", "redis://:secret@127.0.0.1:1")
     assert main(["report", "--tenant", "acme", *WINDOW]) == 1
     err = capsys.readouterr().err
-    assert "Redis at 127.0.0.1:1 unavailable" in err and "secret" not in err
+    assert "Redis at redis://:***@127.0.0.1:1 unavailable" in err and "secret" not in err
 
 
 def test_bad_ids_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
