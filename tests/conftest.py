@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dispatcher.run.procs import RedisClusterSet, RedisProcess
+from dispatcher.run.procs import RedisClusterSet, RedisProcess, RedisSentinelSet
 from dispatcher.state.connect import sync_client
 
 # Suites whose every test is time-sensitive (Redis' clock, expiry, archive days): marked
@@ -61,6 +61,16 @@ def redis_url(redis_server: RedisProcess | RedisClusterSet) -> Iterator[str]:
     client.flushall()
     client.close()
     yield redis_server.url
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[RedisSentinelSet]:
+    """A Redis master with a replica and three Sentinels of this test alone, with the fast
+    failover timings of `failover` (tests/support), free to kill."""
+    from failover import sentinel_set
+
+    with sentinel_set(tmp_path / "ha") as started:
+        yield started
 
 
 @pytest.fixture

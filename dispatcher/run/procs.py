@@ -331,9 +331,12 @@ class RedisSentinelSet(_ServerSet):
     ) -> None:
         self.workdir = Path(workdir)
         self.service = service
-        self.master = RedisProcess(self.workdir / "redis-a")
+        # A master waits 5 s for more replicas before a diskless full sync by default.
+        no_wait = ("--repl-diskless-sync-delay", "0")
+        self.master = RedisProcess(self.workdir / "redis-a", options=no_wait)
         self.replica = RedisProcess(
-            self.workdir / "redis-b", options=("--replicaof", "127.0.0.1", str(self.master.port))
+            self.workdir / "redis-b",
+            options=(*no_wait, "--replicaof", "127.0.0.1", str(self.master.port)),
         )
         self.watchers = [
             SentinelProcess(
