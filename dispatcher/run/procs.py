@@ -234,6 +234,16 @@ def _wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.05)
 
 
+def _in_sync(server: RedisProcess) -> bool:
+    """Whether a server is a master, or a replica whose link to its master is up."""
+    try:
+        with redis.Redis(port=server.port, socket_timeout=1) as client:
+            replication = client.info("replication")
+    except redis.RedisError:
+        return False
+    return replication["role"] == "master" or replication["master_link_status"] == "up"
+
+
 class SentinelProcess(_ServerProcess):
     """One Redis Sentinel (`redis-server sentinel.conf --sentinel`) on 127.0.0.1:`port`,
     watching the master `service` at 127.0.0.1:`master_port`. Its config file lives in
@@ -285,6 +295,11 @@ class SentinelProcess(_ServerProcess):
         return _answers_ping(self.port)
 
 
+# A master waits 5 s for more replicas before a diskless full sync by default; a replica
+# never synced does not fail over (its data is too old to take over).
+_NO_SYNC_DELAY = ("--repl-diskless-sync-delay", "0")
+
+
 class _ServerSet(_Started):
     """Servers started and stopped together: `start` them all (all stopped again when one
     fails), `stop` them in `processes` order; a context manager like one server."""
@@ -331,12 +346,10 @@ class RedisSentinelSet(_ServerSet):
     ) -> None:
         self.workdir = Path(workdir)
         self.service = service
-        # A master waits 5 s for more replicas before a diskless full sync by default.
-        no_wait = ("--repl-diskless-sync-delay", "0")
-        self.master = RedisProcess(self.workdir / "redis-a", options=no_wait)
+        self.master = RedisProcess(self.workdir / "redis-a", options=_NO_SYNC_DELAY)
         self.replica = RedisProcess(
             self.workdir / "redis-b",
-            options=(*no_wait, "--replicaof", "127.0.0.1", str(self.master.port)),
+            options=(*_NO_SYNC_DELAY, "--replicaof", "127.0.0.1", str(self.master.port)),
         )
         self.watchers = [
             SentinelProcess(
@@ -369,7 +382,7 @@ class RedisSentinelSet(_ServerSet):
         wait until each knows the replica and the two other Sentinels."""
         self.master.start()
         self.replica.start()
-        _wait_until("the replica in sync", lambda: self._replica_synced(self.replica), timeout)
+        _wait_until("the replica in sync", lambda: _in_sync(self.replica), timeout)
         for watcher in self.watchers:
             watcher.start()
         _wait_until("the Sentinels know each other", self._sentinels_ready, timeout)
@@ -404,13 +417,6 @@ class RedisSentinelSet(_ServerSet):
         _wait_until(f"a master other than :{old_port}", switched, timeout)
         return self.current_master()
 
-    def _replica_synced(self, replica: RedisProcess) -> bool:
-        try:
-            with redis.Redis(port=replica.port, socket_timeout=1) as client:
-                return client.info("replication").get("master_link_status") == "up"
-        except redis.RedisError:
-            return False
-
     def _is_master(self, port: int) -> bool:
         try:
             with redis.Redis(port=port, socket_timeout=1) as client:
@@ -434,6 +440,30 @@ class RedisSentinelSet(_ServerSet):
         return [*self.watchers, *self.servers]
 
 
+def _start_node(node: RedisProcess, attempts: int = 3) -> None:
+    """Start a Cluster node with its bus on a free port named just before (by default the
+    bus takes the node's port + 10000: past 65535 for a high free port, maybe taken); a
+    port taken meanwhile by another process (free_port's race) costs another try on new
+    ports."""
+    options = node.options
+    for attempt in range(attempts):
+        node.options = (*options, "--cluster-port", str(free_port()))
+        try:
+            node.start()
+            return
+        except ProcessError:
+            if attempt == attempts - 1 or "Address already in use" not in _tail(node.log_path):
+                raise
+            node.port = free_port()
+
+
+def _tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-2000:]
+    except FileNotFoundError:
+        return ""
+
+
 class RedisClusterSet(_ServerSet):
     """A Redis Cluster of `masters` primaries (each with `replicas` replicas) on free
     loopback ports, made with `redis-cli --cluster create`, each node in a folder of
@@ -447,6 +477,7 @@ class RedisClusterSet(_ServerSet):
         self.workdir = Path(workdir)
         self.replicas = replicas
         cluster_options = (
+            *_NO_SYNC_DELAY,
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -454,13 +485,8 @@ class RedisClusterSet(_ServerSet):
             "--cluster-node-timeout",
             str(node_timeout_ms),
         )
-        # The cluster bus listens on a port of its own, by default the node's + 10000:
-        # past 65535 for a high free port, and maybe taken; so a free one is named.
         self.nodes = [
-            RedisProcess(
-                self.workdir / f"node-{n}",
-                options=(*cluster_options, "--cluster-port", str(free_port())),
-            )
+            RedisProcess(self.workdir / f"node-{n}", options=cluster_options)
             for n in range(masters * (1 + replicas))
         ]
 
@@ -473,7 +499,7 @@ class RedisClusterSet(_ServerSet):
         """Start the nodes, join them (slots spread evenly over the primaries) and wait
         until every node says cluster_state:ok."""
         for node in self.nodes:
-            node.start()
+            _start_node(node)
         binary = shutil.which("redis-cli") or "/usr/bin/redis-cli"
         create = subprocess.run(
             [
@@ -494,6 +520,7 @@ class RedisClusterSet(_ServerSet):
         if create.returncode != 0:
             raise ProcessError(f"redis-cli --cluster create failed: {create.stdout[-2000:]}")
         _wait_until("cluster_state:ok on every node", self._ok, timeout)
+        _wait_until("every replica in sync", lambda: all(map(_in_sync, self.nodes)), timeout)
 
     def _ok(self) -> bool:
         for node in self.nodes:

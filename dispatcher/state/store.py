@@ -316,11 +316,11 @@ class _Link:
         """The channels opened so far."""
         return [self.channel] if self.channel is not None else list(self.channels.values())
 
-    def forget(self, channel: _Channel) -> None:
-        """A Cluster channel whose connection failed: its node may be gone (a failover),
-        so the next FCALL reads the topology again and opens a new channel."""
+    def failed(self, channel: _Channel) -> None:
+        """A Cluster channel whose connection failed: its node may be gone (a failover), so
+        the next FCALL reads the topology first. (The channel stays: its connection object
+        reconnects if the node comes back; a new one would count against the node's pool.)"""
         if channel is not self.channel:
-            self.channels = {k: v for k, v in self.channels.items() if v is not channel}
             self.refresh = True
 
 
@@ -580,7 +580,7 @@ class StateStore:
     def _drop(self, channel: _Channel, exc: BaseException) -> None:
         """Close a failed connection; the deferred calls still due on it are reported."""
         channel.conn.disconnect()
-        self._link.forget(channel)
+        self._link.failed(channel)
         lost, channel.pending = list(channel.pending), deque()
         error = unavailable(
             self.url,
