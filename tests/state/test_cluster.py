@@ -134,6 +134,26 @@ def test_a_doorbell_is_heard_on_a_node_that_does_not_hold_the_tenant(
             assert message is not None and message["data"] == f"{TENANTS[0]}\x1fc1".encode()
 
 
+def test_the_keepers_reconcile_and_backstop_reads_work_across_slots(
+    cluster: RedisClusterSet, fresh: str
+) -> None:
+    """What a node's keeper reads for heartbeats, its restart reconcile and the backstop:
+    the heartbeats ({dispatcher} slot), the tenant list (a slot of its own) and each
+    tenant's calls (its slot, Redis' time in the same transaction)."""
+    put_tenants(fresh)
+    with StateStore(fresh, TENANTS[0]) as store:
+        store.node = "node-1"
+        assert store.node_beat("node-1", 5000) == []
+        for tenant in store.registered_tenants():
+            store.for_tenant(tenant).answered("c1", "g1", "a1")
+        time.sleep(0.01)  # older than 0 ms by Redis' clock
+        for tenant in store.registered_tenants():
+            mine = store.for_tenant(tenant)
+            assert mine.calls_of_node("node-1") == ["c1"]
+            assert mine.stale_calls(0) == ["c1"] and mine.stale_calls(60_000) == []
+            assert mine.release("c1", outcome="expired") == 1
+
+
 def migrate_slot(cluster: RedisClusterSet, slot: int, target: RedisProcess, finish: bool) -> None:
     """Move `slot`'s keys to `target` as redis-cli --cluster reshard does; with `finish`
     the slot then belongs to `target` (MOVED from the old owner), else it stays migrating
