@@ -16,6 +16,7 @@ import redis
 from known_calls import END_MS, EVENTS, SALES_TOTAL, START_MS, day_of, utc_iso
 
 from dispatcher.__main__ import main
+from dispatcher.state.connect import sync_client
 from dispatcher.state.keys import TenantKeys
 
 pytestmark = pytest.mark.redis
@@ -41,7 +42,7 @@ def load(client: redis.Redis, events: list[dict[str, str]]) -> None:
 def empty(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.delenv("DISPATCHER_ARCHIVE_DIR", raising=False)
-    with redis.Redis.from_url(redis_url, decode_responses=True) as plain:
+    with sync_client(redis_url, decode_responses=True) as plain:
         yield plain
 
 
