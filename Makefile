@@ -59,12 +59,18 @@ down:
 
 # Every test, then the time-sensitive ones (marker timeshift) again with the whole process
 # tree a year ahead - pytest and the redis-server and Kamailio it starts - so a fixed date that
-# a real server's clock also sees fails here, not a year from now. Fails if either run fails.
+# a real server's clock also sees fails here, not a year from now; then the suites that talk
+# to Redis most again on a real three-primary Redis Cluster (the tests start it; marker ha:
+# tests with HA sets of their own run in the first pass only). Fails if any run fails.
+CLUSTER_SUITES := tests/state tests/sip/test_decider.py tests/api tests/admin tests/reports \
+                  tests/sip/test_redis_ha.py
 test: setup
 	@status=0; $(PY) -m pytest -q || status=$$?; \
 	echo "== the time-sensitive tests again, every process a year ahead (faketime +365d)"; \
 	DISPATCHER_TEST_REAL_EPOCH=$$(date +%s) faketime -f +365d $(PY) -m pytest -q -m timeshift \
 	    || status=$$?; \
+	echo "== the state, decision, API, admin, report and SIP smoke suites again on a Redis Cluster"; \
+	$(PY) -m pytest -q --redis-cluster -m "not ha" $(CLUSTER_SUITES) || status=$$?; \
 	exit $$status
 
 # Core and Redis figures (about 30 s), the wait estimator (about 1 min), SIP load against

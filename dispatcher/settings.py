@@ -1,6 +1,12 @@
 """Environment knobs shared by every part of the stack.
 
-REDIS_URL               use this Redis instead of starting one (`make run`, workers, API)
+REDIS_URL               use this Redis instead of starting one (`make run`, workers, API):
+                        redis://host:port/db (rediss://, unix://), or a Cluster:
+                        redis+cluster://host:port[,host:port...] (`dispatcher.redis_address`)
+REDIS_SENTINELS         the Sentinels' host:port list: the state lives on the master they
+                        name REDIS_SENTINEL_MASTER and follows its failovers; REDIS_URL then
+                        gives only credentials and db (redis://:password@/0) or is unset
+REDIS_SENTINEL_MASTER   the master's service name in the Sentinels (default mymaster)
 SIP_PORT                Kamailio's SIP port (default 5060)
 API_PORT                admin API port on 127.0.0.1 (default 8080)
 DISPATCHER_ADMIN_TOKEN  bootstrap admin token of the admin API
@@ -47,6 +53,15 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from dispatcher.redis_address import (
+    DEFAULT_SENTINEL_MASTER,
+    host_ports,
+    parse_address,
+    redacted,
+    sentinel_address,
+    service_name,
+)
 
 
 class SettingsError(ValueError):
@@ -115,9 +130,44 @@ def _address_env(name: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+def _redis_env() -> str | None:
+    """REDIS_URL, or the Sentinel address REDIS_SENTINELS and REDIS_SENTINEL_MASTER compose
+    with REDIS_URL's credentials and db; checked, errors naming the variable."""
+    url = os.environ.get("REDIS_URL") or None
+    sentinels = os.environ.get("REDIS_SENTINELS") or None
+    service = os.environ.get("REDIS_SENTINEL_MASTER") or None
+    if sentinels is None:
+        if service is not None:
+            raise SettingsError("REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not")
+        if url is not None:
+            try:
+                parse_address(url)
+            except ValueError as exc:
+                raise SettingsError(f"REDIS_URL={redacted(url)!r}: {exc}") from None
+        return url
+    try:
+        hosts = host_ports(sentinels)
+    except ValueError as exc:
+        raise SettingsError(f"REDIS_SENTINELS={sentinels!r}: {exc}") from None
+    if not hosts:
+        raise SettingsError(f"REDIS_SENTINELS={sentinels!r}: expected host:port,host:port")
+    try:
+        service = service_name(service or DEFAULT_SENTINEL_MASTER)
+    except ValueError as exc:
+        raise SettingsError(f"REDIS_SENTINEL_MASTER: {exc}") from None
+    try:
+        return sentinel_address(hosts, service, url)
+    except ValueError as exc:
+        raise SettingsError(
+            f"REDIS_URL={redacted(url or '')!r} with REDIS_SENTINELS: {exc}"
+        ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """The knobs as read from the environment, validated."""
+    """The knobs as read from the environment, validated. `redis_url` is the address of
+    the shared state in any form of `dispatcher.redis_address` (with REDIS_SENTINELS, the
+    redis+sentinel:// address they compose), None when unset."""
 
     redis_url: str | None
     sip_port: int
@@ -146,7 +196,7 @@ class Settings:
         sip_port = _int_env("SIP_PORT", 5060, 1, 65535)
         cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         return cls(
-            redis_url=os.environ.get("REDIS_URL") or None,
+            redis_url=_redis_env(),
             sip_port=sip_port,
             api_port=_int_env("API_PORT", 8080, 1, 65535),
             admin_token=os.environ.get("DISPATCHER_ADMIN_TOKEN") or None,

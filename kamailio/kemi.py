@@ -14,7 +14,6 @@ import os
 import site
 import sys
 import time
-from urllib.parse import urlsplit
 
 import KSR
 
@@ -54,10 +53,15 @@ _use_project_python()
 
 def mod_init():
     """Called once by app_python3 in the main process, before the workers fork."""
+    from dispatcher.redis_address import redacted
+
     tenant = os.environ.get("DISPATCHER_TENANT") or "demo"
-    redis_url = urlsplit(os.environ.get("REDIS_URL", ""))
-    # Host and port only: the URL may carry a password.
-    redis = f"{redis_url.hostname}:{redis_url.port}" if redis_url.hostname else "unset"
+    # The password hidden: REDIS_URL may carry one. With REDIS_SENTINELS it holds only
+    # credentials and db, the Sentinels name the master; Settings checks both later.
+    redis = redacted(os.environ.get("REDIS_URL") or "") or "unset"
+    sentinels = os.environ.get("REDIS_SENTINELS")
+    if sentinels:
+        redis += f" sentinels={sentinels}"
     KSR.info(f"dispatcher KEMI: tenant={tenant} redis={redis} python={sys.version.split()[0]}\n")
     return KamailioRoutes()
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real redis-server per test session, the demo tenant."""
+"""Shared fixtures: a real redis-server per test session (or, with --redis-cluster, a real
+three-primary Redis Cluster), the demo tenant."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from dispatcher.run.procs import RedisProcess
+from dispatcher.run.procs import RedisClusterSet, RedisProcess, RedisSentinelSet
+from dispatcher.state.connect import sync_client
 
 # Suites whose every test is time-sensitive (Redis' clock, expiry, archive days): marked
 # `timeshift`, so make test runs them again with the whole process tree a year ahead.
@@ -20,31 +22,55 @@ DEMO_FILE = Path(__file__).resolve().parents[1] / "dispatcher" / "demo" / "demo.
 _DEMO_DATA: dict[str, Any] = yaml.safe_load(DEMO_FILE.read_text(encoding="utf-8"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """--redis-cluster: the session's Redis (`redis_server`, `redis_url`) is a Cluster."""
+    parser.addoption(
+        "--redis-cluster",
+        action="store_true",
+        help="run against a three-primary Redis Cluster the tests start (make test's "
+        "cluster pass: the state, decision, API and SIP smoke suites)",
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the time-sensitive suites (TIME_SENSITIVE_SUITES) `timeshift`."""
+    """Mark the time-sensitive suites (TIME_SENSITIVE_SUITES) `timeshift`, but not the
+    tests that start Redis HA sets of their own (`ha`: their servers' timing is what they
+    test, and one pass is enough)."""
     for item in items:
-        if item.path.parent.name in TIME_SENSITIVE_SUITES:
+        if item.path.parent.name in TIME_SENSITIVE_SUITES and not item.get_closest_marker("ha"):
             item.add_marker(pytest.mark.timeshift)
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    """A redis-server started by the tests on a free loopback port."""
-    server = RedisProcess(Path(tmp_path_factory.mktemp("redis")))
-    server.start()
-    yield server
-    server.stop()
+def redis_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisProcess | RedisClusterSet]:
+    """A redis-server started by the tests on a free loopback port; with --redis-cluster
+    a Redis Cluster of three primaries (both have `url` and `stop`)."""
+    workdir = Path(tmp_path_factory.mktemp("redis"))
+    server = RedisClusterSet(workdir) if request.config.getoption("--redis-cluster") else None
+    with server or RedisProcess(workdir) as started:
+        yield started
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisProcess) -> Iterator[str]:
-    """URL of the session's Redis, flushed before each test."""
-    import redis
-
-    client = redis.Redis.from_url(redis_server.url)
+def redis_url(redis_server: RedisProcess | RedisClusterSet) -> Iterator[str]:
+    """Address of the session's Redis (a redis+cluster:// one with --redis-cluster),
+    flushed before each test (every primary of a Cluster)."""
+    client = sync_client(redis_server.url)
     client.flushall()
     client.close()
     yield redis_server.url
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[RedisSentinelSet]:
+    """A Redis master with a replica and three Sentinels of this test alone, with the fast
+    failover timings of `failover` (tests/support), free to kill."""
+    from failover import sentinel_set
+
+    with sentinel_set(tmp_path / "ha") as started:
+        yield started
 
 
 @pytest.fixture

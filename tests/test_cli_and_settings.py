@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.__main__ import main
+from dispatcher.redis_address import parse_address, redacted
 from dispatcher.settings import Settings, SettingsError
 
 DEMO = Path(__file__).resolve().parents[1] / "dispatcher" / "demo" / "demo.yaml"
@@ -26,6 +27,14 @@ DEMO = Path(__file__).resolve().parents[1] / "dispatcher" / "demo" / "demo.yaml"
         ("DISPATCHER_TENANT_CACHE", "0", "DISPATCHER_TENANT_CACHE=0: must be between 1"),
         ("DISPATCHER_NODE", "bad node", "DISPATCHER_NODE='bad node'"),
         ("RTPENGINE_NG", "nohost", "RTPENGINE_NG='nohost': expected host:port"),
+        ("REDIS_URL", "http://127.0.0.1:6379", "REDIS_URL='http://127.0.0.1:6379': unknown"),
+        ("REDIS_URL", "redis://:secret@h:port", r"REDIS_URL='redis://:\*\*\*@h:port': the port"),
+        ("REDIS_URL", "redis+cluster://127.0.0.1:7000/3", "database 0 only"),
+        ("REDIS_URL", "redis+cluster://", "REDIS_URL='redis\\+cluster://': .* host:port"),
+        ("REDIS_URL", "redis+sentinel://127.0.0.1:26379", "REDIS_URL=.*service name"),
+        ("REDIS_SENTINELS", "127.0.0.1", "REDIS_SENTINELS='127.0.0.1': '127.0.0.1' is not host"),
+        ("REDIS_SENTINELS", " , ", "REDIS_SENTINELS=' , ': expected host:port"),
+        ("REDIS_SENTINEL_MASTER", "mymaster", "REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS"),
     ],
 )
 def test_bad_knob_names_the_variable(
@@ -36,8 +45,46 @@ def test_bad_knob_names_the_variable(
         Settings.from_env()
 
 
+def test_sentinels_compose_the_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """REDIS_SENTINELS names the master's watchers; REDIS_URL then adds only credentials and
+    db; the master's name defaults to mymaster (Redis' sample sentinel.conf)."""
+    monkeypatch.setenv("REDIS_SENTINELS", "10.0.0.1:26379, 10.0.0.2:26379")
+    monkeypatch.delenv("REDIS_SENTINEL_MASTER", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert (
+        Settings.from_env().redis_url == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/0"
+    )
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "calls")
+    monkeypatch.setenv("REDIS_URL", "rediss://:s%40cret@/2")
+    address = parse_address(Settings.from_env().redis_url or "")
+    assert (address.mode, address.service, address.db) == ("sentinel", "calls", 2)
+    assert (address.password, address.tls) == ("s@cret", True)
+    assert address.hosts == (("10.0.0.1", 26379), ("10.0.0.2", 26379))
+    monkeypatch.setenv("REDIS_URL", "redis://:secret@10.0.0.9:6379/0")  # a host: whose?
+    with pytest.raises(SettingsError, match=r"REDIS_URL='redis://:\*\*\*@10.0.0.9:6379/0' with"):
+        Settings.from_env()
+    monkeypatch.setenv("REDIS_URL", "redis+cluster://10.0.0.9:7000")
+    with pytest.raises(SettingsError, match="credentials and db only"):
+        Settings.from_env()
+    monkeypatch.setenv("REDIS_URL", "redis://")
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "bad name")
+    with pytest.raises(SettingsError, match="REDIS_SENTINEL_MASTER: 'bad name' is no service"):
+        Settings.from_env()
+
+
+def test_a_cluster_is_named_by_its_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis+cluster://u:pw@10.0.0.1:7000,[::1]:7001")
+    address = parse_address(Settings.from_env().redis_url or "")
+    assert (address.mode, address.username, address.password) == ("cluster", "u", "pw")
+    assert address.hosts == (("10.0.0.1", 7000), ("::1", 7001))
+    assert redacted(address.url) == "redis+cluster://u:***@10.0.0.1:7000,[::1]:7001"
+
+
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REDIS_URL", "SIP_PORT", "API_PORT", "DISPATCHER_TENANT", "REDIS_TIMEOUT_MS"):
+    knobs = ("REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_TIMEOUT_MS")
+    for name in (*knobs, "SIP_PORT", "API_PORT", "DISPATCHER_TENANT"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings.from_env()
     assert (settings.sip_port, settings.api_port, settings.tenant) == (5060, 8080, "demo")

@@ -15,9 +15,8 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import redis
-import redis.asyncio as aredis
-from redis.asyncio.retry import Retry as AsyncRetry
 
+from dispatcher.state.connect import AsyncClient, aclose_client, async_client
 from dispatcher.state.errors import StateError
 from dispatcher.state.keys import TENANTS_KEY, TenantKeys, validate_id
 from dispatcher.state.live import (
@@ -48,7 +47,6 @@ from dispatcher.state.store import (
     AgentLimits,
     Audit,
     GroupRecord,
-    client_options,
     config_put_request,
     credential_put_request,
     is_missing_function,
@@ -66,22 +64,23 @@ from dispatcher.telemetry import count_redis_error
 
 
 class AsyncRedis:
-    """The API process's Redis: one asyncio connection pool shared by every tenant."""
+    """The API process's Redis: one asyncio connection pool shared by every tenant (a
+    server, the master Sentinels name, or a Cluster: `dispatcher.state.connect`)."""
 
     def __init__(self, url: str, *, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
-        self._redis = aredis.Redis.from_url(url, **client_options(timeout, timeout, AsyncRetry))
+        self._redis = async_client(url, timeout, timeout)
         self._loaded = False
 
     @property
-    def client(self) -> aredis.Redis:
+    def client(self) -> AsyncClient:
         """The raw client, for the few reads that have no helper here."""
         return self._redis
 
     async def close(self) -> None:
         """Close the pool's connections."""
-        await self._redis.aclose()
+        await aclose_client(self._redis)
 
     @asynccontextmanager
     async def guard(self) -> AsyncIterator[None]:
@@ -99,7 +98,9 @@ class AsyncRedis:
             await self._redis.ping()
 
     async def fcall(self, function: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """FCALL `function`, loading the library first if needed (1 round trip usually)."""
+        """FCALL `function`, loading the library first if needed (1 round trip usually).
+        FUNCTION LOAD goes to every primary of a Cluster; a node that answers that the
+        function is missing (restarted empty, new) has it loaded again with the others."""
         async with self.guard():
             if not self._loaded:
                 await self._redis.function_load(LIBRARY_SOURCE, replace=True)

@@ -49,6 +49,7 @@ from starlette.types import Receive, Scope, Send
 
 from dispatcher.admin.ops import NotFound
 from dispatcher.admin.tokens import digest, read_record
+from dispatcher.state.connect import async_key_client
 from dispatcher.state.errors import StateError
 from dispatcher.state.live import CallState, LegState, LiveCall
 from dispatcher.state.store import translate_errors
@@ -372,14 +373,20 @@ async def _stream(
     settings = request.app.state.settings
     timeout = settings.redis_timeout_ms / 1000
     read_timeout = HEARTBEAT_S + timeout + 5  # XREAD BLOCK waits up to HEARTBEAT_S
-    client = aredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=read_timeout,
-        socket_connect_timeout=timeout,
-        client_name=STREAM_CLIENT_NAME,
-        single_connection_client=True,
-    )
+    client: aredis.Redis | None = None
     try:
+        with translate_errors(settings.redis_url, read_timeout, timeout):
+            # on the node that serves the stream's key now (a Cluster's primary of its
+            # slot, the master the Sentinels name): a move later ends this stream with
+            # `unavailable`, and the browser's reconnect finds the key where it is then
+            client = await async_key_client(
+                request.app.state.redis.client,
+                settings.redis_url,
+                events_key,
+                read_timeout,
+                timeout,
+                STREAM_CLIENT_NAME,
+            )
         yield f"retry: {RETRY_MS}\n\n".encode() + _sse(
             {"last_id": start_id, "heartbeat_s": HEARTBEAT_S}, event="ready"
         )
@@ -404,8 +411,9 @@ async def _stream(
         log.warning("event stream of %s ended: Redis failed: %s", events_key, exc)
         yield _sse({"detail": "Redis is unavailable; reconnect shortly"}, event="unavailable")
     finally:
-        with anyio.CancelScope(shield=True):
-            await client.aclose()
+        if client is not None:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
 
 
 def _start_id(header: str | None, query: str | None) -> str | None:

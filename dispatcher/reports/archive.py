@@ -39,6 +39,7 @@ from typing import Any, cast
 import orjson
 import redis
 
+from dispatcher.state.connect import SyncClient
 from dispatcher.state.keys import TenantKeys
 
 from .events import (
@@ -88,7 +89,7 @@ class Archiver:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: SyncClient,
         tenant: str,
         directory: Path,
         keep_hours: float = DEFAULT_KEEP_HOURS,

@@ -21,16 +21,18 @@ import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import redis
+from redis.exceptions import RedisClusterException
 
+from dispatcher.redis_address import redacted
 from dispatcher.reports import figures, render
 from dispatcher.reports.archive import DEFAULT_KEEP_HOURS, ArchiveError, Archiver
 from dispatcher.reports.events import FOLLOW_MS, read_events
 from dispatcher.settings import Settings, SettingsError
+from dispatcher.state.connect import SyncClient, sync_client
 from dispatcher.state.keys import TenantKeys, validate_id
 
 # Reports and archiving read many entries per call: a slow reply is not an outage here.
@@ -152,7 +154,7 @@ def _guarded(command: Any) -> Any:
             return int(command(args))
         except (CommandError, SettingsError, ArchiveError) as exc:
             message = str(exc)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as exc:
             message = f"Redis at {_where()} unavailable: {exc}"
         except redis.RedisError as exc:
             message = f"Redis at {_where()}: {exc}"
@@ -166,22 +168,23 @@ def _guarded(command: Any) -> Any:
     return run
 
 
-def _client() -> redis.Redis:
+def _client() -> SyncClient:
     url = Settings.from_env().redis_url
     if url is None:
         raise SettingsError("REDIS_URL is not set: which Redis holds the events?")
-    return redis.Redis.from_url(
-        url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-    )
+    return sync_client(url, REDIS_TIMEOUT_S, REDIS_TIMEOUT_S)
 
 
 def _where() -> str:
-    """Host and port of REDIS_URL (never its password)."""
-    parts = urlsplit(os.environ.get("REDIS_URL", ""))
-    return f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else "REDIS_URL"
+    """The Redis address of the settings (never its password)."""
+    try:
+        url = Settings.from_env().redis_url
+    except SettingsError:
+        url = None
+    return redacted(url) if url else "REDIS_URL"
 
 
-def _tenant_timezone(client: redis.Redis, tenant: str) -> str:
+def _tenant_timezone(client: SyncClient, tenant: str) -> str:
     doc = client.hget(TenantKeys(tenant).config, "doc")
     try:
         zone = orjson.loads(doc).get("timezone") if doc else None

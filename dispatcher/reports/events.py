@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-import redis
 
+from dispatcher.state.connect import SyncClient
 from dispatcher.state.keys import TenantKeys, validate_id
 
 Event = dict[str, str]
@@ -97,7 +97,7 @@ def _text(value: Any) -> str:
 
 
 def read_stream(
-    client: redis.Redis, tenant: str, start: str, end: str = "+", batch: int = STREAM_BATCH
+    client: SyncClient, tenant: str, start: str, end: str = "+", batch: int = STREAM_BATCH
 ) -> Iterator[Event]:
     """Entries of the tenant's stream from `start` to `end` (XRANGE ids; '(' = exclusive).
 
@@ -116,7 +116,7 @@ def read_stream(
 
 
 def read_events(
-    client: redis.Redis | None,
+    client: SyncClient | None,
     tenant: str,
     start_ms: int,
     end_ms: int,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from dispatcher.config.model import Group
 from dispatcher.core import LOGGED_OUT, PAUSED
@@ -200,7 +201,8 @@ class Keeper:
                 self._bell_down = False
                 self.ksr.info("dispatcher: queue doorbells heard again\n")
             return calls
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, OSError, RedisClusterException) as exc:
+            # (a Cluster whose topology cannot be read: RedisClusterException)
             self._bell = None  # the next tick subscribes again; keeps serve meanwhile
             if not self._bell_down:
                 self._bell_down = True

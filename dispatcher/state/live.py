@@ -29,6 +29,22 @@ STATUS_NAMES: dict[int, StatusName] = {
 Activity = Literal["on_call", "ringing", "paused", "logged_out", "wrapup", "available"]
 ACTIVITIES: tuple[Activity, ...] = get_args(Activity)
 _COLUMNS = ("status", "reason", "live", "resv", "max", "wrapuntil", "idle", "missed")
+# Redis' TIME inside the transaction, as a script that names the tenant's config key: a
+# Cluster pipeline refuses TIME (it has no key, so no slot), a script with a key runs on the
+# tenant's primary with the reads. no-writes: it runs on a full (OOM) Redis too.
+_TIME_SCRIPT = "#!lua flags=no-writes\nreturn redis.call('TIME')"
+
+
+def queue_time(pipe: Any, keys: TenantKeys) -> None:
+    """Queue Redis' TIME on a transaction pipeline, on the tenant's node in a Cluster as
+    well; its reply is [seconds, microseconds] like TIME's (`time_ms`)."""
+    pipe.execute_command("EVAL", _TIME_SCRIPT, 1, keys.config)  # a Cluster pipeline has no eval()
+
+
+def time_ms(reply: Sequence[Any]) -> int:
+    """Milliseconds from the reply of `queue_time`."""
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +97,7 @@ def queue_live_reads(pipe: Any, keys: TenantKeys) -> None:
 
     Cost when executed: 1 round trip, O(agents + live calls) in Redis.
     """
-    pipe.time()
+    queue_time(pipe, keys)
     pipe.hmget(keys.config, "version", "doc")
     for column in _COLUMNS:
         pipe.hgetall(keys.agent[column])
@@ -93,7 +109,7 @@ def queue_agent_reads(pipe: Any, keys: TenantKeys, agent: str) -> None:
 
     Cost when executed: 1 round trip, O(1) in Redis.
     """
-    pipe.time()
+    queue_time(pipe, keys)
     for column in _COLUMNS:
         pipe.hget(keys.agent[column], agent)
 
@@ -101,8 +117,8 @@ def queue_agent_reads(pipe: Any, keys: TenantKeys, agent: str) -> None:
 def parse_agent(replies: Sequence[Any]) -> tuple[int, AgentLive | None]:
     """(Redis time in ms, the agent's counters or None when it is not configured) from the
     replies of `queue_agent_reads`."""
-    (seconds, micros), *values = replies
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    now, *values = replies
+    now_ms = time_ms(now)
     column = dict(zip(_COLUMNS, values, strict=True))
     if column["max"] is None:
         return now_ms, None
@@ -120,7 +136,7 @@ def parse_agent(replies: Sequence[Any]) -> tuple[int, AgentLive | None]:
 
 def parse_live(replies: Sequence[Any]) -> LiveState:
     """The `LiveState` from the replies of the reads `queue_live_reads` queued, in order."""
-    (seconds, micros), (version, doc), *columns, live_calls = replies
+    now, (version, doc), *columns, live_calls = replies
     by_column = {
         column: {field.decode(): value for field, value in reply.items()}
         for column, reply in zip(_COLUMNS, columns, strict=True)
@@ -152,7 +168,7 @@ def parse_live(replies: Sequence[Any]) -> LiveState:
     return LiveState(
         version=int(version or 0),
         doc=doc,
-        now_ms=int(seconds) * 1000 + int(micros) // 1000,
+        now_ms=time_ms(now),
         agents=agents,
         calls=calls,
         oldest_call_ms=oldest,
@@ -216,7 +232,7 @@ def queue_calls_reads(pipe: Any, keys: TenantKeys, window: int = CALL_EVENTS_WIN
 
     Cost when executed: 1 round trip, O(reservations + live calls + window) in Redis.
     """
-    pipe.time()
+    queue_time(pipe, keys)
     pipe.hget(keys.config, "version")
     pipe.zrange(keys.resv, 0, -1, withscores=True)
     pipe.hgetall(keys.live)
@@ -273,8 +289,8 @@ def _events_about(
 
 def parse_calls(replies: Sequence[Any]) -> CallsState:
     """The `CallsState` from the replies of the reads `queue_calls_reads` queued, in order."""
-    (seconds, micros), version, reservations, live, entries = replies
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    now, version, reservations, live, entries = replies
+    now_ms = time_ms(now)
     ringing: dict[str, list[tuple[str, int]]] = {}
     for member, deadline in reservations:
         call, _, agent = _text(member).partition(FIELD_SEPARATOR)

@@ -6,14 +6,15 @@ The client is synchronous because Kamailio workers are; create the store in each
 after fork (the connection opens on first use). The admin API's asyncio store
 (`dispatcher.api.async_store`) calls the same functions with the KEYS and ARGV built by the
 pure helpers at the end of this module (`config_put_request`, `set_state_args`,
-`token_set_request`), connects with the same `client_options`, reads replies with the same
-`parse_*_reply` and maps errors with the same `translate_errors`.
+`token_set_request`), connects through `dispatcher.state.connect` as this one does, reads
+replies with the same `parse_*_reply` and maps errors with the same `translate_errors`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -22,16 +23,25 @@ from enum import StrEnum
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any, NoReturn, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
 import orjson
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    MovedError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
+from dispatcher.redis_address import redacted
 
+from .connect import SyncClient, address_of, close_client, sync_client
 from .credentials import StoredCredential, parse_credential, validate_user
 from .errors import LIBRARY_ERRORS, ConfigConflict, StateError, StateUnavailable
 from .keys import (
@@ -51,6 +61,8 @@ from .live import (
     parse_live,
     queue_board_reads,
     queue_live_reads,
+    queue_time,
+    time_ms,
 )
 from .messages import (
     Voicemail,
@@ -84,7 +96,24 @@ DEFAULT_SWEEP_LIMIT = 1000
 _PUT_ATTEMPTS = 5
 # Redis' reply when the library is gone, typically after a restart with empty memory.
 _MISSING_FUNCTION = "Function not found"
-_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+# What means "Redis cannot serve this now" (503 and retry later), not a wrong request: a
+# lost or refused connection, a Cluster without a node for the slot or down, a slot that
+# moves again while it is followed (AskError, MOVED included), keys split by a migration.
+_UNREACHABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+    ClusterError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+    AskError,
+    TryAgainError,
+)
+# ASKING, sent before an FCALL redirected by a Cluster: needed after ASK (the slot is being
+# imported there), ignored by a node that owns the slot (after MOVED).
+_ASKING = hiredis.pack_command(("ASKING",))
+# A Cluster's topology is read again after a connection failed, at most this often.
+TOPOLOGY_REFRESH_S = 0.5
 
 # A group in a config put: (id, members in canonical order[, queue max length, 0 = none]).
 GroupRecord = tuple[str, Sequence[str]] | tuple[str, Sequence[str], int]
@@ -211,40 +240,103 @@ class AnswerOutcome(StrEnum):
     ENDED = "ended"
 
 
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return urlunsplit(parts._replace(netloc=user + host))
+class _Channel:
+    """One raw FCALL connection (`StateStore._send_fcall`) and the deferred FCALLs sent on
+    it whose replies are not read yet, oldest first."""
 
+    __slots__ = ("conn", "pending")
 
-class _Link:
-    """What the stores of one worker's tenants share: the client (its pool), whether the
-    library is loaded, the FCALLs' own connection (`_send_fcall`, opened on first use) and
-    the deferred FCALLs sent on it whose replies are not read yet, oldest first."""
-
-    __slots__ = ("fcall_conn", "loaded", "pending", "redis")
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.redis = client
-        self.loaded = False
-        self.fcall_conn: redis.connection.ConnectionInterface | None = None
+    def __init__(self, conn: redis.connection.ConnectionInterface) -> None:
+        self.conn = conn
         self.pending: deque[_Deferred] = deque()
 
 
+class _Link:
+    """What the stores of one worker's tenants share: the client (built on first use: a
+    Cluster's is read from the cluster), whether the library is loaded, and the FCALLs'
+    own connections: one to a server or a Sentinel master (`channel`), else one per
+    Cluster primary (`channels` by node name), each opened on first use."""
+
+    __slots__ = (
+        "address",
+        "channel",
+        "channels",
+        "client",
+        "connect_timeout",
+        "loaded",
+        "next_refresh",
+        "refresh",
+        "socket_timeout",
+    )
+
+    def __init__(self, address: str, socket_timeout: float, connect_timeout: float) -> None:
+        self.address = address_of(address)
+        self.socket_timeout = socket_timeout
+        self.connect_timeout = connect_timeout
+        self.client: SyncClient | None = None
+        self.loaded = False
+        self.channel: _Channel | None = None
+        self.channels: dict[str, _Channel] = {}
+        self.refresh = False  # a Cluster node failed: read the topology again
+        self.next_refresh = 0.0
+
+    @property
+    def redis(self) -> SyncClient:
+        if self.client is None:
+            self.client = sync_client(self.address, self.socket_timeout, self.connect_timeout)
+        return self.client
+
+    def channel_for(self, key: str) -> _Channel:
+        """The channel of the node that serves `key`: the one of a server or a Sentinel
+        master, else the one of the Cluster primary of its slot (after reading the topology
+        again if a node failed since)."""
+        if self.channel is not None:
+            return self.channel
+        client = self.redis
+        if not isinstance(client, RedisCluster):
+            self.channel = _Channel(client.connection_pool.make_connection())
+            return self.channel
+        if self.refresh and time.monotonic() >= self.next_refresh:
+            self.next_refresh = time.monotonic() + TOPOLOGY_REFRESH_S
+            client.nodes_manager.initialize()
+            self.refresh = False
+        return self.node_channel(
+            client, client.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+        )
+
+    def node_channel(self, client: RedisCluster, node: Any) -> _Channel:
+        """The channel of Cluster node `node`, opened on first use."""
+        channel = self.channels.get(node.name)
+        if channel is None:
+            pool = client.get_redis_connection(node).connection_pool
+            channel = self.channels[node.name] = _Channel(pool.make_connection())
+        return channel
+
+    def every_channel(self) -> list[_Channel]:
+        """The channels opened so far."""
+        return [self.channel] if self.channel is not None else list(self.channels.values())
+
+    def failed(self, channel: _Channel) -> None:
+        """A Cluster channel whose connection failed: its node may be gone (a failover), so
+        the next FCALL reads the topology first. (The channel stays: its connection object
+        reconnects if the node comes back; a new one would count against the node's pool.)"""
+        if channel is not self.channel:
+            self.refresh = True
+
+
 class StateStore:
-    """One tenant's shared state in the Redis at `url`.
+    """One tenant's shared state in the Redis at `url` (any address of
+    `dispatcher.redis_address`: a server, a Sentinel master, a Cluster).
 
     Calls fail fast rather than stall a SIP worker: no client retries, and a refused
     connection, a lost one or a reply slower than the timeouts raises `StateUnavailable`.
     The library is loaded (FUNCTION LOAD REPLACE) on first use and again, followed by one
     retry, when Redis answers that the function is missing, as after a restart.
     Errors the library replies with raise the `StateError` subclass of their code.
-    One store per thread: the FCALLs share one connection (`_send_fcall`).
+    One store per thread: the FCALLs share one connection (`_send_fcall`; in a Cluster one
+    per primary, each FCALL on the one serving its keys' slot, MOVED and ASK followed).
+    Behind Sentinels a failover costs the calls until they name the new master: a lost
+    connection fails its call and the next connects to the master they name then.
 
     `answered_later` and `release_later` send their FCALL and return without waiting: the
     reply is read just before the next FCALL's reply on the same connection (or by `flush`,
@@ -269,9 +361,7 @@ class StateStore:
         self.url = url
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
-        self._link = _Link(
-            redis.Redis.from_url(url, **client_options(socket_timeout, connect_timeout))
-        )
+        self._link = _Link(url, socket_timeout, connect_timeout)
         self.deferred_error: Callable[[str, Exception], None] = _log_deferred_error
         # The node whose dialogs this store's answers are (DISPATCHER_NODE); "" records none.
         self.node = ""
@@ -295,7 +385,7 @@ class StateStore:
 
     # The connections and the library's load state live in the link the siblings share.
     @property
-    def _redis(self) -> redis.Redis:
+    def _redis(self) -> SyncClient:
         return self._link.redis
 
     @property
@@ -306,37 +396,25 @@ class StateStore:
     def _loaded(self, value: bool) -> None:
         self._link.loaded = value
 
-    @property
-    def _fcall_conn(self) -> redis.connection.ConnectionInterface | None:
-        return self._link.fcall_conn
-
-    @_fcall_conn.setter
-    def _fcall_conn(self, conn: redis.connection.ConnectionInterface | None) -> None:
-        self._link.fcall_conn = conn
-
-    @property
-    def _pending(self) -> deque[_Deferred]:
-        return self._link.pending
-
-    @_pending.setter
-    def _pending(self, pending: deque[_Deferred]) -> None:
-        self._link.pending = pending
-
     def close(self) -> None:
         """Read the deferred replies still due (errors reported, never raised), then close
         the connections; the store reconnects if used again."""
         with suppress(StateError):
             self.flush()
-        if self._fcall_conn is not None:
-            self._fcall_conn.disconnect()
-            self._fcall_conn = None
-        self._redis.close()
+        link = self._link
+        for channel in link.every_channel():
+            channel.conn.disconnect()
+        link.channel, link.channels = None, {}
+        if link.client is not None:
+            close_client(link.client)
+            link.client = None
 
     def flush(self) -> None:
         """Read the replies of every deferred FCALL now (see the class docstring)."""
-        if self._pending and self._fcall_conn is not None:
-            with self._reachable():
-                self._read_deferred(self._fcall_conn)
+        for channel in self._link.every_channel():
+            if channel.pending:
+                with self._reachable():
+                    self._read_deferred(channel)
 
     def __enter__(self) -> StateStore:
         return self
@@ -345,7 +423,7 @@ class StateStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"StateStore({_redacted(self.url)!r}, {self.keys.tenant!r})"
+        return f"StateStore({redacted(self.url)!r}, {self.keys.tenant!r})"
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -382,7 +460,7 @@ class StateStore:
         if not self._loaded:
             self.load_library()
         with self._reachable():
-            self._send_fcall(function, keys, args, _Deferred(function, done))
+            self._send_fcall(function, keys, args, _Deferred(function, done, keys, args))
 
     def _send_fcall(
         self,
@@ -390,6 +468,7 @@ class StateStore:
         keys: Sequence[str],
         args: Sequence[Any],
         deferred: _Deferred | None = None,
+        redirected: _Channel | None = None,
     ) -> Any:
         """One FCALL on the store's own connection, past the client's command layers; with
         `deferred` it returns at once and the reply is read later (`_read_deferred`).
@@ -398,66 +477,111 @@ class StateStore:
         checkout with a readiness poll, retry wrapper, response callbacks) costs about as
         much client CPU as sending and reading; FCALL needs none of it. The connection is
         one redis-py `Connection` of the client's pool class (same URL, timeouts, hiredis
-        parser), so this is what makes a StateStore one-thread-only. A connection that
-        failed mid-command is dropped (deferred calls still due on it are reported), the
-        next call opens a new one; an error reply leaves it usable.
+        parser; behind Sentinels a `SentinelManagedConnection`, which asks them for the
+        master whenever it connects), so this is what makes a StateStore one-thread-only.
+        A connection that failed mid-command is dropped (deferred calls still due on it are
+        reported), the next call opens a new one; an error reply leaves it usable.
+        In a Cluster the connection is the one to the primary of the slot of `keys[0]` (all
+        keys of a call share a hash tag); `redirected` is the channel a MOVED or ASK reply
+        named, where the call goes once more after ASKING (`_redirected`).
         """
-        conn = self._fcall_conn
-        if conn is None:
-            conn = self._fcall_conn = self._redis.connection_pool.make_connection()
+        link = self._link
+        channel = redirected or link.channel or link.channel_for(keys[0])
+        conn = channel.conn
         try:
             conn.connect()  # no-op while connected
-            if not self._pending and _closed_while_idle(conn):
+            if not channel.pending and _closed_while_idle(conn):
                 # The server restarted or dropped idle clients. Nothing was sent on it, so
                 # a new one is safe: the check redis-py's pool makes on checkout. (With
                 # replies due, readable is what it should be.)
                 conn.disconnect()
                 conn.connect()
             # hiredis packs in C; the connection's packer walks the arguments in Python.
-            conn.send_packed_command(
-                [hiredis.pack_command(("FCALL", function, len(keys), *keys, *args))]
-            )
+            command = hiredis.pack_command(("FCALL", function, len(keys), *keys, *args))
+            conn.send_packed_command([_ASKING, command] if redirected else [command])
         except BaseException as exc:
-            self._drop(conn, exc)
+            self._drop(channel, exc)
             raise
         if deferred is not None:
-            self._pending.append(deferred)
-            if len(self._pending) >= MAX_DEFERRED:
-                self._read_deferred(conn)
+            channel.pending.append(deferred)
+            if len(channel.pending) >= MAX_DEFERRED:
+                self._read_deferred(channel)
             return None
-        self._read_deferred(conn)
+        self._read_deferred(channel)
         try:
+            if redirected:
+                conn.read_response()  # ASKING's OK
             return conn.read_response()
+        except AskError as exc:  # MovedError too
+            if redirected:
+                raise  # moved again while followed: StateUnavailable
+            return self._send_fcall(function, keys, args, redirected=self._redirected(exc))
         except redis.ResponseError:
             raise
         except BaseException as exc:
-            self._drop(conn, exc)
+            self._drop(channel, exc)
             raise
 
-    def _read_deferred(self, conn: redis.connection.ConnectionInterface) -> None:
+    def _redirected(self, exc: AskError) -> _Channel:
+        """The channel of the Cluster node a MOVED or ASK reply names. MOVED: a resharding
+        or a failover gave the slot to that node for good, so the slot map is updated too
+        (the next calls go there directly); ASK: the slot is migrating and that node serves
+        this call once, after ASKING. Redis ran nothing before either reply, so sending the
+        call again is safe."""
+        client = cast(RedisCluster, self._link.redis)
+        nodes = client.nodes_manager
+        if isinstance(exc, MovedError):
+            nodes.move_slot(exc)
+        node = nodes.get_node(host=exc.host, port=exc.port)
+        if node is None:  # a node the topology does not know yet
+            self._link.refresh = True
+            raise exc
+        return self._link.node_channel(client, node)
+
+    def _read_deferred(self, channel: _Channel) -> None:
         """Read the due replies of deferred FCALLs, oldest first, into their callbacks."""
-        while self._pending:
-            call = self._pending[0]
+        conn = channel.conn
+        while channel.pending:
+            call = channel.pending[0]
             try:
                 reply = conn.read_response()
+            except AskError as exc:  # a Cluster slot moved: sent again where it is now
+                channel.pending.popleft()
+                self._redirect_deferred(call, exc)
+                continue
             except redis.ResponseError as exc:
-                self._pending.popleft()
+                channel.pending.popleft()
                 try:
                     _raise_library_error(exc)
                 except StateError as error:  # the StateError subclass of its code
                     self.deferred_error(call.function, error)
                 continue
             except BaseException as exc:
-                self._drop(conn, exc)
+                self._drop(channel, exc)
                 raise
-            self._pending.popleft()
+            channel.pending.popleft()
             if call.done is not None:
                 call.done(reply)
 
-    def _drop(self, conn: redis.connection.ConnectionInterface, exc: BaseException) -> None:
+    def _redirect_deferred(self, call: _Deferred, exc: AskError) -> None:
+        """A deferred FCALL a Cluster redirected, sent again (and waited for) where the
+        reply said; its reply or error goes where the first one's would have."""
+        try:
+            with self._reachable():
+                reply = self._send_fcall(
+                    call.function, call.keys, call.args, redirected=self._redirected(exc)
+                )
+        except StateError as error:
+            self.deferred_error(call.function, error)
+            return
+        if call.done is not None:
+            call.done(reply)
+
+    def _drop(self, channel: _Channel, exc: BaseException) -> None:
         """Close a failed connection; the deferred calls still due on it are reported."""
-        conn.disconnect()
-        lost, self._pending = list(self._pending), deque()
+        channel.conn.disconnect()
+        self._link.failed(channel)
+        lost, channel.pending = list(channel.pending), deque()
         error = unavailable(
             self.url,
             self.socket_timeout,
@@ -872,10 +996,10 @@ class StateStore:
         ended them within the dialog timeout (1 round trip, MULTI/EXEC of TIME and
         HGETALL; O(live calls))."""
         with self._reachable(), self._redis.pipeline(transaction=True) as pipe:
-            pipe.time()
+            queue_time(pipe, self.keys)
             pipe.hgetall(self.keys.live)
-            (seconds, micros), entries = pipe.execute()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+            now, entries = pipe.execute()
+        now_ms = time_ms(now)
         starts = _call_starts(cast(dict[bytes, bytes], entries))
         return sorted(call for call, start in starts.items() if now_ms - start > max_age_ms)
 
@@ -1164,19 +1288,6 @@ def token_set_request(
     return [*keys.base, keys.tokens], [token_id, record or b"", *audit_args(audit)]
 
 
-def client_options(
-    socket_timeout: float, connect_timeout: float, retry_class: type = Retry
-) -> dict[str, Any]:
-    """Keyword arguments of `Redis.from_url` for a store's client; an asyncio client passes
-    `redis.asyncio.retry.Retry` (redis-py 8 warns when it has to convert a sync one)."""
-    return {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": connect_timeout,
-        # No retries at all (timeouts included): a worker waits one timeout, not several.
-        "retry": retry_class(NoBackoff(), 0),
-    }
-
-
 def is_missing_function(exc: redis.ResponseError) -> bool:
     """True when Redis answered that a function is missing (the library must be loaded)."""
     return _MISSING_FUNCTION in str(exc)
@@ -1212,10 +1323,13 @@ def parse_events_reply(reply: Any) -> list[dict[str, str]]:
 
 @dataclass(frozen=True, slots=True)
 class _Deferred:
-    """A deferred FCALL whose reply is due: the function, for reports, and its callback."""
+    """A deferred FCALL whose reply is due: the function, for reports, its callback, and
+    its KEYS and ARGV (sent again when a Cluster redirects it)."""
 
     function: str
     done: Callable[[Any], None] | None
+    keys: Sequence[str]
+    args: Sequence[Any]
 
 
 def _log_deferred_error(function: str, exc: Exception) -> None:
@@ -1275,7 +1389,7 @@ def unavailable(
     url: str, socket_timeout: float, connect_timeout: float, reason: object
 ) -> StateUnavailable:
     """The `StateUnavailable` for Redis at `url` failing with `reason` (password hidden)."""
-    shown = _redacted(url)
+    shown = redacted(url)
     return StateUnavailable(
         f"Redis at {shown} unavailable (socket timeout {socket_timeout}s, "
         f"connect timeout {connect_timeout}s): {reason}",

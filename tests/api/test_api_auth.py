@@ -7,6 +7,7 @@ import pytest
 from api_support import client, demo_doc, make_token
 
 from dispatcher.run.procs import ApiProcess
+from dispatcher.state.connect import sync_client
 
 pytestmark = pytest.mark.redis
 
@@ -103,10 +104,9 @@ def test_revoked_token_stops_working(admin: httpx.Client, api_server: ApiProcess
 
 
 def test_token_is_stored_hashed(admin: httpx.Client, redis_url: str) -> None:
-    import redis
 
     token = make_token(admin, "demo", "read-only")
-    with redis.Redis.from_url(redis_url) as plain:
+    with sync_client(redis_url) as plain:
         stored = plain.hgetall("{t:demo}:tokens")
     assert len(stored) == 1
     (record,) = stored.values()

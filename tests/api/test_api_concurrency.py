@@ -13,7 +13,6 @@ import threading
 import httpx
 import orjson
 import pytest
-import redis
 from api_support import client
 
 from dispatcher.admin import ops as admin_ops
@@ -21,6 +20,7 @@ from dispatcher.admin.config_sync import update_tenant
 from dispatcher.config.model import Group
 from dispatcher.run.procs import ApiProcess
 from dispatcher.state import StateStore
+from dispatcher.state.connect import sync_client
 
 pytestmark = pytest.mark.redis
 
@@ -97,7 +97,7 @@ def test_concurrent_group_updates_never_mix(
                 last = body["version"]
 
     def redis_reader() -> None:
-        with redis.Redis.from_url(redis_url) as plain:
+        with sync_client(redis_url) as plain:
             while not stop.is_set():
                 with plain.pipeline(transaction=True) as pipe:
                     pipe.hget("{t:demo}:config", "doc")

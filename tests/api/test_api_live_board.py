@@ -12,6 +12,7 @@ import redis
 from api_support import demo_doc, scrape, value
 
 from dispatcher.state import StateStore
+from dispatcher.state.connect import sync_client
 from dispatcher.state.keys import FIELD_SEPARATOR, TenantKeys
 from dispatcher.state.live import PRIORITY_SPAN, parse_queues
 
@@ -54,7 +55,7 @@ def test_queued_callers_in_queue_order_with_waits(admin: httpx.Client, redis_url
         assert store.queue_join("c-2", "sales", "+49302", 5, "node-a", LEASE_MS).position == 1
         assert store.queue_join("c-3", "sales", "", 0, "node-b", LEASE_MS).position == 3
     keys = TenantKeys("demo")
-    with redis.Redis.from_url(redis_url) as r:
+    with sync_client(redis_url) as r:
         # a caller who has waited 42 s already, written as disp_queue_join writes it
         joined = redis_now_ms(r) - 42_000
         r.zadd(keys.queue["q"], {f"support{FIELD_SEPARATOR}old": 9 * PRIORITY_SPAN + joined})
@@ -102,7 +103,7 @@ def test_queued_callers_in_queue_order_with_waits(admin: httpx.Client, redis_url
 
 def test_agents_without_a_registered_phone(admin: httpx.Client, redis_url: str) -> None:
     keys = TenantKeys("demo")
-    with redis.Redis.from_url(redis_url) as r:
+    with sync_client(redis_url) as r:
         now = redis_now_ms(r)
         r.hset(keys.registrations, mapping={"alice": now + 60_000, "bob": now - 1})
     # an agent with static URIs is rung on them, registered or not

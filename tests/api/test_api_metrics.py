@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from api_support import BOOTSTRAP, client, demo_doc, scrape, value
 
 from dispatcher.run.procs import ApiProcess, RedisProcess, free_port
 from dispatcher.state import StateStore
+from dispatcher.state.connect import sync_client
 from dispatcher.state.messages import Voicemail
 
 pytestmark = pytest.mark.redis
@@ -165,7 +165,7 @@ def test_worker_metrics_are_summed_over_processes(
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "REDIS_URL": redis_server.url}
-    with redis.Redis.from_url(redis_server.url) as plain:
+    with sync_client(redis_server.url) as plain:
         plain.flushall()
     api = ApiProcess(tmp_path / "api", env={**env, "DISPATCHER_ADMIN_TOKEN": BOOTSTRAP})
     with api, client(api) as http:

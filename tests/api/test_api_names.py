@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import redis
 from api_support import demo_doc
 
+from dispatcher.state.connect import sync_client
 from dispatcher.state.keys import DIDS_KEY, DOMAINS_KEY
 
 pytestmark = pytest.mark.redis
@@ -20,7 +20,7 @@ def test_names_are_claimed_and_a_second_owner_is_refused(
     doc["domains"] = ["Demo.Example.NET"]
     doc["dids"] = ["+4930999"]
     assert admin.put("/v1/tenants/demo", json=doc).status_code == 200
-    plain = redis.Redis.from_url(redis_url)
+    plain = sync_client(redis_url)
     assert plain.hget(DOMAINS_KEY, "demo.example.net") == b"demo"
     # the inbound rules' DIDs lead to the tenant too
     assert plain.hget(DIDS_KEY, "+493012345600") == b"demo"
@@ -81,7 +81,7 @@ def test_deleting_a_tenant_needs_the_bootstrap_token_and_force_while_busy(
     assert admin.delete("/v1/tenants/other?force=true").status_code == 204
     assert admin.get("/v1/tenants/other").status_code == 404
     assert admin.delete("/v1/tenants/other").status_code == 404
-    plain = redis.Redis.from_url(redis_url)
+    plain = sync_client(redis_url)
     assert list(plain.scan_iter(match="{t:other}:*")) == []
     assert plain.hget(DIDS_KEY, "+493012345600") == b"demo"  # the demo keeps its numbers
     assert admin.get("/v1/tenants/demo").status_code == 200

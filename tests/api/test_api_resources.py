@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import redis
 from api_support import demo_doc
 
 from dispatcher.state import StateStore
+from dispatcher.state.connect import sync_client
 
 pytestmark = pytest.mark.redis
 
@@ -59,12 +59,12 @@ def test_group_put_get_delete(admin: httpx.Client, redis_url: str) -> None:
     ids = [g["id"] for g in admin.get("/v1/tenants/demo/groups").json()["groups"]]
     assert ids[-1] == "night"
     # the workers' view: the group's member list in Redis, canonical order
-    with redis.Redis.from_url(redis_url) as plain:
+    with sync_client(redis_url) as plain:
         assert plain.hget("{t:demo}:g:night", "members") == b"bob,alice"
     assert admin.delete("/v1/tenants/demo/groups/night").json() == {"version": 3}
     assert admin.get("/v1/tenants/demo/groups/night").status_code == 404
     assert admin.delete("/v1/tenants/demo/groups/night").status_code == 404
-    with redis.Redis.from_url(redis_url) as plain:
+    with sync_client(redis_url) as plain:
         assert not plain.exists("{t:demo}:g:night")
     audits = audit_events(redis_url)[-2:]
     assert [(e["action"], e["object"], e["version"]) for e in audits] == [
@@ -162,7 +162,7 @@ def test_members(admin: httpx.Client, redis_url: str) -> None:
     assert admin.put("/v1/tenants/demo/groups/ghost/members/dave", json={}).status_code == 404
     assert admin.delete("/v1/tenants/demo/groups/sales/members/dave").status_code == 200
     assert admin.delete("/v1/tenants/demo/groups/sales/members/dave").status_code == 404
-    with redis.Redis.from_url(redis_url) as plain:
+    with sync_client(redis_url) as plain:
         assert plain.hget("{t:demo}:g:sales", "members") == b"alice,bob,carol"
     assert [e["object"] for e in audit_events(redis_url)[-2:]] == [
         "member:sales/dave",

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from api_support import audit_events, client, demo_doc, make_token, tone, wav
 
 from dispatcher.admin.tokens import ROLES
 from dispatcher.run.procs import ApiProcess
 from dispatcher.state import StateStore
+from dispatcher.state.connect import sync_client
 from dispatcher.state.messages import Voicemail
 
 pytestmark = pytest.mark.redis
@@ -23,7 +23,7 @@ VM = "/v1/tenants/demo/voicemail"
 
 
 def redis_now_ms(redis_url: str) -> int:
-    with redis.Redis.from_url(redis_url) as r:
+    with sync_client(redis_url) as r:
         seconds, micros = r.time()
     return seconds * 1000 + micros // 1000
 

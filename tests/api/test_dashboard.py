@@ -16,15 +16,16 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import redis
 import uvicorn
 from api_support import BOOTSTRAP, client, demo_doc, make_token
+from redis_support import per_primary
 
 from dispatcher.api import routes_dashboard
 from dispatcher.api.app import create_app
 from dispatcher.run.procs import ApiProcess, free_port
 from dispatcher.settings import Settings
 from dispatcher.state import StateStore
+from dispatcher.state.connect import sync_client
 
 pytestmark = pytest.mark.redis
 
@@ -100,14 +101,17 @@ def stream(
 
 
 def stream_ids(redis_url: str) -> list[str]:
-    with redis.Redis.from_url(redis_url) as r:
+    with sync_client(redis_url) as r:
         return [entry_id.decode() for entry_id, _ in r.xrange("{t:demo}:events")]
 
 
 def sse_connections(redis_url: str) -> int:
-    with redis.Redis.from_url(redis_url) as r:
+    with sync_client(redis_url) as r:
         return sum(
-            1 for c in r.client_list() if c.get("name") == routes_dashboard.STREAM_CLIENT_NAME
+            1
+            for clients in per_primary(r, "client_list")  # the stream's node of a Cluster
+            for c in clients
+            if c.get("name") == routes_dashboard.STREAM_CLIENT_NAME
         )
 
 
@@ -191,7 +195,7 @@ def test_calls_of_a_long_call_beyond_the_event_window_still_show(
     with StateStore(redis_url, "demo") as store:
         store.claim("old", "support", "+4940222", ["dave"], 20_000, arrival=True)
         store.answered("old", "support", "dave")
-        with redis.Redis.from_url(redis_url) as r:  # its events trimmed away
+        with sync_client(redis_url) as r:  # its events trimmed away
             r.xtrim("{t:demo}:events", maxlen=0)
         (call,) = admin.get("/v1/tenants/demo/calls").json()["calls"]
         assert call["state"] == "in_progress" and call["group"] == "support"
@@ -307,7 +311,7 @@ def test_the_stream_needs_a_token_or_a_one_time_ticket(
 
 def test_tickets_are_stored_only_as_digests_and_expire(admin: httpx.Client, redis_url: str) -> None:
     ticket = admin.post(TICKET).json()["ticket"]
-    with redis.Redis.from_url(redis_url) as r:
+    with sync_client(redis_url) as r:
         keys = [k.decode() for k in r.scan_iter("{t:demo}:ticket:*")]
         assert len(keys) == 1 and ticket not in keys[0]
         assert 0 < r.ttl(keys[0]) <= routes_dashboard.TICKET_TTL_S

@@ -13,6 +13,7 @@ from known_calls import END_MS, EVENTS, SALES_TOTAL, START_MS, day_of
 from dispatcher.reports.archive import STATE_FILE, ArchiveError, Archiver
 from dispatcher.reports.events import FOLLOW_MS, archive_days, read_archive_file, read_events
 from dispatcher.reports.figures import Period, compute
+from dispatcher.state.connect import sync_client
 from dispatcher.state.keys import TenantKeys
 
 pytestmark = pytest.mark.redis
@@ -28,7 +29,7 @@ NEXT_DAY_FILE = f"{day_of(START_MS + 86_400_000)}.jsonl.gz"
 
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url, decode_responses=True) as plain:
+    with sync_client(redis_url, decode_responses=True) as plain:
         yield plain
 
 

@@ -16,6 +16,7 @@ import redis
 from known_calls import END_MS, EVENTS, SALES_TOTAL, START_MS, day_of, utc_iso
 
 from dispatcher.__main__ import main
+from dispatcher.state.connect import sync_client
 from dispatcher.state.keys import TenantKeys
 
 pytestmark = pytest.mark.redis
@@ -41,7 +42,7 @@ def load(client: redis.Redis, events: list[dict[str, str]]) -> None:
 def empty(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.delenv("DISPATCHER_ARCHIVE_DIR", raising=False)
-    with redis.Redis.from_url(redis_url, decode_responses=True) as plain:
+    with sync_client(redis_url, decode_responses=True) as plain:
         yield plain
 
 
@@ -151,7 +152,7 @@ def test_redis_errors_are_clear(
     monkeypatch.setenv("REDIS_URL", "redis://:secret@127.0.0.1:1")
     assert main(["report", "--tenant", "acme", *WINDOW]) == 1
     err = capsys.readouterr().err
-    assert "Redis at 127.0.0.1:1 unavailable" in err and "secret" not in err
+    assert "Redis at redis://:***@127.0.0.1:1 unavailable" in err and "secret" not in err
 
 
 def test_bad_ids_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,6 +16,7 @@ from dispatcher.reports.events import FOLLOW_MS, read_events
 from dispatcher.reports.figures import Period, compute
 from dispatcher.sip.decision import Decider, Exhausted, Offer
 from dispatcher.state import AVAILABLE, AgentLimits, StateStore
+from dispatcher.state.connect import sync_client
 from dispatcher.state.messages import Voicemail
 
 pytestmark = pytest.mark.redis
@@ -60,7 +61,7 @@ def redis_ms(client: redis.Redis) -> int:
 def test_report_of_calls_with_known_outcomes(
     store: StateStore, redis_url: str, tmp_path: Path
 ) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = sync_client(redis_url, decode_responses=True)
     start = redis_ms(client)
     decider = Decider(store)
 
@@ -147,7 +148,7 @@ def test_report_of_queued_calls_from_the_librarys_events(
     write them: x1 keeps a1 busy, w1 waits and is answered, w2 hangs up in the queue, w3
     finds it full; one announcement to w1, one voicemail."""
     store, node, lease = queue_store, "node-1", 10_000
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = sync_client(redis_url, decode_responses=True)
     start = redis_ms(client)
 
     def arrive(call: str) -> None:

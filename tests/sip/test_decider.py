@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 from clocks import now_ms, zone_at_noon
+from redis_support import command_calls
 from state_support import check_invariants
 
 from dispatcher.admin.config_sync import import_tenant
@@ -18,6 +19,7 @@ from dispatcher.run.procs import RedisProcess
 from dispatcher.sip import decision
 from dispatcher.sip.decision import CallContext, ConfigMissing, Decider, Exhausted, Offer
 from dispatcher.state import AgentLimits, StateStore, StateUnavailable, sticky_day
+from dispatcher.state.connect import sync_client
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeshift]
 
@@ -81,13 +83,12 @@ def store(redis_url: str) -> Iterator[StateStore]:
 
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url) as plain:
+    with sync_client(redis_url) as plain:
         yield plain
 
 
 def fcalls(client: redis.Redis) -> int:
-    stats = client.info("commandstats")
-    return int(stats.get("cmdstat_fcall", {}).get("calls", 0))
+    return command_calls(client, "fcall")
 
 
 def test_unknown_extension_is_none(store: StateStore) -> None:
@@ -268,7 +269,7 @@ def test_sticky_day_follows_redis_not_a_skewed_worker(
     # ...and what it writes ends at Redis' local midnight, not the next one.
     ctx3, _ = ahead.start("c3", "700", "+4930777")  # type: ignore[misc]
     assert ahead.answered(ctx3, "a1") == "ok"
-    (key,) = noon_store._redis.keys("*sticky*")
+    (key,) = noon_store._redis.scan_iter(match="*sticky*")  # every primary of a Cluster
     group_zone = right.view().groups["seq"].timezone
     assert noon_store._redis.pexpiretime(key) == sticky_day(now_ms(), group_zone)[1]
     assert noon_store._redis.hgetall(key) == {b"+4930555": b"a2", b"+4930777": b"a1"}

@@ -176,7 +176,7 @@ def test_environment_reaches_the_kemi_script(start_kamailio: StartKamailio) -> N
     )
 
     log = kamailio.log_text()
-    assert "dispatcher KEMI: tenant=acme redis=127.0.0.1:6399" in log
+    assert "dispatcher KEMI: tenant=acme redis=redis://:***@127.0.0.1:6399/0" in log
     assert "secret" not in log
 
 

@@ -13,6 +13,7 @@ from state_support import AGENTS, GROUPS, TENANT
 
 from dispatcher.run.procs import RedisProcess
 from dispatcher.state import StateStore
+from dispatcher.state.connect import sync_client
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def store(redis_url: str) -> Iterator[StateStore]:
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
     """A plain client of the same Redis, for reading keys directly."""
-    with redis.Redis.from_url(redis_url) as plain:
+    with sync_client(redis_url) as plain:
         yield plain
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dispatcher.state import StateStore
+from dispatcher.state.connect import sync_client
 from dispatcher.state.errors import NameTaken
 
 pytestmark = pytest.mark.redis
@@ -39,7 +40,7 @@ def test_a_sibling_store_shares_the_connections(redis_url: str) -> None:
         assert beta.tenant == "beta" and beta.keys.prefix == "{t:beta}"
         assert beta._redis is acme._redis and acme.for_tenant("acme") is acme
         beta.put_names(["beta.example"], [])
-        assert acme._fcall_conn is not None and acme._fcall_conn is beta._fcall_conn
+        assert acme._link.every_channel() and acme._link is beta._link
 
 
 def test_credentials_keep_only_digests_and_can_be_removed(redis_url: str) -> None:
@@ -63,13 +64,12 @@ def test_credentials_keep_only_digests_and_can_be_removed(redis_url: str) -> Non
 
 
 def test_deleting_a_tenant_takes_all_its_keys_and_no_other(redis_url: str) -> None:
-    import redis as redis_lib
     from state_support import AGENTS
 
     from dispatcher.state.credentials import credential_record
     from dispatcher.state.errors import TenantBusy
 
-    client = redis_lib.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     stores = {t: StateStore(redis_url, t) for t in ("acme", "beta")}
     for tenant, store in stores.items():
         store.put_config(b"{}", AGENTS, (("g1", ("a1", "a2")),))

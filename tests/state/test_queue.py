@@ -10,6 +10,7 @@ import redis
 from state_support import AGENTS, TENANT, check_invariants
 
 from dispatcher.state import AVAILABLE, LOGGED_OUT, PAUSED, StateStore
+from dispatcher.state.connect import sync_client
 from dispatcher.state.errors import UnknownQueue
 
 pytestmark = pytest.mark.redis
@@ -29,7 +30,7 @@ def store(redis_url: str) -> Iterator[StateStore]:
 
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url) as plain:
+    with sync_client(redis_url) as plain:
         yield plain
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis_support import library_names
 from state_support import AGENTS, GROUPS, TENANT, check_invariants
 
 from dispatcher.run.procs import RedisProcess, free_port
@@ -23,16 +24,10 @@ from dispatcher.state import (
     StateUnavailable,
     UnknownGroup,
 )
+from dispatcher.state.connect import sync_client
 from dispatcher.state.store import LIBRARY_SOURCE
 
 pytestmark = pytest.mark.redis
-
-
-def library_names(client: redis.Redis) -> list[bytes]:
-    return [
-        dict(zip(lib[::2], lib[1::2], strict=True))[b"library_name"]
-        for lib in client.function_list()
-    ]
 
 
 def test_every_function_has_a_header() -> None:
@@ -49,10 +44,10 @@ def test_every_function_has_a_header() -> None:
 
 def test_library_is_loaded_on_first_use(redis_url: str, client: redis.Redis) -> None:
     client.function_flush()  # FLUSHALL between tests keeps functions
-    assert library_names(client) == []
+    assert all(names == [] for names in library_names(client))
     with StateStore(redis_url, TENANT) as state:
         state.put_config(b"{}", AGENTS, GROUPS)
-    assert library_names(client) == [b"dispatcher"]
+    assert all(names == [b"dispatcher"] for names in library_names(client))  # every primary
 
 
 def test_missing_library_is_reloaded(store: StateStore, client: redis.Redis) -> None:
@@ -82,7 +77,7 @@ def run_mixed_ops(state: StateStore, start: int, n: int) -> None:
 
 
 def test_restart_mid_run_reloads_and_goes_on(own_redis: RedisProcess) -> None:
-    with StateStore(own_redis.url, TENANT) as state, redis.Redis.from_url(own_redis.url) as raw:
+    with StateStore(own_redis.url, TENANT) as state, sync_client(own_redis.url) as raw:
         state.put_config(b"{}", AGENTS, GROUPS)
         run_mixed_ops(state, 0, 20)
         state.claim("talking", "g1", "", ["a1"], 5000)
@@ -94,7 +89,7 @@ def test_restart_mid_run_reloads_and_goes_on(own_redis: RedisProcess) -> None:
         # finds the function missing, reloads the library and reaches the (empty) state.
         with pytest.raises(UnknownGroup):
             state.claim("call-x", "g1", "", ["a1"], 5000)
-        assert library_names(raw) == [b"dispatcher"]
+        assert library_names(raw) == [[b"dispatcher"]]
         assert state.put_config(b"{}", AGENTS, GROUPS) == 1
         # Calls from before the restart end without driving any counter below zero.
         assert state.release("talking") == 0

@@ -22,6 +22,7 @@ from dispatcher.state import (
     StateUnavailable,
     UnknownAgent,
 )
+from dispatcher.state.connect import sync_client
 
 pytestmark = pytest.mark.redis
 
@@ -188,7 +189,7 @@ def test_concurrent_processes_never_exceed_max_calls(redis_url: str, client: red
     done = threading.Event()
 
     def monitor() -> None:
-        with redis.Redis.from_url(redis_url) as own:
+        with sync_client(redis_url) as own:
             while not done.is_set():
                 try:
                     samples.append(check_invariants(own, STRESS_TENANT))
