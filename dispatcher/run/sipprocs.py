@@ -27,6 +27,7 @@ from typing import Any
 
 from redis.connection import parse_url
 
+from dispatcher.redis_address import PLAIN, parse_address
 from dispatcher.run.procs import ProcessError, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,12 +58,12 @@ def registrations_url_for(redis_url: str) -> str:
     """The Redis database usrloc keeps registrations in, for the dispatcher's `redis_url`:
     the same server, the next database index (redis:// URL, redis-py's syntax).
 
-    A database of its own because usrloc's expiry timer deletes through db_redis with KEYS
-    (5.6 has no SCAN), which walks every key of the database while Redis serves nobody
-    else: up to 10 KEYS per run (every 60 s) and node, about 14 ms each per 100 000 keys -
-    over the dispatcher's keys (a day of per-call markers) that would stall its calls. In
-    its own database the walk covers the registrations only. ProcessError for a unix socket or
-    TLS URL: db_redis connects with hiredis' redisConnectWithTimeout(host, port) only.
+    A database of its own because a node that starts loads the rows through db_redis, which
+    finds them with KEYS (5.6 has no SCAN): a walk over every key of the database while
+    Redis serves nobody else, about 14 ms per 100 000 keys - over the dispatcher's keys (a
+    day of per-call markers) it would stall the calls of every node. In its own database the
+    walk covers the registrations only. ProcessError for a unix socket, TLS or a Redis
+    Cluster URL: db_redis connects with hiredis' redisConnectWithTimeout(host, port) only.
     """
     parts = urllib.parse.urlsplit(redis_url)
     if parts.scheme != "redis":
@@ -168,18 +169,21 @@ class KamailioProcess:
     recording folder it reads them from (RTPENGINE_SPOOL). The node's id (DISPATCHER_NODE) is
     its address.
 
-    With `redis_url`, the registrations are shared by every node and kept across restarts:
-    each node holds them all in memory, replicated over the nodes' DMQ bus (on `dmq_port`, a
-    free UDP port by default; `dmq_seed` is the host:port of the peer it learns the bus
-    from, by default itself: a node alone until a peer notifies it), and writes them back
-    to Redis (usrloc db_mode 2), which it loads at start: in `registrations_url`, by default
-    `registrations_url_for(redis_url)` (the same server, the next database index). The
-    URL reaches Kamailio as USRLOC_DBURL in the environment, not on the command line, which
-    every local user can read, since it may carry the Redis password. A Kamailio with such a
-    Redis does not start while that Redis is down. `shared_registrations=False` keeps them
-    in the node's memory (db_mode 0, no DMQ), as without redis_url. ProcessError at once for
-    a URL db_redis cannot use (a unix socket: pass the same Redis's TCP URL as
-    registrations_url).
+    Registrations are shared by every node (`shared_registrations`, the default): each node
+    holds them all in memory, replicated over the nodes' DMQ bus (on `dmq_port`, a free UDP
+    port by default; `dmq_seed` is the host:port of the peer it learns the bus from, by
+    default itself: a node alone until a peer notifies it). With a plain `redis_url` they
+    are also written back to Redis (usrloc db_mode 2), which a node loads at start: in
+    `registrations_url`, by default `registrations_url_for(redis_url)` (the same server, the
+    next database index). That URL reaches Kamailio as USRLOC_DBURL in the environment, not
+    on the command line, which every local user can read, since it may carry the Redis
+    password; a Kamailio with such a Redis does not start while that Redis is down. A Redis
+    Cluster or Sentinel (`redis+cluster://`, `redis+sentinel://`, or REDIS_SENTINELS in
+    `env` and no `redis_url`) has no copy, as db_redis can follow neither: a restarted node
+    learns the phones from a peer. `shared_registrations=False`, or no Redis at all (group
+    routing off), keeps them in the node's memory (db_mode 0, no DMQ).
+    ProcessError at once for a URL db_redis cannot use where it would need it (a unix
+    socket: pass the same Redis's TCP URL as registrations_url).
     """
 
     def __init__(
@@ -204,10 +208,15 @@ class KamailioProcess:
         dmq_seed: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        routing = bool(redis_url or registrations_url or (env or {}).get("REDIS_SENTINELS"))
+        self.shared_registrations = shared_registrations and routing
         self.registrations_url: str | None = None
-        if redis_url is not None and shared_registrations:
-            self.registrations_url = registrations_url or registrations_url_for(redis_url)
-            _db_redis_url(self.registrations_url)  # refuses what db_redis cannot use
+        if shared_registrations and (registrations_url or redis_url):
+            # db_redis reaches one server: a Sentinel's or a Cluster's nodes move
+            one_server = redis_url is None or parse_address(redis_url).mode == PLAIN
+            if registrations_url or one_server:
+                self.registrations_url = registrations_url or registrations_url_for(str(redis_url))
+                _db_redis_url(self.registrations_url)  # refuses what db_redis cannot use
         self.dmq_port = dmq_port or free_sip_port(listen_addr)
         self.dmq_seed = dmq_seed
         self.rtpengine_ng = rtpengine_ng
@@ -273,6 +282,8 @@ class KamailioProcess:
             defines["RTPENGINE_SOCK"] = f'"udp:{host}:{port}"'
         # Always given, so the port is known and never the default one of another instance
         # (the DMQ socket itself exists only with shared registrations).
+        if self.shared_registrations:
+            defines["WITH_DMQ"] = None
         defines["DMQ_PORT"] = self.dmq_port
         defines["DMQ_SERVER"] = f'"sip:{self.dmq_address}"'
         defines["DMQ_NOTIFY"] = f'"sip:{self.dmq_seed or self.dmq_address}"'

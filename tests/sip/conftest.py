@@ -29,7 +29,14 @@ def start_kamailio(
     def start(**options: Any) -> KamailioProcess:
         options.setdefault("children", 2)
         first = next(
-            (k for k in started if k.registrations_url and k.redis_url == options.get("redis_url")),
+            (
+                k
+                for k in started
+                if k.shared_registrations
+                and options.get("shared_registrations", True)
+                and k.redis_url == options.get("redis_url")
+                and k.env.get("REDIS_SENTINELS") == options.get("env", {}).get("REDIS_SENTINELS")
+            ),
             None,
         )
         if first is not None:
@@ -37,7 +44,7 @@ def start_kamailio(
         kamailio = KamailioProcess(tmp_path_factory.mktemp("kam"), **options)
         started.append(kamailio)
         kamailio.start()
-        if first is not None and kamailio.registrations_url:
+        if first is not None:
             kamailio.wait_for_dmq_peers(first)
         return kamailio
 

@@ -1,9 +1,10 @@
 """Group calls through Kamailio on a highly available Redis: the session's Redis (a Redis
 Cluster in make test's cluster pass), and a Sentinel-watched master killed between calls.
 
-Registrations stay in each node's memory here (shared_registrations=False): Kamailio
+Registrations are shared over the nodes' DMQ bus and kept in their memory only: Kamailio
 5.6's db_redis reaches one Redis server by host and port and follows neither a Sentinel
-failover nor a Cluster's slots."""
+failover nor a Cluster's slots, so there is no copy in Redis (the phones' lookups never
+needed Redis: a failover does not touch them)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,10 @@ def test_a_group_call_on_the_sessions_redis(
 ) -> None:
     """The smoke test of the cluster pass: a sequential group whose first agent is busy."""
     put_tenant(redis_url)
-    kamailio = start_kamailio(tenant=TENANT, redis_url=redis_url, shared_registrations=False)
+    kamailio = start_kamailio(
+        tenant=TENANT,
+        redis_url=redis_url,
+    )
     agents = phones(tmp_path, kamailio, start_phone, a1="uas_busy.xml", a2="uas_answer.xml")
 
     caller = call(tmp_path, kamailio, "801")
@@ -72,7 +76,6 @@ def test_group_calls_go_on_after_a_failover(
     kamailio = start_kamailio(
         tenant=TENANT,
         env={"REDIS_SENTINELS": sentinels.sentinels, "REDIS_SENTINEL_MASTER": sentinels.service},
-        shared_registrations=False,
     )
     agents = phones(tmp_path, kamailio, start_phone, a1="uas_answer.xml")
 
