@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
         "queue",
         "media",
     },
-    "run": {"admin", "config", "state", "core", "settings", "media"},
+    "run": {"admin", "config", "state", "core", "settings", "media", "redis_address"},
     "__main__": {"admin", "config", "reports", "state", "settings"},
     "__init__": set(),
 }

@@ -396,8 +396,8 @@ def parse_queues(
 
     Priority and arrival come from the zset score, which orders the queue; the entry adds
     caller, node and state (encoded by library.lua's entry_put: gid, caller, priority,
-    joined, node, state, until joined by \\x1f; a caller may hold any character, so it is
-    what lies between the first field and the last five).
+    joined, node, state, until, rounds joined by \\x1f; a caller may hold any character, so
+    it is what lies between the first field and the last six).
     """
     by_call = {_text(call): _text(raw) for call, raw in entries.items()}
     queues: dict[str, list[QueuedEntry]] = {}
@@ -408,9 +408,9 @@ def parse_queues(
         raw = by_call.get(call)
         if raw is not None:
             _, _, rest = raw.partition(FIELD_SEPARATOR)
-            fields = rest.rsplit(FIELD_SEPARATOR, 5)
-            if len(fields) == 6:
-                caller, _, _, node, state, _ = fields
+            fields = rest.rsplit(FIELD_SEPARATOR, 6)
+            if len(fields) == 7:
+                caller, _, _, node, state, _, _ = fields
         waiting = queues.setdefault(group, [])
         waiting.append(
             QueuedEntry(

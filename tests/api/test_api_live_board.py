@@ -128,7 +128,7 @@ def test_parse_queues_keeps_a_caller_with_separators_and_an_entry_gone() -> None
         (f"g1{sep}b".encode(), float(4 * PRIORITY_SPAN + 2_000)),
     ]
     odd_caller = f"x{sep}y"
-    entries = {b"a": sep.join(["g1", odd_caller, "0", "1000", "n1", "notified", "9"]).encode()}
+    entries = {b"a": sep.join(["g1", odd_caller, "0", "1000", "n1", "notified", "9", "0"]).encode()}
     (first, second) = parse_queues(members, entries)["g1"]
     assert (first.call, first.caller, first.priority, first.joined_ms) == ("a", odd_caller, 0, 1000)
     assert (first.node, first.state, first.position) == ("n1", "notified", 1)

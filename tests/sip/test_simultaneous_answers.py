@@ -198,6 +198,8 @@ def test_real_phones_answering_at_once_leave_nobody_counted_after_the_call(
         caller.wait_event("CALL_ESTABLISHED")
         wait_for(lambda: len(of("answered", events(client, before))) == 3, what="3 answers")
         (call_id,) = {e["call"] for e in of("answered", events(client, before))}
+        # the kept phone reports its ACK a moment after the caller reports the call up
+        wait_for(lambda: any(map(_established, agents.values())), what="the ACKed phone")
         (kept,) = [a for a, p in agents.items() if _established(p)]
         expect(client, call_id, list(AGENTS), "every phone that answered counted")
         time.sleep(1.0)
