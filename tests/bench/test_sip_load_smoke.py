@@ -38,14 +38,18 @@ def test_quick_mode_runs_both_stacks_and_reports(tmp_path: Path) -> None:
         assert {s["phase"] for s in runs} >= {"ramp"}
         assert sum(s["successful"] for s in runs) > 0, runs
         assert report[stack]["cpu_ms_per_call"] is not None
-    assert {"cpu_ratio", "cps_ratio", "cpu_reference_cps", "setup", "checks"} <= set(report)
+    assert {
+        "cpu_ratio", "cps_ratio", "system_cpu_ratio", "redis_cpu_ms_per_call",
+        "cpu_reference_cps", "setup", "checks",
+    } <= set(report)  # fmt: skip
     # three alternated rounds, each with its own figures; the headline ratios are medians
     assert [r["round"] for r in report["rounds"]] == [1, 2, 3]
     for r in report["rounds"]:
-        assert {"cpu_ratio", "cps_ratio", "native", "dispatcher"} <= set(r)
+        assert {"cpu_ratio", "cps_ratio", "system_cpu_ratio", "native", "dispatcher"} <= set(r)
     assert {s["round"] for s in report["steps"]} == {1, 2, 3}
     assert set(report["targets"]) == {
-        "cpu_ratio_max", "cps_ratio_min", "cpu_ratio_met", "cps_ratio_met"
+        "cpu_ratio_max", "cps_ratio_min", "cpu_ratio_met", "cps_ratio_met",
+        "system_cpu_ratio_max", "system_cpu_ratio_met",
     }  # fmt: skip
     # quick mode splits its 10 cps over two SIPp UACs: the parallel path runs here too
     assert {s["uacs"] for s in report["steps"]} == {2}
