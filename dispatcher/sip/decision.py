@@ -302,6 +302,14 @@ class Decider:
             held = [a for a in held if a in want] + list(result.claimed)
             if result.is_sticky:
                 break
+            if pick != "first":
+                # The claim made the strategy's pick on Redis' own counts (and sent no rows):
+                # only whether the agent has a phone is left to ask. One without is withdrawn
+                # by the next claim, which picks among the others.
+                if all(unreachable.ask(agent) for agent in result.claimed):
+                    break
+                waves = self._candidates(group.id, now, seed, ctx, unreachable)
+                continue
             # What the claim decided on, with this decision's own earlier holds given back.
             fresh = self._rows_without(group.id, result, held[: len(held) - len(result.claimed)])
             wave = self._plan(group.id, fresh, result.now_ms, seed, ctx, unreachable)
@@ -355,7 +363,8 @@ class Decider:
         CLAIM_PICK strategies (least_busy, longest_idle) send every member not tried yet, one
         per wave, in rank order and unasked: the claim picks by the strategy's key on the
         current counts, ties to the earlier, so its pick is the core's on the same state
-        (only reachability, asked by the re-plan, can differ). No planning at all here."""
+        (only reachability can differ: asked of the agent it picked, which is withdrawn if
+        it has no phone). No planning at all, before or after the claim."""
         table = self.view().tables[group_id]
         if table.strategy in CLAIM_PICK:
             skip = {*ctx.tried, *unreachable.known}

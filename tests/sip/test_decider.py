@@ -167,7 +167,7 @@ def test_a_claimed_agent_without_a_phone_costs_one_corrective_claim(
     before = fcalls(client)
     _, offer = decider.start("c1", "702", "", reachable)  # type: ignore[misc]
     # longest_idle's candidates go to the claim unasked; it took a1 (a tie, broken by rank),
-    # the re-plan asked, found no phone, and the next claim withdrew a1 and took a2
+    # asked after the claim, a1 has no phone: the next claim withdrew a1 and took a2
     assert offer == Offer("idle", ("a2",), 20, False)
     assert fcalls(client) - before == 2
     assert [(e["agent"], e["reason"]) for e in store.events(3) if e["type"] == "released"] == [
