@@ -181,10 +181,11 @@ class KamailioProcess:
     recording folder it reads them from (RTPENGINE_SPOOL). The node's id (DISPATCHER_NODE) is
     its address.
 
-    Registrations are shared by every node (`shared_registrations`, the default): each node
-    holds them all in memory, replicated over the nodes' DMQ bus (on `dmq_port`, a free UDP
-    port by default; `dmq_seed` is the host:port of the peer it learns the bus from, by
-    default itself: a node alone until a peer notifies it). With a plain `redis_url` they
+    Registrations are shared by every node (`shared_registrations`, the default): a node of
+    a cluster - one given `dmq_seed`, the host:port of a peer's DMQ bus it learns the bus
+    from - holds them all in memory, replicated over the nodes' DMQ bus (on `dmq_port`, a
+    free UDP port by default); a node without a seed is a cluster of one and runs no bus (a
+    lone DMQ node logs an error every ping for want of peers). With a plain `redis_url` they
     are also written back to Redis (usrloc db_mode 2), which a node loads at start: in
     `registrations_url`, by default `registrations_url_for(redis_url)` (the same server, the
     next database index). That URL reaches Kamailio as USRLOC_DBURL in the environment, not
@@ -300,7 +301,7 @@ class KamailioProcess:
             defines["RTPENGINE_SOCK"] = f'"udp:{host}:{port}"'
         # Always given, so the port is known and never the default one of another instance
         # (the DMQ socket itself exists only with shared registrations).
-        if self.shared_registrations:
+        if self.shared_registrations and self.dmq_seed:
             defines["WITH_DMQ"] = None
         defines["DMQ_PORT"] = self.dmq_port
         defines["DMQ_SERVER"] = f'"sip:{self.dmq_address}"'

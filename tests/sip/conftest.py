@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.run.sipprocs import KamailioProcess, SippProcess, sipp_uas
+from dispatcher.run.sipprocs import KamailioProcess, SippProcess, free_sip_port, sipp_uas
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 
@@ -21,27 +21,28 @@ def start_kamailio(
 
     Each gets a short folder of its own (mktemp("kam")): its Unix sockets must stay
     within the 107-byte sun_path limit. The nodes of a test on one Redis form one cluster:
-    each later one joins the first one's DMQ bus (registrations), and start returns once
-    the two know each other.
+    each is seeded with the DMQ bus of the first (the first with the address the second
+    will have, reserved up front), so they share registrations; start returns once a later
+    node and the first know each other.
     """
     started: list[KamailioProcess] = []
+    first_of: dict[tuple[object, object], KamailioProcess] = {}  # each cluster's first node
+    next_port: dict[tuple[object, object], int] = {}
 
     def start(**options: Any) -> KamailioProcess:
         options.setdefault("children", 2)
-        first = next(
-            (
-                k
-                for k in started
-                if k.shared_registrations
-                and options.get("shared_registrations", True)
-                and k.redis_url == options.get("redis_url")
-                and k.env.get("REDIS_SENTINELS") == options.get("env", {}).get("REDIS_SENTINELS")
-            ),
-            None,
-        )
-        if first is not None:
-            options.setdefault("dmq_seed", first.dmq_address)
+        cluster = (options.get("redis_url"), options.get("env", {}).get("REDIS_SENTINELS"))
+        first = None
+        if options.get("shared_registrations", True) and any(cluster):
+            first = first_of.get(cluster)
+            reserved = next_port.pop(cluster, None)
+            next_port[cluster] = free_sip_port()
+            options.setdefault("dmq_port", reserved)
+            seed = first.dmq_address if first else f"127.0.0.1:{next_port[cluster]}"
+            options.setdefault("dmq_seed", seed)
         kamailio = KamailioProcess(tmp_path_factory.mktemp("kam"), **options)
+        if kamailio.dmq_seed:
+            first_of.setdefault(cluster, kamailio)
         started.append(kamailio)
         kamailio.start()
         if first is not None:
