@@ -118,8 +118,14 @@ class Answers:
         tag, agent, tenant = records[gone]
         # a retransmitted 2xx was recorded again under the same tag
         for index in [i for i, record in records.items() if record[0] == tag]:
-            del records[index]
             self.router.ksr.htable.sht_rm(ANSWERS_TABLE, f"{call_id}{SEP}{index}")
+        # Read the records again, after removing ours: two phones hanging up at once are two
+        # workers, each holding the records it read before the other removed its own. Each
+        # removes before it reads, so whichever reads last finds none left and releases the
+        # whole call (both may: that release is idempotent); with its first reading, each
+        # would have seen the other's dialog up and released only its own agent - nobody
+        # counted, but the call never ended (no event `ended`).
+        records = self._records(call_id, self._count(call_id))
         if not records:
             self._forget(call_id)
             return False
@@ -139,10 +145,13 @@ class Answers:
         except StateUnavailable as exc:
             self.router._unavailable(exc)
 
+    def _count(self, call_id: str) -> int:
+        """How many 2xx of the call were recorded (0 once its records are forgotten)."""
+        return int(self.router.ksr.htable.sht_get(ANSWERS_TABLE, call_id) or 0)
+
     def _forget(self, call_id: str) -> None:
         ksr = self.router.ksr
-        answers = int(ksr.htable.sht_get(ANSWERS_TABLE, call_id) or 0)
-        for index in range(1, answers + 1):
+        for index in range(1, self._count(call_id) + 1):
             ksr.htable.sht_rm(ANSWERS_TABLE, f"{call_id}{SEP}{index}")
         ksr.htable.sht_rm(ANSWERS_TABLE, call_id)
 
