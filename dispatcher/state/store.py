@@ -49,6 +49,7 @@ from .keys import (
     DOMAINS_KEY,
     FIELD_SEPARATOR,
     NODES_KEY,
+    TENANT_NAMES_KEY,
     TENANTS_KEY,
     TenantKeys,
     validate_call_id,
@@ -940,7 +941,8 @@ class StateStore:
     def put_names(self, domains: Sequence[str], dids: Sequence[str]) -> tuple[int, int]:
         """Make `domains` and `dids` the tenant's in the carrier-wide index (names it no
         longer lists are released); (added, released). NameTaken, changing nothing, when
-        another tenant holds one. Cost: exactly 1 FCALL."""
+        another tenant holds one. Cost: exactly 1 FCALL, O(the tenant's names) in Redis
+        (the index keeps each tenant's names: no walk over every tenant's)."""
         keys, args = names_put_request(self.tenant, domains, dids)
         added, released = self._fcall("disp_names_put", keys, args)
         return int(added), int(released)
@@ -1277,7 +1279,7 @@ def names_put_request(
     for name in (*domains, *dids):
         if not name or "," in name:
             raise ValueError(f"invalid name {name!r}: empty or with a comma")
-    return [DOMAINS_KEY, DIDS_KEY], [tenant, ",".join(domains), ",".join(dids)]
+    return [DOMAINS_KEY, DIDS_KEY, TENANT_NAMES_KEY], [tenant, ",".join(domains), ",".join(dids)]
 
 
 def token_set_request(
