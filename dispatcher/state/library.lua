@@ -1489,8 +1489,10 @@ end
 -- most one tenant: the put is refused, changing nothing, when another tenant holds one.
 -- KEYS: 1 {dispatcher}:domains (domain -> tenant), 2 {dispatcher}:dids (DID -> tenant),
 --       3 {dispatcher}:tenant_names (tenant -> the names it holds, '<domains>\31<dids>',
---       each comma-separated; field '' marks the index complete); the hash tag keeps them in
---       one slot (not the tenants': this function touches no tenant key).
+--       each comma-separated; field '' marks the index complete), 4 {dispatcher}:names_version
+--       (a counter, incremented when a name is added or released: workers that cache names
+--       look at it instead of asking about each name again); the hash tag keeps them in one
+--       slot (not the tenants': this function touches no tenant key).
 -- ARGV: 1 tenant, 2 its domains (comma-separated, '' none), 3 its DIDs (the same).
 --       Names the tenant held and no longer lists are released; '' '' releases all (a
 --       deleted tenant).
@@ -1498,10 +1500,10 @@ end
 -- Cost: O(the tenant's names), whatever the number of tenants. Once, on an index written
 --       before KEYS[3] existed (no marker), O(every tenant's names) to build KEYS[3].
 -- Errors: TAKEN naming the first name another tenant holds and that tenant; BADARG for an
---         empty tenant or fewer than 3 KEYS.
+--         empty tenant or fewer than 4 KEYS.
 local function names_put(keys, args)
-  if #keys < 3 then
-    raise('BADARG', 'expected 3 keys, got ' .. #keys)
+  if #keys < 4 then
+    raise('BADARG', 'expected 4 keys, got ' .. #keys)
   end
   local tenant = need_text(args[1], 'tenant')
   local wanted = {split_csv(args[2] or ''), split_csv(args[3] or '')}
@@ -1535,6 +1537,9 @@ local function names_put(keys, args)
   else
     redis.call('HSET', keys[3], tenant, table.concat(wanted[1], ',') .. SEP ..
       table.concat(wanted[2], ','))
+  end
+  if added + released > 0 then
+    redis.call('INCR', keys[4])
   end
   return {added, released}
 end

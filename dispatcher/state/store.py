@@ -48,6 +48,7 @@ from .keys import (
     DIDS_KEY,
     DOMAINS_KEY,
     FIELD_SEPARATOR,
+    NAMES_VERSION_KEY,
     NODES_KEY,
     TENANT_NAMES_KEY,
     TENANTS_KEY,
@@ -954,6 +955,12 @@ class StateStore:
             owner = self._redis.hget(key, name or "")
         return owner.decode() if isinstance(owner, bytes) else None
 
+    def names_version(self) -> int:
+        """How often a domain or DID changed hands so far (disp_names_put counts): a cache
+        of `tenant_of` answers is good while this stays (1 round trip, GET)."""
+        with self._reachable():
+            return int(self._redis.get(NAMES_VERSION_KEY) or 0)
+
     def credential_put(self, user: str, record: bytes | None, audit: Audit | None = None) -> bool:
         """Set (a `credentials.credential_record`) or remove (None) a SIP user's credentials;
         True if the hash changed. Cost: exactly 1 FCALL."""
@@ -1299,7 +1306,8 @@ def names_put_request(
     for name in (*domains, *dids):
         if not name or "," in name:
             raise ValueError(f"invalid name {name!r}: empty or with a comma")
-    return [DOMAINS_KEY, DIDS_KEY, TENANT_NAMES_KEY], [tenant, ",".join(domains), ",".join(dids)]
+    keys = [DOMAINS_KEY, DIDS_KEY, TENANT_NAMES_KEY, NAMES_VERSION_KEY]
+    return keys, [tenant, ",".join(domains), ",".join(dids)]
 
 
 def token_set_request(

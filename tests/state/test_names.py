@@ -140,3 +140,18 @@ def test_an_index_written_before_the_reverse_one_is_adopted_on_the_first_put(
         b"beta": b"\x1f+4930222",
     }
     client.close()
+
+
+def test_the_names_version_moves_when_a_name_changes_hands_only(redis_url: str) -> None:
+    with StateStore(redis_url, "acme") as acme:
+        assert acme.names_version() == 0
+        acme.put_names(["acme.example"], ["+4930111"])
+        first = acme.names_version()
+        assert first > 0
+        acme.put_names(["acme.example"], ["+4930111"])  # an import that changes no name
+        assert acme.names_version() == first
+        acme.put_names(["acme.example"], [])
+        assert acme.names_version() == first + 1
+        with pytest.raises(NameTaken):
+            acme.for_tenant("beta").put_names(["acme.example"], [])
+        assert acme.names_version() == first + 1
