@@ -53,9 +53,11 @@ NODE_BEAT_S = 1.0
 NODE_DEAD_MS = 5_000
 # A restarted node releases the calls it answered more than this before its start.
 RECONCILE_MARGIN_MS = 2_000
-# The backstop's walk over the tenants: at most this many tenants per tick, and a walk that
-# Redis interrupted goes on this much later.
-SWEEP_SLICE_MAX = 100
+# The backstop's walk over the tenants: slices of at least SWEEP_SLICE_MIN tenants (one
+# round trip each: fewer, larger slices cost less per tenant) and at most SWEEP_SLICE_MAX
+# per tick, and a walk that Redis interrupted goes on this much later.
+SWEEP_SLICE_MIN = 50
+SWEEP_SLICE_MAX = 200
 SWEEP_RETRY_S = 1.0
 
 
@@ -70,11 +72,14 @@ class _Sweep:
     done: int = 0
 
     def due(self, now: float) -> list[str]:
-        """The tenants to look at now: as many as keep the walk on time, at least one and
-        at most SWEEP_SLICE_MAX (a walk that fell behind, e.g. while Redis was away, catches
-        up over several ticks, not in one stop)."""
+        """The tenants to look at now: as many as keep the walk on time, once they make a
+        slice of SWEEP_SLICE_MIN (or end the walk), at most SWEEP_SLICE_MAX (a walk that fell
+        behind, e.g. while Redis was away, catches up over several ticks, not in one stop);
+        often none."""
         share = min(1.0, (now - self.started) / (self.every_s / 2)) if self.every_s > 0 else 1.0
-        upto = max(self.done + 1, math.ceil(len(self.tenants) * share))
+        upto = math.ceil(len(self.tenants) * share)
+        if upto - self.done < SWEEP_SLICE_MIN and upto < len(self.tenants):
+            return []
         return self.tenants[self.done : min(upto, self.done + SWEEP_SLICE_MAX)]
 
 
@@ -197,7 +202,8 @@ class Keeper:
                 sweep = _Sweep(store.registered_tenants(), now, every_s, max_age_s * 1000)
                 self._sweep = sweep
             due = sweep.due(now)
-            for tenant, calls in store.stale_calls_of(due, sweep.max_age_ms).items():
+            stale = store.stale_calls_of(due, sweep.max_age_ms) if due else {}
+            for tenant, calls in stale.items():
                 mine = store.for_tenant(tenant)
                 for call in calls:
                     mine.release(call, outcome="expired")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatcher.sip.keeper import SWEEP_SLICE_MAX, _Sweep
+from dispatcher.sip.keeper import SWEEP_SLICE_MAX, SWEEP_SLICE_MIN, _Sweep
 from dispatcher.sip.names import SERVED_TABLE
 from dispatcher.sip.reconcile import MAX_NOTED, NOTE_EVERY_S, ServedTenants
 
@@ -72,19 +72,29 @@ def test_the_backstop_walks_the_tenants_over_half_its_period_in_bounded_slices()
     tenants = [f"t{i}" for i in range(10_000)]
     sweep = _Sweep(tenants, started=0.0, every_s=60.0, max_age_ms=1)
     seen: list[str] = []
+    slices = 0
     now = 0.0
     while sweep.done < len(tenants):
         slice_ = sweep.due(now)
-        assert 1 <= len(slice_) <= SWEEP_SLICE_MAX
+        last = sweep.done + len(slice_) == len(tenants)
+        assert not slice_ or last or SWEEP_SLICE_MIN <= len(slice_) <= SWEEP_SLICE_MAX
+        slices += bool(slice_)
         seen += slice_
         sweep.done += len(slice_)
         now += 0.05  # a keeper tick when idle (it listens for doorbells up to 50 ms)
     assert seen == tenants
     assert 29.0 <= now <= 31.0  # on time: within the first half of LIVE_SWEEP_S, not at once
+    assert slices <= len(tenants) // SWEEP_SLICE_MIN  # a round trip per slice, not per tick
+
+
+def test_a_short_list_is_walked_in_one_slice_by_the_half_period() -> None:
+    sweep = _Sweep(["a", "b", "c"], started=0.0, every_s=60.0, max_age_ms=1)
+    assert sweep.due(0.0) == [] and sweep.due(15.0) == []
+    assert sweep.due(29.0) == ["a", "b", "c"]  # the walk's end is due: all that is left
 
 
 def test_a_walk_that_fell_behind_catches_up_a_slice_at_a_time() -> None:
     sweep = _Sweep([f"t{i}" for i in range(1000)], started=0.0, every_s=60.0, max_age_ms=1)
-    assert len(sweep.due(0.0)) == 1
+    assert sweep.due(0.0) == []
     assert len(sweep.due(120.0)) == SWEEP_SLICE_MAX  # Redis was away for two minutes
     assert _Sweep([], 0.0, 60.0, 1).due(0.0) == []
