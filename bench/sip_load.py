@@ -126,7 +126,12 @@ STACKS = ("native", "dispatcher", "tenants")  # the third only with Settings.ten
 TRUNK_IP = "127.0.0.2"
 REGISTER_CPS = 200  # the tenants stack's phones register at this rate (2 requests each)
 WARMUP_PER_TENANT = 20  # warm-up calls per active tenant: each worker loads each tenant
+WARMUP_CPS = 100  # the warm-up's rate at most: well below what any stack passes
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# SIPp's exit code for a socket it could not bind (a port taken meanwhile, by this machine's
+# other jobs too): nothing was measured, the run is repeated (UacNotStarted).
+SIPP_NO_SOCKET = 254
+UAC_ATTEMPTS = 3
 
 # The ramp: it stops at each stack's first failed step, so its top (6000 cps) is a bound on
 # the time, not a rate both are expected to pass. 20 agents x max_calls 100 (the model's
@@ -490,6 +495,7 @@ class Topology:
     active: list[int] = field(default_factory=list)  # the tenants stack's tenants with calls
     tenants_load_s: float | None = None
     registrations: list[dict[str, Any]] = field(default_factory=list)  # each registration run
+    warmup_failed: dict[str, int] = field(default_factory=dict)  # failed warm-up calls by stack
 
     def start(self) -> None:
         s = self.settings
@@ -593,6 +599,11 @@ class Topology:
             self._register()
         elif name == "tenants":
             self._register_tenants()
+        # the start's own work first (the keeper's release of what the node held before, its
+        # first walk of the tenants, usrloc writing the registrations back): the phones share
+        # a core with Redis, and a phone slower than 500 ms makes Kamailio retransmit the
+        # INVITE, which aborts the SIPp phone's call (a warm-up call left behind)
+        drain(self.stacks[name], max_wait_s=15.0)
         warm_up(self, [name])
 
     def _restart_phones(self) -> None:
@@ -823,6 +834,10 @@ def drain(stack: Stack, max_wait_s: float = 10.0) -> None:
             return
 
 
+class UacNotStarted(RuntimeError):
+    """A SIPp UAC of a run could not bind its sockets: the run measured nothing."""
+
+
 def uac_split(rate: float, calls: int, uac_cps: float) -> list[tuple[float, int]]:
     """(rate, calls) of each SIPp UAC of a step: one up to `uac_cps`, then as many as
     needed, splitting both evenly (one SIPp process tops out near a core of its own)."""
@@ -866,6 +881,11 @@ def run_step(
         uac.start()
     results = [uac.wait() for uac in uacs]
     wall_s = time.monotonic() - started
+    if any(r.returncode == SIPP_NO_SOCKET for r in results):
+        time.sleep(settings.settle_s)  # what the other UACs started ends before a new try
+        drain(stack)
+        output = next(r.output for r in results if r.returncode == SIPP_NO_SOCKET)
+        raise UacNotStarted(f"a SIPp UAC could not bind its sockets: {output[-300:]!r}")
     # the UACs are the only children reaped meanwhile: their CPU, for "was SIPp the limit"
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     uac_cpu_ms = (
@@ -958,8 +978,8 @@ def warm_up(topology: Topology, names: Sequence[str] | None = None) -> None:
         calls = s.warmup_calls
         if name == "tenants":
             calls = max(calls, WARMUP_PER_TENANT * len(topology.active))
-        rate = max(5, min(REGISTER_CPS, calls // 2))
-        run_sipp(
+        rate = max(5, min(WARMUP_CPS, calls // 2))
+        result = run_sipp(
             topology.workdir / "warmup",
             stack.uac_xml,
             stack.kamailio.address,
@@ -971,6 +991,11 @@ def warm_up(topology: Topology, names: Sequence[str] | None = None) -> None:
             local_ip=stack.local_ip,
             timeout=calls / rate + 15,
             extra_args=stack.uac_args,
+        )
+        # a warm-up call that failed may leave a call behind (a dialog, a live call): kept
+        # for the checks, as the leftovers would otherwise be unexplained
+        topology.warmup_failed[name] = (
+            topology.warmup_failed.get(name, 0) + calls - result.stats.successful
         )
     time.sleep(s.settle_s)
 
@@ -994,11 +1019,20 @@ def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
         topology.start()
         where = pinning.describe(settings.redis_on_kamailio_core) if pinning else "no pinning"
         say(f"started in {workdir}; {where}")
+        for stack in topology.stacks.values():
+            drain(stack, max_wait_s=15.0)  # as in Topology.reset
         warm_up(topology)
 
         def run_once(name: str, rate: float, number: int) -> dict[str, Any]:
-            before = wait_for_quiet(topology) if settings.noise_wait else 0.0
-            step = run_step(topology, name, settings, rate, "ramp")
+            for attempt in range(1, UAC_ATTEMPTS + 1):
+                before = wait_for_quiet(topology) if settings.noise_wait else 0.0
+                try:
+                    step = run_step(topology, name, settings, rate, "ramp")
+                    break
+                except UacNotStarted as exc:
+                    if attempt == UAC_ATTEMPTS:
+                        raise
+                    say(f"round {number} {name} {rate:g} cps: {exc}; once more")
             step["round"] = number
             step["other_load_before"] = round(before, 2)
             steps.append(step)
@@ -1051,6 +1085,8 @@ def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
             say(f"round {number} ended: {ended}")
         leftovers = {k: v for name in settings.stacks for k, v in topology.leftovers(name).items()}
         leftovers["restarts_after_failed_runs"] = restarts
+        for name, failed in topology.warmup_failed.items():
+            leftovers[f"{name}_warmup_failed_calls"] = failed
         python_errors = {
             f"{name}_python_errors": len(topology.stacks[name].kamailio.python_errors())
             for name in settings.stacks
