@@ -1,8 +1,9 @@
-"""SIP load benchmark: the dispatcher stack against Kamailio's native call-load dispatcher.
+"""SIP load benchmark: the dispatcher stack against Kamailio's native call-load dispatcher,
+and against itself with 10,000 tenants and authentication.
 
-One run on one machine, the same SIPp scenario against two Kamailio instances that run side
-by side, in --rounds (3) rounds; each round ramps both stacks, alternating step by step
-(native, ours, native, ours...; the stack that goes first swaps every step and round):
+One run on one machine, the same SIPp scenario against three Kamailio instances that run
+side by side, in --rounds (3) rounds; each round ramps every stack, alternating step by step
+(native, ours, tenants, native, ...; the stack that goes first turns every step and round):
 
 - native: kamailio/native-dispatcher.cfg - the dispatcher module, `ds_select_dst("1", "10")`
   (call load distribution: fewest active calls), dialog tracking, `ds_load_update` /
@@ -17,9 +18,30 @@ by side, in --rounds (3) rounds; each round ramps both stacks, alternating step 
   round trip about 12 us less client CPU than loopback TCP; --redis-tcp measures TCP.
   No digest auth on either side: SIPp on 127.0.0.1 is in DISPATCHER_TRUSTED (set
   explicitly), as the native config authenticates nobody.
+- tenants (--tenants 10000; --no-tenants leaves it out): the dispatcher's stack as a carrier
+  runs it, with a redis-server of its own holding --tenants tenants (bench/many_tenants.py:
+  each 20 agents and 5 least_busy groups of all of them, sticky off - a call's claim is the
+  one-tenant stack's -, its own SIP domain and 5 DIDs whose inbound rules ring the groups;
+  loaded through import_tenant in 2 processes, timed). Authentication on: only the trunk
+  127.0.0.2 is in DISPATCHER_TRUSTED. The --tenants-active (100) tenants that take calls,
+  spread evenly, get a SIP password per agent (HA1s through the state API, as `dispatcher
+  credential set`), and their phones - agent aNN of every tenant at the same SIPp UAS as the
+  one-tenant stack's aNN - REGISTER at the tenant's domain with digest
+  (bench/scenarios/register_auth.xml: 401, then the answer; MD5 is offered first, as SIPp 3.6
+  answers the first challenge and knows no SHA-256 - REGISTERs are not measured), 2000 of
+  them, each checked. Callers on the trunk's address (SIPp -i 127.0.0.2) dial the active
+  tenants' DIDs in turn (-inf, one DID per line, [field0] in the Request-URI). Its own
+  Redis, not the one-tenant stack's: sharing one would make that stack's keeper walk the
+  10,000 tenants too and hide part of the difference; this way each stack's Kamailio and
+  Redis CPU is its own. Per round, tenants_cpu_ratio = its Kamailio CPU per call / the
+  one-tenant stack's, both at the highest rate those two passed (target <= 1.1, the median
+  of the rounds); worker_rss_mb is the VmRSS of its largest SIP worker after its passing
+  runs (`worker_memory` adds the shared-memory part, the private part and PSS, and the
+  same for the one-tenant stack).
 
-Both have the same number of SIP workers (--children) and memory (-m 1024 -M 32: the
-default 64 MB of shared memory runs out at a few hundred calls per second). The agents
+All have the same number of SIP workers (--children) and memory (-m 1024 -M 32: the
+default 64 MB of shared memory runs out at a few hundred calls per second), memory manager
+(--mem-manager) and pinning. The agents
 are 20 SIPp UAS processes (tests/sip/scenarios/uas_answer.xml: 180 and 200 at once),
 max_calls 100 each (the model's ceiling); the load is SIPp UACs (tests/sip/scenarios/
 uac_call.xml, with a 100/180 that arrives after the 200 absorbed: the proxy's workers may
@@ -48,28 +70,31 @@ jobs used meanwhile (both from /proc/stat, which under-counts short bursts of wo
 noise gauge, never used for the figures), and for the dispatcher the Redis server's CPU per
 call (reported next to Kamailio's, not added to it) and its FCALLs per call.
 
-Per round: max_cps of each stack is its highest passing step; cpu_ms_per_call of both is
-taken at the same offered rate, the highest step both passed in that round; the round's
-cpu_ratio and cps_ratio are dispatcher / native. The headline cpu_ratio and cps_ratio are
-the medians of the rounds' ratios (each round's figures are in `rounds`), each stack's
-cpu_ms_per_call and max_cps the medians of its rounds; `targets` records whether
-cpu_ratio <= 1.2 and cps_ratio >= 1.0.
+Per round: max_cps of each stack is its highest passing step; cpu_ms_per_call of native
+and dispatcher is taken at the same offered rate, the highest step both passed in that
+round; the round's cpu_ratio and cps_ratio are dispatcher / native (the tenants stack's
+ratio likewise against dispatcher, at the highest step those two passed). The headline
+ratios are the medians of the rounds' ratios (each round's figures are in `rounds`), each
+stack's cpu_ms_per_call and max_cps the medians of its rounds; `targets` records whether
+cpu_ratio <= 1.2, cps_ratio >= 1.0, system_cpu_ratio <= 1.5 and tenants_cpu_ratio <= 1.1.
 
-Pinning (on a machine with >= 2 usable cores, unless --no-pin): Kamailio - both instances,
+Pinning (on a machine with >= 2 usable cores, unless --no-pin): Kamailio - every instance,
 every process - on the first core; the SIPp UAC and UAS processes, redis-server and this
 script on the other cores (--redis-on-kamailio-core moves Redis to Kamailio's). Done with
 sched_setaffinity (what `taskset -c` does): this process pins itself to the load cores, so
 what it starts inherits them, and switches to the Kamailio core only while starting each
-Kamailio. So the Kamailio CPU ceiling is one core for both stacks.
+Kamailio. So the Kamailio CPU ceiling is one core for every stack.
 
     .venv/bin/python bench/sip_load.py [--json] [--quick] [--results DIR] [--steps 500,1000,...]
-        [--rounds 3] [--uac-cps 1000] [--step-seconds 10] [--budget 1500]
+        [--rounds 3] [--uac-cps 1000] [--step-seconds 10] [--budget 2400]
+        [--tenants 10000] [--tenants-active 100] [--no-tenants]
 
 Writes sip_load.json and sip_load.png (CPU per call and failure rate against offered CPS)
 to bench/results/ (--quick: sip_load-quick.*); prints a table, or the JSON with --json.
 Bounded: every run has a SIPp timeout, each ramp stops at the stack's first failed step or
-the top step, and all rounds together at --budget seconds (1500; each round gets an equal
-share of what is left), so the default run takes at most about 27 minutes.
+the top step, and all rounds together at --budget seconds (2400; each round gets an equal
+share of what is left), so the default run takes at most about 42 minutes (loading the
+tenants: about 10 s, their registrations 10 s).
 """
 
 from __future__ import annotations
@@ -152,18 +177,18 @@ class Settings:
     """What one benchmark run does; `quick()` is the smoke test's tiny run."""
 
     steps: tuple[int, ...] = DEFAULT_STEPS
-    rounds: int = 3  # whole ramps of both stacks, alternated; the figures are their medians
+    rounds: int = 3  # whole ramps of every stack, alternated; the figures are their medians
     step_seconds: float = 10.0
     hold_ms: int = 250
     agents: int = 20
     max_calls: int = 100
     uac_cps: float = 1000.0  # most calls per second one SIPp UAC places; above, several split
     children: int = 4
-    shm_mb: int = 1024  # Kamailio -m, both stacks
-    pkg_mb: int = 32  # Kamailio -M, both stacks
+    shm_mb: int = 1024  # Kamailio -m, every stack
+    pkg_mb: int = 32  # Kamailio -M, every stack
     settle_s: float = 1.5
     warmup_calls: int = 200
-    budget_s: float = 1500.0  # all rounds; each round gets an equal share of what is left
+    budget_s: float = 2400.0  # all rounds; each round gets an equal share of what is left
     pin: bool = True
     noise_wait: bool = True  # wait for other jobs to calm down before each run
     redis_on_kamailio_core: bool = False  # Redis shares the Kamailio core, not SIPp's
@@ -278,12 +303,12 @@ class Pinning:
     def describe(self, redis_on_kamailio_core: bool = False) -> str:
         if redis_on_kamailio_core:
             return (
-                f"kamailio (both instances, all processes) and redis-server on cpu "
+                f"kamailio (every instance, all processes) and redis-server on cpu "
                 f"{_cpus(self.kamailio)}; sipp UAC + UAS and the benchmark on cpu "
                 f"{_cpus(self.load)} (sched_setaffinity, as taskset -c)"
             )
         return (
-            f"kamailio (both instances, all processes) on cpu {_cpus(self.kamailio)}; "
+            f"kamailio (every instance, all processes) on cpu {_cpus(self.kamailio)}; "
             f"sipp UAC + UAS, redis-server and the benchmark on cpu {_cpus(self.load)} "
             "(sched_setaffinity, as taskset -c)"
         )
@@ -383,7 +408,7 @@ def start_phone(workdir: Path, index: int, **options: Any) -> SippProcess:
 
 
 class BenchKamailio(KamailioProcess):
-    """KamailioProcess with larger memory pools, the same for both stacks: the default 64 MB
+    """KamailioProcess with larger memory pools, the same for every stack: the default 64 MB
     of shared memory runs out at a few hundred calls per second (every call holds an INVITE
     and a BYE transaction until tm's wait timer, a dialog, and for the native dispatcher the
     failover XAVPs), and a stack out of memory fails calls for that reason, not its speed."""
@@ -791,7 +816,7 @@ def placement_seconds(rows: list[dict[str, str]], calls: int) -> float | None:
 
 
 def ours_cpu_ms(topology: Topology) -> float:
-    """CPU ms so far of everything this benchmark runs: both Kamailio instances, Redis, the
+    """CPU ms so far of everything this benchmark runs: every Kamailio instance, Redis, the
     phones, the UAC runs that ended (reaped children) and this process."""
     total = sum(stack.cpu_ms() for stack in topology.stacks.values())
     for server in (topology.redis, topology.tenants_redis):
@@ -1450,7 +1475,7 @@ def _tenants_table(report: dict[str, Any]) -> list[str]:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """CPU per call and failure rate against offered CPS, both stacks, every round."""
+    """CPU per call and failure rate against offered CPS, every stack, every round."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1522,8 +1547,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-seconds", type=float, help="seconds of calls per step")
     parser.add_argument("--hold-ms", type=int, help="ms each call is held before the BYE")
     parser.add_argument("--agents", type=int, help="agents (SIPp UAS processes)")
-    parser.add_argument("--children", type=int, help="Kamailio SIP workers, both stacks")
-    parser.add_argument("--rounds", type=int, help="alternated rounds (ramps of both stacks)")
+    parser.add_argument("--children", type=int, help="Kamailio SIP workers, every stack")
+    parser.add_argument("--rounds", type=int, help="alternated rounds (ramps of every stack)")
     parser.add_argument("--uac-cps", type=float, help="most cps per SIPp UAC; above, several")
     parser.add_argument("--budget", type=float, help="seconds for all rounds")
     parser.add_argument("--tenants", type=int, help="the tenants stack's tenants (10000)")
@@ -1539,7 +1564,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mem-manager",
         choices=MEM_MANAGERS,
-        help=f"Kamailio's memory manager, both stacks (default {DEFAULT_MEM_MANAGER})",
+        help=f"Kamailio's memory manager, every stack (default {DEFAULT_MEM_MANAGER})",
     )
     parser.add_argument(
         "--redis-on-kamailio-core",
