@@ -104,6 +104,7 @@ import contextlib
 import csv
 import json
 import os
+import random
 import resource
 import shutil
 import statistics
@@ -395,11 +396,14 @@ def start_phone(workdir: Path, index: int, **options: Any) -> SippProcess:
     """Agent `index`'s phone (a SIPp UAS) with media ports of its own (-mp): SIPp probes
     from 6000 in steps of 2 and gives up after 100 tries, which the phones and other jobs'
     SIPp on a shared machine can exhaust. Tried five times: a port still held by the phone
-    it replaces, or taken meanwhile, makes SIPp exit 254."""
-    media = ["-mp", str(20000 + 8 * index)]
+    it replaces, or taken meanwhile, makes SIPp exit 254 - after the first try on media
+    ports picked at random (another benchmark on the machine may hold 20000 + 8 * index)."""
     for attempt in range(5):
+        base = 20000 + 8 * index if attempt == 0 else random.randrange(30000, 60000, 8)
         try:
-            return sipp_uas(workdir, SCENARIOS / "uas_answer.xml", extra_args=media, **options)
+            return sipp_uas(
+                workdir, SCENARIOS / "uas_answer.xml", extra_args=["-mp", str(base)], **options
+            )
         except ProcessError:
             if attempt == 4:
                 raise
