@@ -86,7 +86,12 @@ class StandInKSR:
         def ok(*_: Any) -> int:
             return 1
 
-        self.pv = _Module(get=pv.get, sets=put, seti=put, unset=lambda n: pv.pop(n, 1))
+        defines = {"$def(DLG_TIMEOUT)": 43200, "$def(LIVE_MARGIN_S)": 300}
+
+        def get(name: str) -> Any:
+            return pv.get(name, defines.get(name))
+
+        self.pv = _Module(get=get, sets=put, seti=put, unset=lambda n: pv.pop(n, 1))
         self.registrar = _Module(
             reg_fetch_contacts=fetch_contacts, reg_free_contacts=ok, registered=lambda _: -1
         )
@@ -103,6 +108,7 @@ class StandInKSR:
             sht_seti=lambda t, k, v: shared.__setitem__(k, v),
             sht_rm=lambda t, k: shared.pop(k, None),
             sht_get=lambda t, k: shared.get(k),
+            sht_setxs=lambda t, k, v, expire_s: shared.__setitem__(k, v),
             sht_inc=lambda t, k: shared.__setitem__(k, shared.get(k, 0) + 1) or shared[k],
         )
         self.dialog = _Module(dlg_set_property=ok)

@@ -1,8 +1,9 @@
-"""SIP load benchmark: the dispatcher stack against Kamailio's native call-load dispatcher.
+"""SIP load benchmark: the dispatcher stack against Kamailio's native call-load dispatcher,
+and against itself with 10,000 tenants and authentication.
 
-One run on one machine, the same SIPp scenario against two Kamailio instances that run side
-by side, in --rounds (3) rounds; each round ramps both stacks, alternating step by step
-(native, ours, native, ours...; the stack that goes first swaps every step and round):
+One run on one machine, the same SIPp scenario against three Kamailio instances that run
+side by side, in --rounds (3) rounds; each round ramps every stack, alternating step by step
+(native, ours, tenants, native, ...; the stack that goes first turns every step and round):
 
 - native: kamailio/native-dispatcher.cfg - the dispatcher module, `ds_select_dst("1", "10")`
   (call load distribution: fewest active calls), dialog tracking, `ds_load_update` /
@@ -17,9 +18,30 @@ by side, in --rounds (3) rounds; each round ramps both stacks, alternating step 
   round trip about 12 us less client CPU than loopback TCP; --redis-tcp measures TCP.
   No digest auth on either side: SIPp on 127.0.0.1 is in DISPATCHER_TRUSTED (set
   explicitly), as the native config authenticates nobody.
+- tenants (--tenants 10000; --no-tenants leaves it out): the dispatcher's stack as a carrier
+  runs it, with a redis-server of its own holding --tenants tenants (bench/many_tenants.py:
+  each 20 agents and 5 least_busy groups of all of them, sticky off - a call's claim is the
+  one-tenant stack's -, its own SIP domain and 5 DIDs whose inbound rules ring the groups;
+  loaded through import_tenant in 2 processes, timed). Authentication on: only the trunk
+  127.0.0.2 is in DISPATCHER_TRUSTED. The --tenants-active (100) tenants that take calls,
+  spread evenly, get a SIP password per agent (HA1s through the state API, as `dispatcher
+  credential set`), and their phones - agent aNN of every tenant at the same SIPp UAS as the
+  one-tenant stack's aNN - REGISTER at the tenant's domain with digest
+  (bench/scenarios/register_auth.xml: 401, then the answer; MD5 is offered first, as SIPp 3.6
+  answers the first challenge and knows no SHA-256 - REGISTERs are not measured), 2000 of
+  them, each checked. Callers on the trunk's address (SIPp -i 127.0.0.2) dial the active
+  tenants' DIDs in turn (-inf, one DID per line, [field0] in the Request-URI). Its own
+  Redis, not the one-tenant stack's: sharing one would make that stack's keeper walk the
+  10,000 tenants too and hide part of the difference; this way each stack's Kamailio and
+  Redis CPU is its own. Per round, tenants_cpu_ratio = its Kamailio CPU per call / the
+  one-tenant stack's, both at the highest rate those two passed (target <= 1.1, the median
+  of the rounds); worker_rss_mb is the VmRSS of its largest SIP worker after its passing
+  runs (`worker_memory` adds the shared-memory part, the private part and PSS, and the
+  same for the one-tenant stack).
 
-Both have the same number of SIP workers (--children) and memory (-m 1024 -M 32: the
-default 64 MB of shared memory runs out at a few hundred calls per second). The agents
+All have the same number of SIP workers (--children) and memory (-m 1024 -M 32: the
+default 64 MB of shared memory runs out at a few hundred calls per second), memory manager
+(--mem-manager) and pinning. The agents
 are 20 SIPp UAS processes (tests/sip/scenarios/uas_answer.xml: 180 and 200 at once),
 max_calls 100 each (the model's ceiling); the load is SIPp UACs (tests/sip/scenarios/
 uac_call.xml, with a 100/180 that arrives after the 200 absorbed: the proxy's workers may
@@ -48,28 +70,31 @@ jobs used meanwhile (both from /proc/stat, which under-counts short bursts of wo
 noise gauge, never used for the figures), and for the dispatcher the Redis server's CPU per
 call (reported next to Kamailio's, not added to it) and its FCALLs per call.
 
-Per round: max_cps of each stack is its highest passing step; cpu_ms_per_call of both is
-taken at the same offered rate, the highest step both passed in that round; the round's
-cpu_ratio and cps_ratio are dispatcher / native. The headline cpu_ratio and cps_ratio are
-the medians of the rounds' ratios (each round's figures are in `rounds`), each stack's
-cpu_ms_per_call and max_cps the medians of its rounds; `targets` records whether
-cpu_ratio <= 1.2 and cps_ratio >= 1.0.
+Per round: max_cps of each stack is its highest passing step; cpu_ms_per_call of native
+and dispatcher is taken at the same offered rate, the highest step both passed in that
+round; the round's cpu_ratio and cps_ratio are dispatcher / native (the tenants stack's
+ratio likewise against dispatcher, at the highest step those two passed). The headline
+ratios are the medians of the rounds' ratios (each round's figures are in `rounds`), each
+stack's cpu_ms_per_call and max_cps the medians of its rounds; `targets` records whether
+cpu_ratio <= 1.2, cps_ratio >= 1.0, system_cpu_ratio <= 1.5 and tenants_cpu_ratio <= 1.1.
 
-Pinning (on a machine with >= 2 usable cores, unless --no-pin): Kamailio - both instances,
+Pinning (on a machine with >= 2 usable cores, unless --no-pin): Kamailio - every instance,
 every process - on the first core; the SIPp UAC and UAS processes, redis-server and this
 script on the other cores (--redis-on-kamailio-core moves Redis to Kamailio's). Done with
 sched_setaffinity (what `taskset -c` does): this process pins itself to the load cores, so
 what it starts inherits them, and switches to the Kamailio core only while starting each
-Kamailio. So the Kamailio CPU ceiling is one core for both stacks.
+Kamailio. So the Kamailio CPU ceiling is one core for every stack.
 
     .venv/bin/python bench/sip_load.py [--json] [--quick] [--results DIR] [--steps 500,1000,...]
-        [--rounds 3] [--uac-cps 1000] [--step-seconds 10] [--budget 1500]
+        [--rounds 3] [--uac-cps 1000] [--step-seconds 10] [--budget 2400]
+        [--tenants 10000] [--tenants-active 100] [--no-tenants]
 
 Writes sip_load.json and sip_load.png (CPU per call and failure rate against offered CPS)
 to bench/results/ (--quick: sip_load-quick.*); prints a table, or the JSON with --json.
 Bounded: every run has a SIPp timeout, each ramp stops at the stack's first failed step or
-the top step, and all rounds together at --budget seconds (1500; each round gets an equal
-share of what is left), so the default run takes at most about 27 minutes.
+the top step, and all rounds together at --budget seconds (2400; each round gets an equal
+share of what is left), so the default run takes at most about 42 minutes (loading the
+tenants: about 10 s, their registrations 10 s).
 """
 
 from __future__ import annotations
@@ -79,6 +104,7 @@ import contextlib
 import csv
 import json
 import os
+import random
 import resource
 import shutil
 import statistics
@@ -94,10 +120,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 SCENARIOS = ROOT / "tests" / "sip" / "scenarios"
 NATIVE_CFG = ROOT / "kamailio" / "native-dispatcher.cfg"
+REGISTER_AUTH_XML = ROOT / "bench" / "scenarios" / "register_auth.xml"
 
 # Run as a script from a checkout, where the package is not installed.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+import many_tenants  # noqa: E402  (bench/, beside this script)
 
 from dispatcher.run.procs import ProcessError, RedisProcess  # noqa: E402
 from dispatcher.run.sipprocs import (  # noqa: E402
@@ -117,8 +146,18 @@ MIN_PLACED = 0.9  # ... and SIPp placed the calls at >= 90% of the offered rate
 # Other jobs on the machine using this many cores make a run "noisy": the benchmark waits
 # for a quieter moment before each run, and runs a failed noisy step once more.
 NOISY = 0.3
-STACKS = ("native", "dispatcher")
+STACKS = ("native", "dispatcher", "tenants")  # the third only with Settings.tenants
+# The tenants stack's callers: the carrier's trunk, trusted by address (DISPATCHER_TRUSTED);
+# its phones register from 127.0.0.1, which it does not trust: digest.
+TRUNK_IP = "127.0.0.2"
+REGISTER_CPS = 200  # the tenants stack's phones register at this rate (2 requests each)
+WARMUP_PER_TENANT = 20  # warm-up calls per active tenant: each worker loads each tenant
+WARMUP_CPS = 100  # the warm-up's rate at most: well below what any stack passes
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# SIPp's exit code for a socket it could not bind (a port taken meanwhile, by this machine's
+# other jobs too): nothing was measured, the run is repeated (UacNotStarted).
+SIPP_NO_SOCKET = 254
+UAC_ATTEMPTS = 3
 
 # The ramp: it stops at each stack's first failed step, so its top (6000 cps) is a bound on
 # the time, not a rate both are expected to pass. 20 agents x max_calls 100 (the model's
@@ -130,6 +169,8 @@ DEFAULT_STEPS = (200, 400, 600, 800, 1000, 1250, 1500, 1750, 2000, 2500, 3000, 4
 TARGET_CPU_RATIO = 1.2  # at most this much Kamailio CPU per call
 TARGET_CPS_RATIO = 1.0  # at least the native's highest passing rate
 TARGET_SYSTEM_CPU_RATIO = 1.5  # (Kamailio + Redis CPU per call) / the native's Kamailio
+# the tenants stack (10,000 tenants, auth on) against the one-tenant stack, Kamailio CPU per call
+TARGET_TENANTS_CPU_RATIO = 1.1
 
 
 @dataclass(frozen=True)
@@ -137,24 +178,31 @@ class Settings:
     """What one benchmark run does; `quick()` is the smoke test's tiny run."""
 
     steps: tuple[int, ...] = DEFAULT_STEPS
-    rounds: int = 3  # whole ramps of both stacks, alternated; the figures are their medians
+    rounds: int = 3  # whole ramps of every stack, alternated; the figures are their medians
     step_seconds: float = 10.0
     hold_ms: int = 250
     agents: int = 20
     max_calls: int = 100
     uac_cps: float = 1000.0  # most calls per second one SIPp UAC places; above, several split
     children: int = 4
-    shm_mb: int = 1024  # Kamailio -m, both stacks
-    pkg_mb: int = 32  # Kamailio -M, both stacks
+    shm_mb: int = 1024  # Kamailio -m, every stack
+    pkg_mb: int = 32  # Kamailio -M, every stack
     settle_s: float = 1.5
     warmup_calls: int = 200
-    budget_s: float = 1500.0  # all rounds; each round gets an equal share of what is left
+    budget_s: float = 2400.0  # all rounds; each round gets an equal share of what is left
     pin: bool = True
     noise_wait: bool = True  # wait for other jobs to calm down before each run
     redis_on_kamailio_core: bool = False  # Redis shares the Kamailio core, not SIPp's
     redis_unix: bool = True  # Kamailio reaches Redis on its unix socket, not loopback TCP
-    mem_manager: str = DEFAULT_MEM_MANAGER  # Kamailio's memory manager (-x), both stacks
+    mem_manager: str = DEFAULT_MEM_MANAGER  # Kamailio's memory manager (-x), every stack
+    tenants: int = 10_000  # the tenants stack's tenants; 0: no tenants stack
+    tenants_active: int = 100  # of them, those that take calls (their phones register)
+    load_processes: int = 2  # processes loading the tenants
     keep: bool = False  # keep the work folder (logs, SIPp traces) for inspection
+
+    @property
+    def stacks(self) -> tuple[str, ...]:
+        return STACKS if self.tenants else STACKS[:2]
 
     @classmethod
     def quick(cls) -> Settings:
@@ -171,6 +219,8 @@ class Settings:
             warmup_calls=10,
             budget_s=50.0,
             noise_wait=False,
+            tenants=20,
+            tenants_active=4,
         )
 
 
@@ -254,12 +304,12 @@ class Pinning:
     def describe(self, redis_on_kamailio_core: bool = False) -> str:
         if redis_on_kamailio_core:
             return (
-                f"kamailio (both instances, all processes) and redis-server on cpu "
+                f"kamailio (every instance, all processes) and redis-server on cpu "
                 f"{_cpus(self.kamailio)}; sipp UAC + UAS and the benchmark on cpu "
                 f"{_cpus(self.load)} (sched_setaffinity, as taskset -c)"
             )
         return (
-            f"kamailio (both instances, all processes) on cpu {_cpus(self.kamailio)}; "
+            f"kamailio (every instance, all processes) on cpu {_cpus(self.kamailio)}; "
             f"sipp UAC + UAS, redis-server and the benchmark on cpu {_cpus(self.load)} "
             "(sched_setaffinity, as taskset -c)"
         )
@@ -289,37 +339,17 @@ def affinity_of(pids: Sequence[int]) -> list[str]:
     return sorted(seen)
 
 
-# -- the two stacks -------------------------------------------------------------------------
+# -- the stacks -----------------------------------------------------------------------------
 
 
 def tenant_doc(agents: int, max_calls: int) -> dict[str, Any]:
-    """The agents a01.. (registered AORs) and one least_busy group of all, sticky off."""
-    ids = [f"a{i:02d}" for i in range(1, agents + 1)]
+    """The agents a01.. (registered AORs) and one least_busy group of all, sticky off (the
+    tenants stack's groups are the same: bench/many_tenants.py)."""
     return {
         "id": TENANT,
         "name": "SIP load",
-        "agents": [
-            {
-                "id": a,
-                "name": a.upper(),
-                "targets": {"aor": a},
-                "state": "available",
-                "max_calls": max_calls,
-            }
-            for a in ids
-        ],
-        "groups": [
-            {
-                "id": "load",
-                "extension": EXTENSION,
-                "name": "Least busy",
-                "strategy": "least_busy",
-                "sticky": False,
-                "ring_timeout": 20,
-                "members": [{"agent": a} for a in ids],
-                "no_answer": {"kind": "reply", "code": 480},
-            }
-        ],
+        "agents": many_tenants.agents_doc(agents, max_calls),
+        "groups": [many_tenants.least_busy_group("load", EXTENSION, "Least busy", agents)],
     }
 
 
@@ -340,6 +370,19 @@ def uac_scenario(workdir: Path) -> Path:
     return path
 
 
+def did_uac_scenario(uac_xml: Path) -> Path:
+    """`uac_scenario`'s caller dialling a number from its injection file (-inf, [field0])
+    instead of -s: the trunk's calls to the tenants' DIDs; every other line the same."""
+    text = uac_xml.read_text()
+    for old in ("INVITE sip:[service]@", "To: <sip:[service]@"):
+        if old not in text:
+            raise RuntimeError(f"{uac_xml}: no {old!r} to dial a DID with")
+        text = text.replace(old, old.replace("[service]", "[field0]"))
+    path = uac_xml.with_name("uac_did_load.xml")
+    path.write_text(text)
+    return path
+
+
 def dispatcher_list(phones: Sequence[SippProcess], max_calls: int) -> str:
     """Set 1: every agent's phone, a unique duid (algorithm 10 needs it), maxload."""
     lines = ["# set destination flags priority attrs (written by bench/sip_load.py)"]
@@ -353,11 +396,14 @@ def start_phone(workdir: Path, index: int, **options: Any) -> SippProcess:
     """Agent `index`'s phone (a SIPp UAS) with media ports of its own (-mp): SIPp probes
     from 6000 in steps of 2 and gives up after 100 tries, which the phones and other jobs'
     SIPp on a shared machine can exhaust. Tried five times: a port still held by the phone
-    it replaces, or taken meanwhile, makes SIPp exit 254."""
-    media = ["-mp", str(20000 + 8 * index)]
+    it replaces, or taken meanwhile, makes SIPp exit 254 - after the first try on media
+    ports picked at random (another benchmark on the machine may hold 20000 + 8 * index)."""
     for attempt in range(5):
+        base = 20000 + 8 * index if attempt == 0 else random.randrange(30000, 60000, 8)
         try:
-            return sipp_uas(workdir, SCENARIOS / "uas_answer.xml", extra_args=media, **options)
+            return sipp_uas(
+                workdir, SCENARIOS / "uas_answer.xml", extra_args=["-mp", str(base)], **options
+            )
         except ProcessError:
             if attempt == 4:
                 raise
@@ -366,7 +412,7 @@ def start_phone(workdir: Path, index: int, **options: Any) -> SippProcess:
 
 
 class BenchKamailio(KamailioProcess):
-    """KamailioProcess with larger memory pools, the same for both stacks: the default 64 MB
+    """KamailioProcess with larger memory pools, the same for every stack: the default 64 MB
     of shared memory runs out at a few hundred calls per second (every call holds an INVITE
     and a BYE transaction until tm's wait timer, a dialog, and for the native dispatcher the
     failover XAVPs), and a stack out of memory fails calls for that reason, not its speed."""
@@ -382,9 +428,17 @@ class BenchKamailio(KamailioProcess):
 
 @dataclass
 class Stack:
+    """One Kamailio instance under load, its Redis (None: the native one) and how its
+    callers call it: the scenario, the number dialled (`service`, -s; None when the
+    injection file in `uac_args` gives it) and the address they call from."""
+
     name: str
     kamailio: KamailioProcess
     redis: RedisProcess | None = None
+    uac_xml: Path = Path()
+    service: str | None = EXTENSION
+    local_ip: str = "127.0.0.1"
+    uac_args: tuple[str, ...] = ()
 
     @property
     def leader(self) -> int:
@@ -414,11 +468,50 @@ class Stack:
             for key, v in stats.items()
         }
 
+    def sip_workers(self) -> list[int]:
+        """The pids of the SIP worker processes (Kamailio's "udp receiver" children of the
+        SIP socket, RPC core.psx): where the router and its tenants' configs live."""
+        sock = f"sock={self.kamailio.address}"
+        return [
+            int(process["PID"])
+            for process in self.kamailio.rpc("core.psx") or []
+            if str(process.get("DSC", "")).startswith("udp receiver") and sock in process["DSC"]
+        ]
+
+    def worker_memory(self) -> list[dict[str, Any]]:
+        """Each SIP worker's memory now (`process_memory`)."""
+        return [dict(pid=pid, **process_memory(pid)) for pid in self.sip_workers()]
+
+
+def process_memory(pid: int) -> dict[str, float]:
+    """A process's resident memory in MB, from /proc/<pid>/status and smaps_rollup:
+    vmrss (all its resident pages, shared ones included), rss_shmem (of them, shared memory:
+    Kamailio's -m pool as far as the process touched it), rss_anon, private (Private_Clean +
+    Private_Dirty: pages no other process maps - its pkg memory and Python heap) and pss
+    (shared pages divided among the processes that map them)."""
+    fields: dict[str, float] = {}
+    for name in (f"/proc/{pid}/status", f"/proc/{pid}/smaps_rollup"):
+        with contextlib.suppress(OSError), open(name) as text:
+            for line in text:
+                key, _, value = line.partition(":")
+                parts = value.split()
+                if len(parts) == 2 and parts[1] == "kB":
+                    fields[key] = int(parts[0]) / 1024
+    return {
+        "vmrss_mb": round(fields.get("VmRSS", 0.0), 1),
+        "rss_shmem_mb": round(fields.get("RssShmem", 0.0), 1),
+        "rss_anon_mb": round(fields.get("RssAnon", 0.0), 1),
+        "private_mb": round(fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0), 1),
+        "pss_mb": round(fields.get("Pss", 0.0), 1),
+    }
+
 
 @dataclass
 class Topology:
-    """Redis, the agents' phones and both Kamailio instances, all started; `stop()` ends
-    them."""
+    """Redis, the agents' phones and the Kamailio instances, all started; `stop()` ends
+    them. With Settings.tenants, a second redis-server holds the tenants stack's tenants:
+    each stack's Kamailio and Redis CPU is its own, and the one-tenant stack's keeper does
+    not walk the 10,000 tenants (which would add their cost to the reference)."""
 
     workdir: Path
     settings: Settings
@@ -426,7 +519,12 @@ class Topology:
     phones: list[SippProcess] = field(default_factory=list)
     stacks: dict[str, Stack] = field(default_factory=dict)
     redis: RedisProcess | None = None
+    tenants_redis: RedisProcess | None = None
     uac_xml: Path = Path()
+    active: list[int] = field(default_factory=list)  # the tenants stack's tenants with calls
+    tenants_load_s: float | None = None
+    registrations: list[dict[str, Any]] = field(default_factory=list)  # each registration run
+    warmup_failed: dict[str, int] = field(default_factory=dict)  # failed warm-up calls by stack
 
     def start(self) -> None:
         s = self.settings
@@ -437,11 +535,16 @@ class Topology:
         with self._pinned(s.redis_on_kamailio_core):
             self.redis.start()
         self._import_tenant()
+        if s.tenants:
+            self.tenants_redis = RedisProcess(self.workdir / "redis-t", unix_socket=s.redis_unix)
+            with self._pinned(s.redis_on_kamailio_core):
+                self.tenants_redis.start()
+            self._load_tenants()
         phone_dir = self.workdir / "phones"
         for index in range(s.agents):
             self.phones.append(start_phone(phone_dir, index))
 
-        memory = {
+        memory: dict[str, Any] = {
             "children": s.children,
             "shm_mb": s.shm_mb,
             "pkg_mb": s.pkg_mb,
@@ -452,7 +555,7 @@ class Topology:
         (native.run_dir / "dispatcher.list").write_text(dispatcher_list(self.phones, s.max_calls))
         ours = BenchKamailio(
             self.workdir / "dsp",
-            redis_url=self.redis.unix_url if s.redis_unix else self.redis.url,
+            redis_url=self._router_url(self.redis),
             # usrloc's db_redis reaches Redis over TCP only, also when the router uses the socket
             registrations_url=registrations_url_for(self.redis.url),
             tenant=TENANT,
@@ -462,19 +565,51 @@ class Topology:
             **memory,
         )
         self.stacks = {
-            "native": Stack("native", native),
-            "dispatcher": Stack("dispatcher", ours, self.redis),
+            "native": Stack("native", native, uac_xml=self.uac_xml),
+            "dispatcher": Stack("dispatcher", ours, self.redis, uac_xml=self.uac_xml),
         }
-        for name in STACKS:
+        if self.tenants_redis is not None:
+            many = BenchKamailio(
+                self.workdir / "tnt",
+                redis_url=self._router_url(self.tenants_redis),
+                registrations_url=registrations_url_for(self.tenants_redis.url),
+                tenant=many_tenants.tenant_id(self.active[0]),
+                env={
+                    # only the trunk is trusted: the phones (127.0.0.1) authenticate
+                    "DISPATCHER_TRUSTED": TRUNK_IP,
+                    # SIPp 3.6 answers the first challenge and knows MD5 only (RFC 8760
+                    # order for such clients, README); REGISTERs are not measured
+                    "DISPATCHER_AUTH_ALGORITHMS": "MD5,SHA-256",
+                },
+                **memory,
+            )
+            dids = self.workdir / "dids.csv"
+            many_tenants.dids_file(dids, self.active)
+            self.stacks["tenants"] = Stack(
+                "tenants",
+                many,
+                self.tenants_redis,
+                uac_xml=did_uac_scenario(self.uac_xml),
+                service=None,
+                local_ip=TRUNK_IP,
+                uac_args=("-inf", str(dids)),
+            )
+        for name in s.stacks:
             with self._pinned(True):
                 self.stacks[name].kamailio.start()
         self._register()
+        if self.tenants_redis is not None:
+            self._register_tenants()
+
+    def _router_url(self, server: RedisProcess) -> str:
+        return server.unix_url if self.settings.redis_unix else server.url
 
     def reset(self, name: str) -> None:
         """Restart one stack and the phones with clean state: calls a failed run left
         behind (the UAC gives up on a call without BYE) would hold agent capacity - the
         native load table or the dispatcher's live calls - and the phones would still be
-        retransmitting their 200s, skewing the next runs."""
+        retransmitting their 200s, skewing the next runs. The tenants stack's tenants with
+        calls are deleted and imported again (its idle tenants have no state to clean)."""
         kamailio = self.stacks[name].kamailio
         kamailio.stop()
         self._restart_phones()
@@ -485,10 +620,19 @@ class Topology:
             with redis.Redis.from_url(self.redis.url) as client:
                 client.flushall()
             self._import_tenant()
+        elif name == "tenants":
+            self._renew_active_tenants()
         with self._pinned(True):
             kamailio.start()
         if name == "dispatcher":
             self._register()
+        elif name == "tenants":
+            self._register_tenants()
+        # the start's own work first (the keeper's release of what the node held before, its
+        # first walk of the tenants, usrloc writing the registrations back): the phones share
+        # a core with Redis, and a phone slower than 500 ms makes Kamailio retransmit the
+        # INVITE, which aborts the SIPp phone's call (a warm-up call left behind)
+        drain(self.stacks[name], max_wait_s=15.0)
         warm_up(self, [name])
 
     def _restart_phones(self) -> None:
@@ -517,6 +661,45 @@ class Topology:
         with StateStore(self.redis.url, TENANT) as store:
             import_tenant(store, Tenant.model_validate(doc))
 
+    def _load_tenants(self) -> None:
+        """The tenants stack's tenants into its Redis (several processes, on every core:
+        nothing is measured yet), then its active tenants' SIP passwords."""
+        s = self.settings
+        assert self.tenants_redis is not None
+        self.active = many_tenants.active_indexes(s.tenants, s.tenants_active)
+        everywhere = self.pinning.original if self.pinning is not None else None
+        if everywhere is not None:
+            os.sched_setaffinity(0, everywhere)
+        try:
+            self.tenants_load_s = round(
+                many_tenants.load_tenants(
+                    self.tenants_redis.url, s.tenants, s.agents, s.max_calls, s.load_processes
+                ),
+                1,
+            )
+        finally:
+            if self.pinning is not None:
+                os.sched_setaffinity(0, self.pinning.load)
+        many_tenants.set_credentials(self.tenants_redis.url, self.active, s.agents)
+
+    def _renew_active_tenants(self) -> None:
+        """Delete the active tenants (config, state, credentials, names) and put them back:
+        what a failed run left in Redis goes, the idle tenants stay."""
+        from dispatcher.admin.config_sync import import_tenant
+        from dispatcher.config.model import Tenant
+        from dispatcher.state import StateStore
+
+        s = self.settings
+        assert self.tenants_redis is not None
+        url = self.tenants_redis.url
+        with StateStore(url, many_tenants.tenant_id(self.active[0])) as store:
+            for index in self.active:
+                tenant = store.for_tenant(many_tenants.tenant_id(index))
+                tenant.delete_tenant(force=True)
+                doc = many_tenants.tenant_doc(index, s.agents, s.max_calls)
+                import_tenant(tenant, Tenant.model_validate(doc))
+        many_tenants.set_credentials(url, self.active, s.agents)
+
     def _register(self) -> None:
         """Each phone REGISTERs as its agent's AOR at the dispatcher's Kamailio."""
         ours = self.stacks["dispatcher"].kamailio
@@ -533,14 +716,50 @@ class Topology:
             if not result.ok:
                 raise RuntimeError(f"REGISTER a{i:02d} failed: {result.errors or result.output}")
 
+    def _register_tenants(self) -> None:
+        """Every agent of the tenants stack's active tenants REGISTERs at its tenant's domain
+        with digest (401, then the answer; bench/scenarios/register_auth.xml), its contact at
+        the phone of the same number: tenants x agents registrations, each checked."""
+        stack = self.stacks["tenants"]
+        phones = self.workdir / "tenant-phones.csv"
+        ports = [phone.local_port for phone in self.phones]
+        count = many_tenants.registrations_file(phones, self.active, ports)
+        started = time.monotonic()
+        result = run_sipp(
+            self.workdir / "register",
+            REGISTER_AUTH_XML,
+            stack.kamailio.address,
+            calls=count,
+            rate=REGISTER_CPS,
+            limit=REGISTER_CPS,
+            keys={"expires": 3600},
+            extra_args=["-inf", str(phones)],
+            timeout=count / REGISTER_CPS + 30,
+        )
+        seconds = time.monotonic() - started
+        if not result.ok or result.stats.successful != count:
+            raise RuntimeError(
+                f"tenants' REGISTERs: {result.stats.successful} of {count} succeeded: "
+                f"{result.errors[-2000:] or result.output}"
+            )
+        stats = [str(v) for v in stack.kamailio.rpc("stats.get_statistics", "usrloc:")]
+        users = [v for v in stats if v.startswith("usrloc:registered_users ")]
+        registered = int(users[0].rsplit("=", 1)[1]) if users else None
+        if registered != count:
+            raise RuntimeError(f"tenants' REGISTERs: usrloc holds {registered} of {count}")
+        self.registrations.append(
+            {"registered": registered, "seconds": round(seconds, 1), "digest": "MD5"}
+        )
+
     def stop(self) -> None:
         for stack in self.stacks.values():
             stack.kamailio.stop()
         for phone in self.phones:
             if phone.proc is not None and phone.proc.returncode is None:
                 phone.stop(timeout=2.0)
-        if self.redis is not None:
-            self.redis.stop()
+        for server in (self.redis, self.tenants_redis):
+            if server is not None:
+                server.stop()
         if self.pinning is not None:
             os.sched_setaffinity(0, self.pinning.original)
 
@@ -559,13 +778,17 @@ class Topology:
                 for record in sets
                 for target in record["SET"]["TARGETS"]
             )
-        else:
-            import redis
+            return out
+        import redis
 
-            assert self.redis is not None
-            with redis.Redis.from_url(self.redis.url) as client:
-                out["dispatcher_redis_live"] = int(client.hlen(f"{{t:{TENANT}}}:live"))
-                out["dispatcher_redis_resv"] = int(client.zcard(f"{{t:{TENANT}}}:resv"))
+        server = self.stacks[name].redis
+        assert server is not None
+        tenants = [TENANT]
+        if name == "tenants":
+            tenants = [many_tenants.tenant_id(i) for i in self.active]
+        with redis.Redis.from_url(server.url) as client:
+            out[f"{name}_redis_live"] = sum(int(client.hlen(f"{{t:{t}}}:live")) for t in tenants)
+            out[f"{name}_redis_resv"] = sum(int(client.zcard(f"{{t:{t}}}:resv")) for t in tenants)
         return out
 
 
@@ -597,11 +820,12 @@ def placement_seconds(rows: list[dict[str, str]], calls: int) -> float | None:
 
 
 def ours_cpu_ms(topology: Topology) -> float:
-    """CPU ms so far of everything this benchmark runs: both Kamailio instances, Redis, the
+    """CPU ms so far of everything this benchmark runs: every Kamailio instance, Redis, the
     phones, the UAC runs that ended (reaped children) and this process."""
     total = sum(stack.cpu_ms() for stack in topology.stacks.values())
-    if topology.redis is not None and topology.redis.proc is not None:
-        total += process_cpu_ms(topology.redis.proc.pid)
+    for server in (topology.redis, topology.tenants_redis):
+        if server is not None and server.proc is not None:
+            total += process_cpu_ms(server.proc.pid)
     total += sum(process_cpu_ms(p.proc.pid) for p in topology.phones if p.proc is not None)
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
@@ -639,6 +863,10 @@ def drain(stack: Stack, max_wait_s: float = 10.0) -> None:
             return
 
 
+class UacNotStarted(RuntimeError):
+    """A SIPp UAC of a run could not bind its sockets: the run measured nothing."""
+
+
 def uac_split(rate: float, calls: int, uac_cps: float) -> list[tuple[float, int]]:
     """(rate, calls) of each SIPp UAC of a step: one up to `uac_cps`, then as many as
     needed, splitting both evenly (one SIPp process tops out near a core of its own)."""
@@ -663,16 +891,18 @@ def run_step(
     uacs = [
         SippProcess(
             topology.workdir / "uac",
-            topology.uac_xml,
+            stack.uac_xml,
             stack.kamailio.address,
             calls=part_calls,
             rate=part_rate,
             # far above the concurrency the rate needs, so SIPp never throttles silently
             limit=int(part_rate * (hold_s + 5)) + 50,
             duration_ms=settings.hold_ms,
-            service=EXTENSION,
+            service=stack.service,
             keys={"caller": "bob"},
+            local_ip=stack.local_ip,
             timeout=ideal_s + 10,
+            extra_args=stack.uac_args,
         )
         for part_rate, part_calls in parts
     ]
@@ -680,6 +910,11 @@ def run_step(
         uac.start()
     results = [uac.wait() for uac in uacs]
     wall_s = time.monotonic() - started
+    if any(r.returncode == SIPP_NO_SOCKET for r in results):
+        time.sleep(settings.settle_s)  # what the other UACs started ends before a new try
+        drain(stack)
+        output = next(r.output for r in results if r.returncode == SIPP_NO_SOCKET)
+        raise UacNotStarted(f"a SIPp UAC could not bind its sockets: {output[-300:]!r}")
     # the UACs are the only children reaped meanwhile: their CPU, for "was SIPp the limit"
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     uac_cpu_ms = (
@@ -753,34 +988,49 @@ def run_step(
     step["passed"] = fail_rate < MAX_FAILED and (
         placed_cps is not None and placed_cps >= MIN_PLACED * rate
     )
+    if stack.redis is not None:
+        # after the calls, before a failed run's restart: what the workers hold in steady use
+        step["worker_memory"] = stack.worker_memory()
     return step
 
 
 # -- the run --------------------------------------------------------------------------------
 
 
-def warm_up(topology: Topology, names: Sequence[str] = STACKS) -> None:
-    """A few calls per stack, unmeasured: every worker imports, loads the config, connects."""
+def warm_up(topology: Topology, names: Sequence[str] | None = None) -> None:
+    """A few calls per stack, unmeasured: every worker imports, loads the config, connects;
+    the tenants stack's workers each load every active tenant (WARMUP_PER_TENANT calls per
+    tenant: a worker misses one with a chance of (1 - 1/children)^20, 0.3 % with 4)."""
     s = topology.settings
-    for name in names:
+    for name in s.stacks if names is None else names:
         stack = topology.stacks[name]
-        rate = max(5, s.warmup_calls // 2)
-        run_sipp(
+        calls = s.warmup_calls
+        if name == "tenants":
+            calls = max(calls, WARMUP_PER_TENANT * len(topology.active))
+        rate = max(5, min(WARMUP_CPS, calls // 2))
+        result = run_sipp(
             topology.workdir / "warmup",
-            topology.uac_xml,
+            stack.uac_xml,
             stack.kamailio.address,
-            calls=s.warmup_calls,
+            calls=calls,
             rate=rate,
             duration_ms=100,
-            service=EXTENSION,
+            service=stack.service,
             keys={"caller": "bob"},
-            timeout=s.warmup_calls / rate + 15,
+            local_ip=stack.local_ip,
+            timeout=calls / rate + 15,
+            extra_args=stack.uac_args,
+        )
+        # a warm-up call that failed may leave a call behind (a dialog, a live call): kept
+        # for the checks, as the leftovers would otherwise be unexplained
+        topology.warmup_failed[name] = (
+            topology.warmup_failed.get(name, 0) + calls - result.stats.successful
         )
     time.sleep(s.settle_s)
 
 
 def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
-    """Start everything, run the rounds (each a ramp of both stacks, alternating step by
+    """Start everything, run the rounds (each a ramp of every stack, alternating step by
     step), return the report."""
 
     def say(text: str) -> None:
@@ -798,11 +1048,20 @@ def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
         topology.start()
         where = pinning.describe(settings.redis_on_kamailio_core) if pinning else "no pinning"
         say(f"started in {workdir}; {where}")
+        for stack in topology.stacks.values():
+            drain(stack, max_wait_s=15.0)  # as in Topology.reset
         warm_up(topology)
 
         def run_once(name: str, rate: float, number: int) -> dict[str, Any]:
-            before = wait_for_quiet(topology) if settings.noise_wait else 0.0
-            step = run_step(topology, name, settings, rate, "ramp")
+            for attempt in range(1, UAC_ATTEMPTS + 1):
+                before = wait_for_quiet(topology) if settings.noise_wait else 0.0
+                try:
+                    step = run_step(topology, name, settings, rate, "ramp")
+                    break
+                except UacNotStarted as exc:
+                    if attempt == UAC_ATTEMPTS:
+                        raise
+                    say(f"round {number} {name} {rate:g} cps: {exc}; once more")
             step["round"] = number
             step["other_load_before"] = round(before, 2)
             steps.append(step)
@@ -832,11 +1091,14 @@ def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
             # an equal share of the time left for each round left
             now = time.monotonic()
             round_deadline = now + (deadline - now) / (settings.rounds - number + 1)
-            ramping = set(STACKS)
-            ended = {name: "top step" for name in STACKS}
+            names = settings.stacks
+            ramping = set(names)
+            ended = {name: "top step" for name in names}
             for index, rate in enumerate(settings.steps):
-                # native, ours, native, ours...: who goes first swaps every step and round
-                order = STACKS if (index + number) % 2 == 1 else STACKS[::-1]
+                # native, ours(, tenants), native, ...: who goes first turns every step and
+                # round (with two stacks: swaps)
+                turn = (index + number + 1) % len(names)
+                order = names[turn:] + names[:turn]
                 for name in order:
                     if name not in ramping:
                         continue
@@ -850,9 +1112,20 @@ def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
                     break
             ended_by[number] = ended
             say(f"round {number} ended: {ended}")
-        leftovers = {k: v for name in STACKS for k, v in topology.leftovers(name).items()}
+        leftovers = {k: v for name in settings.stacks for k, v in topology.leftovers(name).items()}
         leftovers["restarts_after_failed_runs"] = restarts
-        python_errors = len(topology.stacks["dispatcher"].kamailio.python_errors())
+        for name, failed in topology.warmup_failed.items():
+            leftovers[f"{name}_warmup_failed_calls"] = failed
+        python_errors = {
+            f"{name}_python_errors": len(topology.stacks[name].kamailio.python_errors())
+            for name in settings.stacks
+            if name != "native"
+        }
+        tenants_setup = {
+            "load_s": topology.tenants_load_s,
+            "active": len(topology.active),
+            "registrations": topology.registrations,
+        }
         kamailio_affinity = sorted(
             {a for st in topology.stacks.values() for a in affinity_of(group_pids(st.leader))}
         )
@@ -861,7 +1134,7 @@ def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
     if not settings.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return build_report(settings, steps, ended_by, pinning, leftovers, python_errors,
-                        kamailio_affinity)  # fmt: skip
+                        kamailio_affinity, tenants_setup)  # fmt: skip
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -876,38 +1149,42 @@ def _ratio(ours: float | None, native: float | None) -> float | None:
 def round_figures(
     steps: list[dict[str, Any]], number: int, ended_by: dict[str, str]
 ) -> dict[str, Any]:
-    """One round: each stack's highest passing rate and its CPU per call at the highest
-    rate both passed (else the lowest both ran), and the ratios dispatcher / native."""
+    """One round: each stack's highest passing rate; the CPU per call of native and
+    dispatcher at the highest rate both passed (else the lowest both ran) and the ratios
+    dispatcher / native; with a tenants stack, its CPU per call and the dispatcher's at the
+    highest rate those two passed (likewise), and tenants_cpu_ratio = tenants / dispatcher."""
     runs = [s for s in steps if s["round"] == number and not s.get("superseded")]
+    names = [name for name in STACKS if name in ended_by]
     passed = {
         name: {s["offered_cps"] for s in runs if s["stack"] == name and s["passed"]}
-        for name in STACKS
+        for name in names
     }
-    ran = {name: {s["offered_cps"] for s in runs if s["stack"] == name} for name in STACKS}
-    common = passed["native"] & passed["dispatcher"]
-    both_ran = ran["native"] & ran["dispatcher"]
-    reference = max(common) if common else min(both_ran, default=None)
+    ran = {name: {s["offered_cps"] for s in runs if s["stack"] == name} for name in names}
 
-    def at_reference(name: str, key: str) -> float | None:
+    def reference(a: str, b: str) -> float | None:
+        common = passed[a] & passed[b]
+        return max(common) if common else min(ran[a] & ran[b], default=None)
+
+    def at(rate: float | None, name: str, key: str) -> Any:
         for s in runs:
-            if s["stack"] == name and s["offered_cps"] == reference:
+            if s["stack"] == name and s["offered_cps"] == rate:
                 return s.get(key)
         return None
 
-    out: dict[str, Any] = {"round": number, "cpu_reference_cps": reference}
-    for name in STACKS:
+    cpu_reference = reference("native", "dispatcher")
+    out: dict[str, Any] = {"round": number, "cpu_reference_cps": cpu_reference}
+    for name in names:
         failed = [s["offered_cps"] for s in runs if s["stack"] == name and not s["passed"]]
         out[name] = {
-            "cpu_ms_per_call": at_reference(name, "cpu_ms_per_call"),
             "max_cps": max(passed[name], default=None),
             "failed_at_cps": min(failed, default=None),
             # "failed": the ramp found the limit; "top step" / "time": a lower bound
             "ramp_ended_by": ended_by.get(name),
         }
-    out["dispatcher"]["redis_cpu_ms_per_call"] = at_reference("dispatcher", "redis_cpu_ms_per_call")
-    out["dispatcher"]["redis_commands_per_call"] = at_reference(
-        "dispatcher", "redis_commands_per_call"
-    )
+    for name in ("native", "dispatcher"):
+        out[name]["cpu_ms_per_call"] = at(cpu_reference, name, "cpu_ms_per_call")
+    for key in ("redis_cpu_ms_per_call", "redis_commands_per_call"):
+        out["dispatcher"][key] = at(cpu_reference, "dispatcher", key)
     nat, dsp = out["native"], out["dispatcher"]
     out["cpu_ratio"] = _ratio(dsp["cpu_ms_per_call"], nat["cpu_ms_per_call"])
     out["cps_ratio"] = _ratio(dsp["max_cps"], nat["max_cps"])
@@ -918,7 +1195,41 @@ def round_figures(
         else None
     )
     out["system_cpu_ratio"] = _ratio(system, nat["cpu_ms_per_call"])
+    if "tenants" in names:
+        rate = reference("dispatcher", "tenants")
+        tnt = out["tenants"]
+        tnt["reference_cps"] = rate
+        for key in ("cpu_ms_per_call", "redis_cpu_ms_per_call", "redis_commands_per_call"):
+            tnt[key] = at(rate, "tenants", key)
+        # the one-tenant stack at the same rate (not always cpu_reference_cps)
+        tnt["dispatcher_cpu_ms_per_call"] = at(rate, "dispatcher", "cpu_ms_per_call")
+        tnt["dispatcher_redis_cpu_ms_per_call"] = at(rate, "dispatcher", "redis_cpu_ms_per_call")
+        out["tenants_cpu_ratio"] = _ratio(tnt["cpu_ms_per_call"], tnt["dispatcher_cpu_ms_per_call"])
+        out["tenants_cps_ratio"] = _ratio(tnt["max_cps"], dsp["max_cps"])
     return out
+
+
+def worker_memory(steps: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The largest SIP worker of stack `name` over its passing runs (after each, before any
+    restart): its memory (`process_memory`) and the run it was read after."""
+    best: tuple[dict[str, Any], dict[str, Any]] | None = None
+    for s in steps:
+        if s["stack"] != name or not s["passed"]:
+            continue
+        for worker in s.get("worker_memory") or []:
+            if best is None or worker["vmrss_mb"] > best[0]["vmrss_mb"]:
+                best = worker, s
+    if best is None:
+        return None
+    worker, step = best
+    figures = {k: v for k, v in worker.items() if k != "pid"}
+    return {**figures, "after_run": {"round": step["round"], "offered_cps": step["offered_cps"]}}
+
+
+def _met(value: float | None, limit: float, at_most: bool = True) -> bool | None:
+    if value is None:
+        return None
+    return value <= limit if at_most else value >= limit
 
 
 def build_report(
@@ -927,12 +1238,13 @@ def build_report(
     ended_by: dict[int, dict[str, str]],
     pinning: Pinning | None,
     leftovers: dict[str, int],
-    python_errors: int,
+    python_errors: dict[str, int],
     kamailio_affinity: list[str],
+    tenants_setup: dict[str, Any],
 ) -> dict[str, Any]:
     rounds = [round_figures(steps, number, ended) for number, ended in ended_by.items()]
     report: dict[str, Any] = {}
-    for name in STACKS:
+    for name in ("native", "dispatcher"):
         cpu = [r[name]["cpu_ms_per_call"] for r in rounds]
         cps = [r[name]["max_cps"] for r in rounds]
         report[name] = {
@@ -951,25 +1263,62 @@ def build_report(
     report["cps_ratio"] = _median([r["cps_ratio"] for r in rounds])
     report["system_cpu_ratio"] = _median([r["system_cpu_ratio"] for r in rounds])
     report["cpu_reference_cps"] = [r["cpu_reference_cps"] for r in rounds]
+    many = bool(settings.tenants)
+    report["auth"] = many  # digest on the tenants stack's REGISTERs; its calls from a trunk
+    report["tenants"] = settings.tenants
+    report["tenants_cpu_ratio"] = None
+    report["worker_rss_mb"] = None
+    if many:
+        cpu = [r["tenants"]["cpu_ms_per_call"] for r in rounds]
+        cps = [r["tenants"]["max_cps"] for r in rounds]
+        report["tenants_stack"] = {
+            "tenants": settings.tenants,
+            "tenants_with_calls": tenants_setup["active"],
+            "load_s": tenants_setup["load_s"],
+            "registrations": tenants_setup["registrations"],
+            "cpu_ms_per_call": _median(cpu),
+            "max_cps": _median(cps),
+            "cpu_ms_per_call_rounds": cpu,
+            "max_cps_rounds": cps,
+            "max_cps_is_lower_bound": any(
+                r["tenants"]["ramp_ended_by"] != "failed" for r in rounds
+            ),
+            "reference_cps": [r["tenants"]["reference_cps"] for r in rounds],
+            "redis_cpu_ms_per_call": _median(
+                [r["tenants"]["redis_cpu_ms_per_call"] for r in rounds]
+            ),
+        }
+        report["tenants_cpu_ratio"] = _median([r["tenants_cpu_ratio"] for r in rounds])
+        memory = {name: worker_memory(steps, name) for name in ("tenants", "dispatcher")}
+        report["worker_memory"] = {
+            **memory,
+            "note": "the largest SIP worker of each stack after its passing runs, in MB: "
+            "vmrss_mb counts every resident page, also the pages of Kamailio's shared "
+            "memory (-m) the worker touched (rss_shmem_mb); private_mb (Private_Clean + "
+            "Private_Dirty) is the worker's own - its pkg memory and Python heap, where "
+            "the tenant configs it keeps (LRU) live; pss_mb shares the shared pages out",
+        }
+        if memory["tenants"] is not None:
+            report["worker_rss_mb"] = memory["tenants"]["vmrss_mb"]
     report["targets"] = {
         "cpu_ratio_max": TARGET_CPU_RATIO,
         "cps_ratio_min": TARGET_CPS_RATIO,
-        "cpu_ratio_met": None
-        if report["cpu_ratio"] is None
-        else report["cpu_ratio"] <= TARGET_CPU_RATIO,
-        "cps_ratio_met": None
-        if report["cps_ratio"] is None
-        else report["cps_ratio"] >= TARGET_CPS_RATIO,
+        "cpu_ratio_met": _met(report["cpu_ratio"], TARGET_CPU_RATIO),
+        "cps_ratio_met": _met(report["cps_ratio"], TARGET_CPS_RATIO, at_most=False),
         "system_cpu_ratio_max": TARGET_SYSTEM_CPU_RATIO,
-        "system_cpu_ratio_met": None
-        if report["system_cpu_ratio"] is None
-        else report["system_cpu_ratio"] <= TARGET_SYSTEM_CPU_RATIO,
+        "system_cpu_ratio_met": _met(report["system_cpu_ratio"], TARGET_SYSTEM_CPU_RATIO),
     }
+    if many:
+        report["targets"]["tenants_cpu_ratio_max"] = TARGET_TENANTS_CPU_RATIO
+        report["targets"]["tenants_cpu_ratio_met"] = _met(
+            report["tenants_cpu_ratio"], TARGET_TENANTS_CPU_RATIO
+        )
     report["rounds"] = rounds
     report["setup"] = {
         "rounds": settings.rounds,
-        "medians": "cpu_ratio and cps_ratio: the median of the rounds' ratios; each stack's "
-        "cpu_ms_per_call and max_cps: the median of its rounds",
+        "medians": "cpu_ratio, cps_ratio, system_cpu_ratio and tenants_cpu_ratio: the median "
+        "of the rounds' ratios; each stack's cpu_ms_per_call and max_cps: the median of its "
+        "rounds",
         "agents": settings.agents,
         "agent_max_calls": settings.max_calls,
         "kamailio_children": settings.children,
@@ -987,7 +1336,9 @@ def build_report(
         "a failed run with other jobs >= that runs once more (the first is superseded)",
         "agent_targets": "registered AORs (REGISTER; usrloc in memory, DMQ, written back to "
         "Redis), least_busy group, sticky off",
-        "auth": "none on either side: SIPp on 127.0.0.1 is in DISPATCHER_TRUSTED",
+        "auth": "native and dispatcher: none (SIPp on 127.0.0.1 is in DISPATCHER_TRUSTED); "
+        f"tenants: only the trunk {TRUNK_IP} is trusted, its phones REGISTER with digest "
+        "(MD5 offered first: SIPp 3.6 answers the first challenge and knows no SHA-256)",
         "redis_transport": "unix socket" if settings.redis_unix else "loopback TCP",
         "native": "ds_select_dst(1, 10), dialog, ds_load_update/ds_load_unset, maxload",
         "pinning": pinning.describe(settings.redis_on_kamailio_core) if pinning else "none",
@@ -995,7 +1346,14 @@ def build_report(
         "cpus": os.cpu_count(),
         "source": _git_revision(),
     }
-    report["checks"] = {**leftovers, "dispatcher_python_errors": python_errors}
+    if many:
+        report["setup"]["tenants"] = (
+            f"{settings.tenants} tenants of {settings.agents} agents and 5 least_busy groups "
+            f"of all of them in a Redis of their own; calls to the DIDs (inbound rule -> "
+            f"group) of {tenants_setup['active']} of them, spread evenly, from the trunk "
+            f"{TRUNK_IP}; the agents of those registered with digest"
+        )
+    report["checks"] = {**leftovers, **python_errors}
     report["steps"] = steps
     return report
 
@@ -1046,9 +1404,8 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(
             f"{r['round']:>5} {r['cpu_reference_cps'] or 0:>6g} "
             f"{nat['cpu_ms_per_call'] or 0:>9.3f} {dsp['cpu_ms_per_call'] or 0:>8.3f} "
-            f"{r['cpu_ratio'] or 0:>9.3f} "
-            f"{nat['max_cps'] or 0:>7g} {nat['ramp_ended_by'][0]:>2} "
-            f"{dsp['max_cps'] or 0:>5g} {dsp['ramp_ended_by'][0]:>2} {r['cps_ratio'] or 0:>9.3f}"
+            f"{r['cpu_ratio'] or 0:>9.3f} {_max_cell(nat, 10)} {_max_cell(dsp, 8)} "
+            f"{r['cps_ratio'] or 0:>9.3f}"
         )
     nat, dsp, targets = report["native"], report["dispatcher"], report["targets"]
     lines += [
@@ -1069,14 +1426,60 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['setup']['kamailio_mem_manager']}",
         "* a failed run while other jobs used >= "
         f"{NOISY} cores ('other'), run once more; not counted",
+    ]
+    if "tenants_stack" in report:
+        lines += ["", *_tenants_table(report)]
+    lines += [
         f"pinning: {report['setup']['pinning']}",
         f"checks: {report['checks']}",
     ]
     return "\n".join(lines)
 
 
+def _max_cell(figures: dict[str, Any], width: int) -> str:
+    """A round's max_cps of a stack and how its ramp ended (f, t), `width` wide."""
+    return f"{figures['max_cps'] or 0:>{width - 3}g} {figures['ramp_ended_by'][0]:>2}"
+
+
+def _tenants_table(report: dict[str, Any]) -> list[str]:
+    """The tenants stack against the one-tenant stack, per round and as medians."""
+    tnt, targets = report["tenants_stack"], report["targets"]
+    lines = [
+        f"{report['tenants']} tenants, auth on ({report['setup']['tenants']}): loaded in "
+        f"{tnt['load_s']} s; registrations {tnt['registrations']}",
+        f"{'round':>5} {'at cps':>6} {'1 tenant ms':>11} {'tenants ms':>10} {'ratio':>7} "
+        f"{'+ redis ms':>10} {'1 tenant max':>12} {'tenants max':>11}",
+    ]
+    for r in report["rounds"]:
+        many, one = r["tenants"], r["dispatcher"]
+        lines.append(
+            f"{r['round']:>5} {many['reference_cps'] or 0:>6g} "
+            f"{many['dispatcher_cpu_ms_per_call'] or 0:>11.3f} "
+            f"{many['cpu_ms_per_call'] or 0:>10.3f} {r['tenants_cpu_ratio'] or 0:>7.3f} "
+            f"{many['redis_cpu_ms_per_call'] or 0:>10.3f} "
+            f"{_max_cell(one, 12)} {_max_cell(many, 11)}"
+        )
+    memory = report["worker_memory"]
+    lines.append(
+        f"tenants_cpu_ratio {report['tenants_cpu_ratio']} (target <= "
+        f"{targets['tenants_cpu_ratio_max']}: "
+        f"{'met' if targets['tenants_cpu_ratio_met'] else 'not met'}); tenants stack "
+        f"{tnt['cpu_ms_per_call']} ms/call + redis {tnt['redis_cpu_ms_per_call']}, max "
+        f"{tnt['max_cps']} cps (medians)"
+    )
+    for name in ("tenants", "dispatcher"):
+        worker = memory.get(name)
+        if worker is not None:
+            lines.append(
+                f"largest SIP worker, {name}: VmRSS {worker['vmrss_mb']} MB (shared memory "
+                f"{worker['rss_shmem_mb']} of it), private {worker['private_mb']} MB, PSS "
+                f"{worker['pss_mb']} MB"
+            )
+    return lines
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
-    """CPU per call and failure rate against offered CPS, both stacks, every round."""
+    """CPU per call and failure rate against offered CPS, every stack, every round."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1084,7 +1487,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     fig, (cpu_ax, fail_ax) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     markers = "os^Dv"
-    for name, color in (("native", "tab:blue"), ("dispatcher", "tab:orange")):
+    colors = {"native": "tab:blue", "dispatcher": "tab:orange", "tenants": "tab:green"}
+    for name, color in colors.items():
         for r in report["rounds"]:
             number = r["round"]
             runs = sorted(
@@ -1117,10 +1521,16 @@ def plot(report: dict[str, Any], path: Path) -> None:
     cpu_ax.set_ylabel("Kamailio CPU ms per call")
     fail_ax.set_ylabel("failed calls %")
     fail_ax.set_xlabel("offered calls per second")
+    many = (
+        f", tenants_cpu_ratio {report['tenants_cpu_ratio']} ({report['tenants']} tenants)"
+        if report.get("tenants")
+        else ""
+    )
     cpu_ax.set_title(
         f"SIP load, medians of {len(report['rounds'])} rounds: cpu_ratio {report['cpu_ratio']}, "
-        f"cps_ratio {report['cps_ratio']}\n(max {report['dispatcher']['max_cps']} vs "
-        f"{report['native']['max_cps']} cps)"
+        f"cps_ratio {report['cps_ratio']}{many}\n(max {report['dispatcher']['max_cps']} vs "
+        f"{report['native']['max_cps']} cps)",
+        fontsize="medium",
     )
     cpu_ax.set_ylim(bottom=0)
     for ax in (cpu_ax, fail_ax):
@@ -1141,10 +1551,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-seconds", type=float, help="seconds of calls per step")
     parser.add_argument("--hold-ms", type=int, help="ms each call is held before the BYE")
     parser.add_argument("--agents", type=int, help="agents (SIPp UAS processes)")
-    parser.add_argument("--children", type=int, help="Kamailio SIP workers, both stacks")
-    parser.add_argument("--rounds", type=int, help="alternated rounds (ramps of both stacks)")
+    parser.add_argument("--children", type=int, help="Kamailio SIP workers, every stack")
+    parser.add_argument("--rounds", type=int, help="alternated rounds (ramps of every stack)")
     parser.add_argument("--uac-cps", type=float, help="most cps per SIPp UAC; above, several")
     parser.add_argument("--budget", type=float, help="seconds for all rounds")
+    parser.add_argument("--tenants", type=int, help="the tenants stack's tenants (10000)")
+    parser.add_argument("--tenants-active", type=int, help="of them, those that take calls (100)")
+    parser.add_argument("--no-tenants", action="store_true", help="no tenants stack")
     parser.add_argument("--no-pin", action="store_true", help="no CPU pinning")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument(
@@ -1155,7 +1568,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mem-manager",
         choices=MEM_MANAGERS,
-        help=f"Kamailio's memory manager, both stacks (default {DEFAULT_MEM_MANAGER})",
+        help=f"Kamailio's memory manager, every stack (default {DEFAULT_MEM_MANAGER})",
     )
     parser.add_argument(
         "--redis-on-kamailio-core",
@@ -1181,9 +1594,13 @@ def main(argv: list[str] | None = None) -> int:
         ("rounds", args.rounds),
         ("uac_cps", args.uac_cps),
         ("mem_manager", args.mem_manager),
+        ("tenants", args.tenants),
+        ("tenants_active", args.tenants_active),
     ):
         if value is not None:
             overrides[key] = value
+    if args.no_tenants:
+        overrides["tenants"] = 0
     settings = Settings(**{**asdict(settings), **overrides})
 
     report = measure(settings, log=sys.stderr)

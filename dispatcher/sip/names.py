@@ -17,3 +17,5 @@ ULC_PROFILE = "dsp"
 LOCATION = "location"
 # releases handed from Kamailio's timer processes to the keeper (dispatcher.sip.handoff)
 HANDOFF_TABLE = "dsprel"
+# the tenants whose calls this node routed lately, for the reconciler (dispatcher.sip.reconcile)
+SERVED_TABLE = "dsptn"

@@ -96,6 +96,7 @@ from dispatcher.sip.names import (
     ULC_PROFILE,
 )
 from dispatcher.sip.queueing import Queueing
+from dispatcher.sip.reconcile import ServedTenants
 from dispatcher.sip.tenants import Tenants, UnknownTenant
 from dispatcher.sip.voicemail import Voicemail
 from dispatcher.state import AnswerOutcome, StateError, StateStore, StateUnavailable
@@ -184,6 +185,8 @@ class Router:
         self.auth = Authenticator(self)
         self.voicemail = Voicemail(self)
         self.answers = Answers(self)
+        # the tenants this node routes, for the keeper's reconciler (not every tenant's calls)
+        self.served = ServedTenants(ksr)
         # Set by the KEMI script in Kamailio's timer processes: dialog ends there are handed
         # to the keeper, never sent to Redis from the timer (dispatcher.sip.handoff).
         self.in_timer = False
@@ -267,6 +270,7 @@ class Router:
         except ConfigMissing as exc:
             return self._config_missing(exc)
         self.use(tenant)
+        self.served.note(tenant)
         ksr.pv.sets(AVP_TENANT, tenant)
         if not _usable_call_id(call_id):
             # RFC 3261 allows Call-IDs our Redis keys refuse (over 256 bytes, \x1f; not UTF-8,

@@ -25,6 +25,12 @@ TENANTS_KEY = "dispatcher:tenants"
 # One hash tag of their own, so disp_names_put changes both atomically (in one slot).
 DOMAINS_KEY = "{dispatcher}:domains"
 DIDS_KEY = "{dispatcher}:dids"
+# The same index the other way round, tenant -> the names it holds: a put changes a tenant's
+# own names without a walk over every tenant's (the same slot as the two above).
+TENANT_NAMES_KEY = "{dispatcher}:tenant_names"
+# A counter disp_names_put increments whenever a name changes hands: a worker caches names
+# until it moves (dispatcher.sip.tenants), one GET a second instead of one per name.
+NAMES_VERSION_KEY = "{dispatcher}:names_version"
 # The key of the digest nonces every node shares (dispatcher.sip.authn), set once (SET NX).
 AUTH_SECRET_KEY = "{dispatcher}:auth_secret"
 # Every node's heartbeat (zset node -> last beat, Redis' ms): a node silent past the bound is

@@ -1482,19 +1482,51 @@ local function registration(keys, args)
   return 1
 end
 
+-- The names index tenant -> its names ({dispatcher}:tenant_names, disp_names_put's KEYS[3]),
+-- built once from the two hashes when an older library wrote them (no marker yet).
+local NAMES_INDEXED = ''
+
+local function index_names(keys)
+  if redis.call('HEXISTS', keys[3], NAMES_INDEXED) == 1 then
+    return
+  end
+  local held = {}
+  for i = 1, 2 do
+    local all = redis.call('HGETALL', keys[i])
+    for j = 1, #all, 2 do
+      local lists = held[all[j + 1]] or {{}, {}}
+      held[all[j + 1]] = lists
+      lists[i][#lists[i] + 1] = all[j]
+    end
+  end
+  for tenant, lists in pairs(held) do
+    redis.call('HSET', keys[3], tenant, table.concat(lists[1], ',') .. SEP ..
+      table.concat(lists[2], ','))
+  end
+  redis.call('HSET', keys[3], NAMES_INDEXED, '1')
+end
+
 -- disp_names_put: the SIP domains and dialled numbers (DIDs) that lead to a tenant, in the
 -- carrier-wide index every node reads to map a request to its tenant. A name belongs to at
 -- most one tenant: the put is refused, changing nothing, when another tenant holds one.
--- KEYS: 1 {dispatcher}:domains (domain -> tenant), 2 {dispatcher}:dids (DID -> tenant);
---       the hash tag keeps both in one slot (not the tenants': this function touches no
---       tenant key).
+-- KEYS: 1 {dispatcher}:domains (domain -> tenant), 2 {dispatcher}:dids (DID -> tenant),
+--       3 {dispatcher}:tenant_names (tenant -> the names it holds, '<domains>\31<dids>',
+--       each comma-separated; field '' marks the index complete), 4 {dispatcher}:names_version
+--       (a counter, incremented when a name is added or released: workers that cache names
+--       look at it instead of asking about each name again); the hash tag keeps them in one
+--       slot (not the tenants': this function touches no tenant key).
 -- ARGV: 1 tenant, 2 its domains (comma-separated, '' none), 3 its DIDs (the same).
 --       Names the tenant held and no longer lists are released; '' '' releases all (a
 --       deleted tenant).
 -- Returns: {names added, names released}.
+-- Cost: O(the tenant's names), whatever the number of tenants. Once, on an index written
+--       before KEYS[3] existed (no marker), O(every tenant's names) to build KEYS[3].
 -- Errors: TAKEN naming the first name another tenant holds and that tenant; BADARG for an
---         empty tenant.
+--         empty tenant or fewer than 4 KEYS.
 local function names_put(keys, args)
+  if #keys < 4 then
+    raise('BADARG', 'expected 4 keys, got ' .. #keys)
+  end
   local tenant = need_text(args[1], 'tenant')
   local wanted = {split_csv(args[2] or ''), split_csv(args[3] or '')}
   for i = 1, 2 do
@@ -1505,6 +1537,10 @@ local function names_put(keys, args)
       end
     end
   end
+  index_names(keys)
+  local held = redis.call('HGET', keys[3], tenant) or SEP
+  local at = string.find(held, SEP, 1, true)
+  local old = {split_csv(string.sub(held, 1, at - 1)), split_csv(string.sub(held, at + 1))}
   local added, released = 0, 0
   for i = 1, 2 do
     local keep = {}
@@ -1512,13 +1548,20 @@ local function names_put(keys, args)
       keep[name] = true
       added = added + redis.call('HSET', keys[i], name, tenant)
     end
-    -- O(names of every tenant): a tenant's names change rarely, and only by an admin.
-    local all = redis.call('HGETALL', keys[i])
-    for j = 1, #all, 2 do
-      if all[j + 1] == tenant and not keep[all[j]] then
-        released = released + redis.call('HDEL', keys[i], all[j])
+    for _, name in ipairs(old[i]) do
+      if not keep[name] and redis.call('HGET', keys[i], name) == tenant then
+        released = released + redis.call('HDEL', keys[i], name)
       end
     end
+  end
+  if #wanted[1] + #wanted[2] == 0 then
+    redis.call('HDEL', keys[3], tenant)
+  else
+    redis.call('HSET', keys[3], tenant, table.concat(wanted[1], ',') .. SEP ..
+      table.concat(wanted[2], ','))
+  end
+  if added + released > 0 then
+    redis.call('INCR', keys[4])
   end
   return {added, released}
 end

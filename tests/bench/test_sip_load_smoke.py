@@ -1,4 +1,5 @@
-"""bench/sip_load.py end to end in its quick mode: both stacks start, take calls, report.
+"""bench/sip_load.py end to end in its quick mode: the three stacks start (native, ours with
+one tenant, ours with 20 tenants and digest registrations), take calls, report.
 
 Not a timed test: it checks the report's shape and that calls went through both stacks,
 never how fast.
@@ -19,12 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "sip_load.py"
 
 
-def test_quick_mode_runs_both_stacks_and_reports(tmp_path: Path) -> None:
+def test_quick_mode_runs_every_stack_and_reports(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--json", "--results", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=180,
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -32,26 +33,47 @@ def test_quick_mode_runs_both_stacks_and_reports(tmp_path: Path) -> None:
 
     assert json.loads((tmp_path / "sip_load-quick.json").read_text()) == report
     assert (tmp_path / "sip_load-quick.png").read_bytes().startswith(b"\x89PNG")
-    for stack in ("native", "dispatcher"):
-        assert set(report[stack]) >= {"cpu_ms_per_call", "max_cps"}
+    for stack, summary in (
+        ("native", "native"), ("dispatcher", "dispatcher"), ("tenants", "tenants_stack"),
+    ):  # fmt: skip
+        assert set(report[summary]) >= {"cpu_ms_per_call", "max_cps"}
         runs = [s for s in report["steps"] if s["stack"] == stack]
         assert {s["phase"] for s in runs} >= {"ramp"}
         assert sum(s["successful"] for s in runs) > 0, runs
-        assert report[stack]["cpu_ms_per_call"] is not None
+        assert report[summary]["cpu_ms_per_call"] is not None
     assert {
         "cpu_ratio", "cps_ratio", "system_cpu_ratio", "redis_cpu_ms_per_call",
         "cpu_reference_cps", "setup", "checks",
+        "auth", "tenants", "tenants_cpu_ratio", "worker_rss_mb", "worker_memory",
     } <= set(report)  # fmt: skip
+    # the tenants stack: its tenants loaded, its phones registered with digest, its figures
+    assert report["auth"] is True and report["tenants"] == 20
+    assert report["tenants_cpu_ratio"] is not None and report["worker_rss_mb"] > 0
+    tenants = report["tenants_stack"]
+    assert tenants["load_s"] is not None
+    assert tenants["registrations"][0]["registered"] == 4 * 4  # 4 tenants x 4 agents
+    worker = report["worker_memory"]["tenants"]
+    assert 0 < worker["private_mb"] < worker["vmrss_mb"] == report["worker_rss_mb"]
     # three alternated rounds, each with its own figures; the headline ratios are medians
     assert [r["round"] for r in report["rounds"]] == [1, 2, 3]
     for r in report["rounds"]:
-        assert {"cpu_ratio", "cps_ratio", "system_cpu_ratio", "native", "dispatcher"} <= set(r)
+        assert {
+            "cpu_ratio", "cps_ratio", "system_cpu_ratio", "tenants_cpu_ratio",
+            "native", "dispatcher", "tenants",
+        } <= set(r)  # fmt: skip
+        assert r["tenants"]["cpu_ms_per_call"] is not None
     assert {s["round"] for s in report["steps"]} == {1, 2, 3}
+    # each round, each stack goes first once: the order turns
+    firsts = [next(s["stack"] for s in report["steps"] if s["round"] == n) for n in (1, 2, 3)]
+    assert sorted(firsts) == ["dispatcher", "native", "tenants"]
     assert set(report["targets"]) == {
         "cpu_ratio_max", "cps_ratio_min", "cpu_ratio_met", "cps_ratio_met",
         "system_cpu_ratio_max", "system_cpu_ratio_met",
+        "tenants_cpu_ratio_max", "tenants_cpu_ratio_met",
     }  # fmt: skip
     # quick mode splits its 10 cps over two SIPp UACs: the parallel path runs here too
     assert {s["uacs"] for s in report["steps"]} == {2}
     assert report["dispatcher"]["redis_cpu_ms_per_call"] is not None
     assert report["checks"]["dispatcher_python_errors"] == 0
+    assert report["checks"]["tenants_python_errors"] == 0
+    assert report["checks"]["tenants_redis_live"] == report["checks"]["tenants_redis_resv"] == 0

@@ -151,7 +151,12 @@ def test_the_keepers_reconcile_and_backstop_reads_work_across_slots(
             mine = store.for_tenant(tenant)
             assert mine.calls_of_node("node-1") == ["c1"]
             assert mine.stale_calls(0) == ["c1"] and mine.stale_calls(60_000) == []
-            assert mine.release("c1", outcome="expired") == 1
+        # the backstop's slices: every tenant's calls in one pipeline over the primaries
+        tenants = store.registered_tenants()
+        assert store.stale_calls_of(tenants, 0) == {tenant: ["c1"] for tenant in tenants}
+        assert store.stale_calls_of(tenants, 60_000) == {}
+        for tenant in tenants:
+            assert store.for_tenant(tenant).release("c1", outcome="expired") == 1
 
 
 def migrate_slot(cluster: RedisClusterSet, slot: int, target: RedisProcess, finish: bool) -> None:

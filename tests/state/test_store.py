@@ -224,3 +224,24 @@ def test_a_late_unpause_never_undoes_a_logout(redis_url: str) -> None:
             first.set_state("a1", AVAILABLE, expected=(PAUSED,))
         with pytest.raises(StateChanged, match="not available or paused"):
             first.set_state("a1", PAUSED, "coffee", expected=(AVAILABLE, PAUSED))
+
+
+def test_stale_calls_of_many_tenants_are_read_in_one_round_trip(redis_url: str) -> None:
+    """The backstop's slice: the calls older than the max age of each tenant that has any,
+    with one TIME for all of them, like `stale_calls` tenant by tenant."""
+    with StateStore(redis_url, "acme") as acme:
+        stores = [acme, *(acme.for_tenant(t) for t in ("beta", "gamma"))]
+        for store in stores:
+            store.put_config(b"{}", AGENTS, GROUPS)
+        for store in stores[:2]:
+            assert store.claim("c1", "g1", "", ["a1"], 60_000).claimed == ("a1",)
+            store.answered("c1", "g1", "a1")
+        time.sleep(0.01)
+        tenants = ["acme", "beta", "gamma", "nobody"]
+        assert acme.stale_calls_of(tenants, 0) == {"acme": ["c1"], "beta": ["c1"]}
+        assert acme.stale_calls_of(tenants, 60_000) == {}
+        assert acme.stale_calls_of([], 0) == {}
+        for store in stores:
+            assert acme.stale_calls_of([store.tenant], 0) == (
+                {store.tenant: store.stale_calls(0)} if store.stale_calls(0) else {}
+            )
