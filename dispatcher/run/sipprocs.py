@@ -329,7 +329,9 @@ class KamailioProcess:
         return env
 
     def start(self, timeout: float = 15.0) -> None:
-        """Start Kamailio and wait until it answers an OPTIONS on its SIP port.
+        """Start Kamailio and wait until it answers an OPTIONS on its SIP port and, with
+        shared registrations, takes calls (`takes_calls`: it holds the phones its peers
+        have, dispatcher.sip.warmup).
 
         Raises ProcessError quoting the log tail if it exits or stays silent.
         """
@@ -356,12 +358,12 @@ class KamailioProcess:
                     f"kamailio exited with {code} while starting; {self.log_path}:\n"
                     + _tail(self.log_path)
                 )
-            if self.answers_options():
+            if self.answers_options() and (not self.shared_registrations or self.takes_calls()):
                 return
             time.sleep(0.05)
         self.stop()
         raise ProcessError(
-            f"kamailio did not answer OPTIONS on {self.address} in {timeout}s; "
+            f"kamailio did not answer OPTIONS (or take calls) on {self.address} in {timeout}s; "
             f"{self.log_path}:\n" + _tail(self.log_path)
         )
 
@@ -388,6 +390,15 @@ class KamailioProcess:
             except OSError:  # timeout, or ICMP port unreachable before the bind
                 return False
             return reply.startswith(b"SIP/2.0 ")
+
+    def takes_calls(self) -> bool:
+        """Whether the node's keeper opened it for calls (htable dspnode, key open): a node
+        that shares registrations drops INVITEs until it holds its peers' phones."""
+        try:
+            item = self.rpc("htable.get", "dspnode", "open")
+        except (OSError, ProcessError):  # not set yet, or the RPC process not up
+            return False
+        return bool((item or {}).get("item", {}).get("value"))
 
     def rpc(self, method: str, *params: Any, timeout: float = 2.0) -> Any:
         """Call a Kamailio RPC (e.g. "ul.lookup", "location", "alice") over the JSON-RPC

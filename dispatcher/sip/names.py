@@ -17,3 +17,6 @@ ULC_PROFILE = "dsp"
 LOCATION = "location"
 # releases handed from Kamailio's timer processes to the keeper (dispatcher.sip.handoff)
 HANDOFF_TABLE = "dsprel"
+# the node's shared state (kamailio.cfg, dspnode): its outages (dispatcher.sip.routing) and
+# whether it takes calls yet (dispatcher.sip.warmup)
+NODE_TABLE = "dspnode"
