@@ -80,8 +80,12 @@ class KamailioRoutes:
         # REQINIT's rules from kamailio.cfg's defines, read here in the main process (before
         # the fork; nothing is opened): a bad define stops Kamailio at start.
         from dispatcher.sip.edge import EdgeRules
+        from dispatcher.sip.warmup import starts_closed
 
         self.edge = EdgeRules.from_defines(KSR)
+        # a node that shares registrations takes no call before it has them: until its
+        # keeper opens it (dispatcher.sip.warmup); each process learns it once
+        self.closed = starts_closed(KSR)
 
     def child_init(self, rank: int) -> int:
         # Called after fork in every process: rank > 0 SIP workers, PROC_TIMER
@@ -110,6 +114,16 @@ class KamailioRoutes:
                 self.router.in_timer = self.rank == PROC_TIMER
         return self.router
 
+    def takes_calls(self):
+        """Whether this node takes calls yet (dispatcher.sip.warmup); once open, no more
+        questions: one shared-memory read per INVITE while it is closed."""
+        if self.closed:
+            from dispatcher.sip.warmup import admits
+
+            if self.open_worker_state() is None or admits(KSR):
+                self.closed = False  # (without group routing no keeper opens it)
+        return not self.closed
+
     # -- request_route {}
     def ksr_request_route(self, msg):
         # The nodes' DMQ bus (replicated registrations) first: its sync messages are larger
@@ -134,6 +148,11 @@ class KamailioRoutes:
             return 1
 
         if self.ksr_route_withindlg(msg) == EXIT:
+            return 1
+
+        # A node that just started, without the phones its peers hold: the INVITE is dropped
+        # unanswered, as if the node were not up yet; it comes again (dispatcher.sip.warmup).
+        if KSR.is_INVITE() and not self.takes_calls():
             return 1
 
         # -- only initial requests (no To tag) from here

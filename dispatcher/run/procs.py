@@ -107,6 +107,12 @@ class _ServerProcess(_Started):
             self.proc.kill()
             self.proc.wait()
 
+    def kill(self) -> None:
+        """kill -9: the server dies at once, as in a crash (nothing flushed, no goodbye)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
 
 class RedisProcess(_ServerProcess):
     """A redis-server on 127.0.0.1:`port` with its files in `workdir`.
@@ -203,12 +209,6 @@ class RedisProcess(_ServerProcess):
     def _ready(self) -> bool:
         """True when the server answers PING."""
         return _answers_ping(self.port)
-
-    def kill(self) -> None:
-        """kill -9: the server dies at once, as in a crash (nothing flushed, no goodbye)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
     def restart(self) -> None:
         """Stop and start again on the same port, with empty memory."""
@@ -415,6 +415,38 @@ class RedisSentinelSet(_ServerSet):
             return port != old_port and self._is_master(port)
 
         _wait_until(f"a master other than :{old_port}", switched, timeout)
+        return self.current_master()
+
+    def wait_until_healthy(self, timeout: float = 30.0) -> RedisProcess:
+        """Wait until the Sentinels name a master that takes writes and the other data
+        server is its replica, in sync - after a fault, when an old master is back (started
+        again after a kill: empty; or resumed after a stop) and the Sentinels made it a
+        replica: then the set can fail over again. The master."""
+
+        def healthy() -> bool:
+            try:
+                port = self.master_port()
+            except ProcessError:
+                return False
+            if not self._is_master(port):
+                return False
+            for server in self.servers:
+                if server.port == port:
+                    continue
+                try:
+                    with redis.Redis(port=server.port, socket_timeout=1) as client:
+                        replication = client.info("replication")
+                except redis.RedisError:
+                    return False
+                if (
+                    replication["role"] != "slave"
+                    or replication.get("master_port") != port
+                    or replication.get("master_link_status") != "up"
+                ):
+                    return False
+            return True
+
+        _wait_until("a master and its replica in sync", healthy, timeout)
         return self.current_master()
 
     def _is_master(self, port: int) -> bool:

@@ -281,6 +281,12 @@ class KamailioProcess:
         return f"{self.listen_addr}:{self.sip_port}"
 
     @property
+    def runs_dmq(self) -> bool:
+        """Whether the node joins a DMQ bus (a cluster's node: shared registrations and a
+        peer to learn the bus from); only such a node starts closed to calls."""
+        return self.shared_registrations and bool(self.dmq_seed)
+
+    @property
     def dmq_address(self) -> str:
         """host:port of the node's DMQ bus, as a peer names it in `dmq_seed`."""
         return f"{self.listen_addr}:{self.dmq_port}"
@@ -301,7 +307,7 @@ class KamailioProcess:
             defines["RTPENGINE_SOCK"] = f'"udp:{host}:{port}"'
         # Always given, so the port is known and never the default one of another instance
         # (the DMQ socket itself exists only with shared registrations).
-        if self.shared_registrations and self.dmq_seed:
+        if self.runs_dmq:
             defines["WITH_DMQ"] = None
         defines["DMQ_PORT"] = self.dmq_port
         defines["DMQ_SERVER"] = f'"sip:{self.dmq_address}"'
@@ -350,7 +356,9 @@ class KamailioProcess:
         return env
 
     def start(self, timeout: float = 15.0) -> None:
-        """Start Kamailio and wait until it answers an OPTIONS on its SIP port.
+        """Start Kamailio and wait until it answers an OPTIONS on its SIP port and, on a
+        DMQ bus (`runs_dmq`), takes calls (`takes_calls`: it holds the phones its peers
+        have, dispatcher.sip.warmup).
 
         Raises ProcessError quoting the log tail if it exits or stays silent.
         """
@@ -377,12 +385,12 @@ class KamailioProcess:
                     f"kamailio exited with {code} while starting; {self.log_path}:\n"
                     + _tail(self.log_path)
                 )
-            if self.answers_options():
+            if self.answers_options() and (not self.runs_dmq or self.takes_calls()):
                 return
             time.sleep(0.05)
         self.stop()
         raise ProcessError(
-            f"kamailio did not answer OPTIONS on {self.address} in {timeout}s; "
+            f"kamailio did not answer OPTIONS (or take calls) on {self.address} in {timeout}s; "
             f"{self.log_path}:\n" + _tail(self.log_path)
         )
 
@@ -409,6 +417,15 @@ class KamailioProcess:
             except OSError:  # timeout, or ICMP port unreachable before the bind
                 return False
             return reply.startswith(b"SIP/2.0 ")
+
+    def takes_calls(self) -> bool:
+        """Whether the node's keeper opened it for calls (htable dspnode, key open): a node
+        that shares registrations drops INVITEs until it holds its peers' phones."""
+        try:
+            item = self.rpc("htable.get", "dspnode", "open")
+        except (OSError, ProcessError):  # not set yet, or the RPC process not up
+            return False
+        return bool((item or {}).get("item", {}).get("value"))
 
     def rpc(self, method: str, *params: Any, timeout: float = 2.0) -> Any:
         """Call a Kamailio RPC (e.g. "ul.lookup", "location", "alice") over the JSON-RPC

@@ -11,6 +11,10 @@ nobody logged in, and drives what each caller hears: music on hold after the gre
 every announce_interval its position and estimated wait (`dispatcher.queue.estimate`), then
 the music again.
 
+Besides the queues it beats the node's heartbeat, releases what dead nodes and lost releases
+left (`dispatcher.sip.reconcile`), and opens a node that just started for calls once it
+holds the phones its peers have (`dispatcher.sip.warmup`).
+
 Which clock: waits and positions are Redis' (joined_ms, now_ms of the keep); the schedule of
 prompts is this node's (it only times what this node plays).
 """
@@ -35,6 +39,7 @@ from dispatcher.sip.edge import define_int
 from dispatcher.sip.held import SERVING, SUSPENDED, HeldCall
 from dispatcher.sip.queueing import LEASE_MS, OVERFLOW_ROUTE, SERVE_ROUTE
 from dispatcher.sip.reconcile import Reconciler
+from dispatcher.sip.warmup import Opening
 from dispatcher.state import StateError
 from dispatcher.state.store import QueueGroupStats, QueueKeep
 
@@ -113,6 +118,8 @@ class Keeper:
         # this node's live calls in Redis against its dialogs (dispatcher.sip.reconcile)
         self._reconciler = Reconciler(router)
         self._next_reconcile = time.monotonic() + self._reconciler.every_s
+        # a node that shares registrations opens once it holds them (dispatcher.sip.warmup)
+        self._opening = Opening(router)
         self._hearing: dict[str, _Hearing] = {}
         self._announced: list[tuple[str, int, int | None]] = []
         self._want_stats = False
@@ -123,6 +130,7 @@ class Keeper:
         """One turn: the releases the timers handed over, doorbells, then the keep and the
         prompts when due."""
         self.router.send_handed_releases()
+        self._opening.tick()
         for call_id in self._doorbells():
             record = held_calls.get(self.ksr, call_id)
             if record is not None and record.state == SUSPENDED:

@@ -19,3 +19,6 @@ LOCATION = "location"
 HANDOFF_TABLE = "dsprel"
 # the tenants whose calls this node routed lately, for the reconciler (dispatcher.sip.reconcile)
 SERVED_TABLE = "dsptn"
+# the node's shared state (kamailio.cfg, dspnode): its outages (dispatcher.sip.routing) and
+# whether it takes calls yet (dispatcher.sip.warmup)
+NODE_TABLE = "dspnode"

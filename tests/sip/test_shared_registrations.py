@@ -11,7 +11,10 @@ beside a running peer, from the peer.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +23,7 @@ from typing import Any
 
 import pytest
 import redis
-from test_group_strategies import ZERO, dial, handled, settled, wait_for
+from test_group_strategies import ZERO, caller, dial, handled, settled, wait_for
 from test_kamailio import register
 
 from dispatcher.admin.config_sync import import_tenant
@@ -172,6 +175,51 @@ def test_a_restarted_node_learns_the_phones_from_its_peer(
 
     assert result.ok, result.errors or result.output
     assert handled(uas) == (1, 0)
+    assert settled(client) == ZERO
+
+
+def test_a_restarted_node_takes_no_call_before_it_has_the_phones(
+    node: Callable[..., KamailioProcess],
+    start_phone: StartPhone,
+    tmp_path: Path,
+    client: redis.Redis,
+    registrations: redis.Redis,
+    redis_url: str,
+) -> None:
+    """Callers retransmit their INVITEs while a node is down: when it is back they all come
+    at once, before the peer's phones have reached it over DMQ. It takes none of them until
+    it holds every phone Redis records as registered - they come again (RFC 3261 17.1.1.2)
+    and are rung - instead of finding nobody to ring and answering 480 (bench/chaos.py's
+    kamailio_kill: 116 calls got 480 in the 4 s after a restart)."""
+    with StateStore(redis_url, TENANT) as store:  # a line for every call: they come at once
+        roomy = TENANT_YAML.replace("state: available}", "state: available, max_calls: 8}")
+        import_tenant(store, parse_tenant(roomy, "yaml"))
+    first, second = node(), node()
+    uas = start_phone("uas_answer.xml")
+    register(tmp_path, second, "r1", uas.local_port)
+    wait_for(lambda: client.hexists(KEYS.registrations, "r1"), what="r1's registration")
+    first.kill()
+    calls = caller(tmp_path, first, "870", calls=8, rate=8, talk_ms=100, timeout=30)
+    time.sleep(1.5)  # the calls' INVITEs go unanswered meanwhile, retransmitted
+    assert second.proc is not None
+    os.killpg(second.proc.pid, signal.SIGSTOP)  # a peer slow to send the phones (under load)
+    try:
+        registrations.flushdb()  # only the peer knows r1: no copy to load at start
+        first.dmq_seed = second.dmq_address
+        # (start returns once the node takes calls: here only after the peer goes on)
+        starting = threading.Thread(target=first.start)
+        starting.start()
+        wait_for(first.answers_options, what="the node up")
+        time.sleep(1.0)  # the INVITEs waiting for it come in now
+    finally:
+        os.killpg(second.proc.pid, signal.SIGCONT)
+    starting.join(15)
+
+    result = calls.wait()
+
+    assert result.ok, result.errors or result.output
+    assert "480" not in result.errors
+    assert handled(uas) == (8, 0)
     assert settled(client) == ZERO
 
 

@@ -22,15 +22,17 @@ AGENTS = (
 )
 GROUPS = (("g1", ("a1", "a2", "a3")), ("g2", ("a2", "a3", "a4")))
 
+# A broken invariant: its kind (negative, resv, live, max) and what is wrong.
+Problem = tuple[str, str]
 
-def check_invariants(client: redis.Redis, tenant: str) -> dict[str, int]:
-    """Assert the state invariants on one atomic read (MULTI/EXEC); return the totals.
 
-    Per agent: live and resv counters >= 0; resv == its entries in the reservation zset;
-    live == its entries in the live-call hash; live + resv <= max_calls when configured
-    (an agent removed from the config only drains). `full` in the totals counts the agents
-    at their max, to show a stress run reached the limit it checks.
-    """
+def invariant_problems(client: redis.Redis, tenant: str) -> tuple[dict[str, int], list[Problem]]:
+    """The state invariants on one atomic read (MULTI/EXEC): the totals, and every broken
+    one as (kind, message) - kind "negative" (a counter below 0), "resv" / "live" (a counter
+    that is not its entries in the reservation zset / live-call hash) or "max" (live + resv
+    above max_calls, when configured: an agent removed from the config only drains). `full`
+    in the totals counts the agents at their max, to show a run reached the limit it checks.
+    bench/chaos.py samples it during a run; tests assert it through `check_invariants`."""
     keys = TenantKeys(tenant)
     with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(keys.agent["live"])
@@ -45,24 +47,38 @@ def check_invariants(client: redis.Redis, tenant: str) -> dict[str, int]:
     limits = {k.decode(): int(v) for k, v in max_raw.items()}
     reserved = Counter(m.rsplit(sep, 1)[1].decode() for m in reservations)
     talking = Counter(f.rsplit(sep, 1)[1].decode() for f in live_calls)
+    problems: list[Problem] = []
     full = 0
-    for agent in set(live) | set(resv) | set(reserved) | set(talking):
+    for agent in sorted(set(live) | set(resv) | set(reserved) | set(talking)):
         n_live, n_resv = live.get(agent, 0), resv.get(agent, 0)
-        assert n_live >= 0 and n_resv >= 0, f"{agent}: negative counter {n_live=} {n_resv=}"
-        assert n_resv == reserved[agent], f"{agent}: resv {n_resv} != {reserved[agent]} in zset"
-        assert n_live == talking[agent], f"{agent}: live {n_live} != {talking[agent]} live calls"
+        if n_live < 0 or n_resv < 0:
+            problems.append(("negative", f"{agent}: negative counter {n_live=} {n_resv=}"))
+        if n_resv != reserved[agent]:
+            problems.append(("resv", f"{agent}: resv {n_resv} != {reserved[agent]} in zset"))
+        if n_live != talking[agent]:
+            problems.append(("live", f"{agent}: live {n_live} != {talking[agent]} live calls"))
         if agent in limits:
-            assert n_live + n_resv <= limits[agent], (
-                f"{agent}: live {n_live} + resv {n_resv} > max {limits[agent]}"
-            )
+            if n_live + n_resv > limits[agent]:
+                problems.append(
+                    ("max", f"{agent}: live {n_live} + resv {n_resv} > max {limits[agent]}")
+                )
             full += n_live + n_resv == limits[agent]
-    return {
+    totals = {
         "live": sum(live.values()),
         "resv": sum(resv.values()),
         "reservations": len(reservations),
         "live_calls": len(live_calls),
         "full": full,
     }
+    return totals, problems
+
+
+def check_invariants(client: redis.Redis, tenant: str) -> dict[str, int]:
+    """Assert the state invariants of `invariant_problems` (per agent: counters >= 0, resv
+    and live equal to their entries, live + resv <= max_calls); return the totals."""
+    totals, problems = invariant_problems(client, tenant)
+    assert not problems, problems[0][1]
+    return totals
 
 
 @contextlib.contextmanager
