@@ -11,9 +11,9 @@ side by side, in --rounds (3) rounds; each round ramps every stack, alternating 
   this benchmark writes into the instance's run dir (`maxload` = the agents' max_calls);
 - dispatcher: kamailio/kamailio.cfg + the KEMI script + Redis, one tenant, a least_busy
   group (sticky off) of the same agents, each registered with REGISTER as its AOR (the real
-  path, not static URIs; usrloc holds them in memory, replicated over DMQ and written back
-  to Redis through db_redis, db_mode 2: a lookup costs no round trip, the router makes 3
-  FCALLs per call). Kamailio reaches the router's Redis on its unix
+  path, not static URIs; usrloc holds them in memory and writes them back to Redis
+  through db_redis, db_mode 2 - one node, so no DMQ bus: a lookup costs no round trip, the
+  router makes 3 FCALLs per call). Kamailio reaches the router's Redis on its unix
   socket, as a Redis on the SIP node's host would be set up (REDIS_URL=unix://...): per
   round trip about 12 us less client CPU than loopback TCP; --redis-tcp measures TCP.
   No digest auth on either side: SIPp on 127.0.0.1 is in DISPATCHER_TRUSTED (set
