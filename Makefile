@@ -83,6 +83,7 @@ bench: setup
 	$(PY) bench/sip_load.py
 	$(PY) bench/queue_load.py
 	$(PY) bench/dialog_timer.py
+	$(PY) bench/chaos.py
 
 lint: setup
 	$(VENV)/bin/ruff check dispatcher tests bench kamailio
