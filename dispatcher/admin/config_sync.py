@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 
 from dispatcher.admin.ops import NotFound
@@ -14,7 +16,17 @@ from dispatcher.state.store import AgentLimits, Audit, StateStore
 # The model names agent states; Redis and the selection core use the core's int codes.
 STATUS_CODES = {"available": AVAILABLE, "paused": PAUSED, "logged_out": LOGGED_OUT}
 # Read-apply-put rounds of an update before a lasting conflict is reported.
-UPDATE_ATTEMPTS = 5
+UPDATE_ATTEMPTS = 8
+# The first wait after a conflict, doubled per round: at most ~1.3 s spent waiting in all.
+CONFLICT_BACKOFF_S = 0.005
+
+
+def conflict_backoff(attempt: int) -> float:
+    """Seconds to wait before round `attempt + 1` after a conflict: random, up to a bound
+    that doubles per round. Writers that collided once would otherwise collide again in
+    lock step (each re-read and re-put takes them the same time), and on a slow or busy
+    server a few of them can starve one writer for every round."""
+    return random.uniform(0, CONFLICT_BACKOFF_S * 2**attempt)
 
 
 def config_records(
@@ -90,10 +102,11 @@ def update_tenant(
 
     Read (version, doc), apply, put with that version expected: one atomic FCALL, so the
     change is never visible half-applied and the next claim of every worker sees it. When
-    another writer got in between, the op is applied again to the fresh config, up to
-    UPDATE_ATTEMPTS times; with `expected_version` (the version the caller based its change
-    on) any other version raises `ConfigConflict` at once. A change that changes nothing is
-    not written (no new version, no event). Cost: 3 round trips per attempt.
+    another writer got in between, the op is applied again to the fresh config after a random
+    wait (`conflict_backoff`), UPDATE_ATTEMPTS times in all; with `expected_version` (the
+    version the caller based its change on) any other version raises `ConfigConflict` at once.
+    A change that changes nothing is not written (no new version, no event).
+    Cost: 3 round trips per attempt.
     """
     attempt = 1
     while True:
@@ -110,4 +123,5 @@ def update_tenant(
         except ConfigConflict:
             if expected_version is not None or attempt == UPDATE_ATTEMPTS:
                 raise
+            time.sleep(conflict_backoff(attempt))
             attempt += 1

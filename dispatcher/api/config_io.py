@@ -3,9 +3,9 @@
 
 A change reads (version, doc), applies an `admin_ops` operation, and puts the result with that
 version expected; when another writer got in between, the operation is applied again to the
-fresh config (UPDATE_ATTEMPTS in all, then 409). A client that sends `If-Match: "<version>"`
-(the `version` / ETag of its last read) gets 412 instead when the config moved on, with no
-retry: it asked to change exactly what it saw.
+fresh config after a random wait (UPDATE_ATTEMPTS in all, then 409). A client that sends
+`If-Match: "<version>"` (the `version` / ETag of its last read) gets 412 instead when the
+config moved on, with no retry: it asked to change exactly what it saw.
 
 Parsed tenants are cached per tenant by document, so reads of an unchanged config skip the
 validation (a few ms for a large tenant); the document is compared byte for byte, so a version
@@ -14,12 +14,13 @@ number reused after Redis lost its data cannot serve a stale tenant.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 from fastapi import Header, Response
 
-from dispatcher.admin.config_sync import UPDATE_ATTEMPTS, config_records
+from dispatcher.admin.config_sync import UPDATE_ATTEMPTS, config_records, conflict_backoff
 from dispatcher.admin.ops import NotFound
 from dispatcher.config.model import ConfigError, Tenant
 from dispatcher.config.tenant_file import parse_tenant
@@ -135,6 +136,7 @@ async def _retried(attempt: Callable[[], Awaitable[_T]], if_match: int | None) -
                 raise PreconditionFailed("the config changed meanwhile") from None
             if number == UPDATE_ATTEMPTS:
                 raise
+            await asyncio.sleep(conflict_backoff(number))
             number += 1
 
 

@@ -136,3 +136,14 @@ def test_inbound_problems_are_relative_to_the_list() -> None:
     with pytest.raises(ConfigError) as exc:
         admin_ops.set_inbound(DEMO, rules)
     assert problems(exc) == [("[0].target.group", "unknown group 'ghost'")]
+
+
+def test_conflict_backoff_is_random_and_doubles_its_bound_per_round() -> None:
+    from dispatcher.admin.config_sync import CONFLICT_BACKOFF_S, UPDATE_ATTEMPTS, conflict_backoff
+
+    for attempt in range(1, UPDATE_ATTEMPTS):
+        waits = {conflict_backoff(attempt) for _ in range(200)}
+        assert all(0 <= w <= CONFLICT_BACKOFF_S * 2**attempt for w in waits)
+        assert len(waits) > 100  # writers that collided do not wait alike
+    # the whole retry loop waits well under the API's request timeout
+    assert sum(CONFLICT_BACKOFF_S * 2**n for n in range(1, UPDATE_ATTEMPTS)) < 2
