@@ -3,8 +3,8 @@ things break, one fault after another; what each fault cost, and what is left af
 
 The stack, all on 127.0.0.1:
 - Redis: a master, one replica and three Sentinels (dispatcher.run.procs.RedisSentinelSet:
-  down-after 1 s, failover timeout 3 s, as the tests use); every client finds the master
-  through the Sentinels (REDIS_SENTINELS, REDIS_SENTINEL_MASTER).
+  down-after 1 s as the tests use, or `--down-after`; failover timeout 3 s); every client
+  finds the master through the Sentinels (REDIS_SENTINELS, REDIS_SENTINEL_MASTER).
 - Two Kamailio nodes (kamailio.cfg + the KEMI script, --children SIP workers each) on one
   DMQ bus (each seeded with the other's address): registrations are shared over DMQ, in the
   nodes' memory only (db_redis follows no Sentinel). Each is started with
@@ -145,8 +145,7 @@ FAULTS = ("redis_master_kill", "redis_sigstop", "kamailio_kill", "api_kill")
 GROUPS = (("lb", "800", "least_busy"), ("rr", "801", "round_robin"))  # node i calls GROUPS[i]
 TIGHT_MAX = (2, 3, 4, 5)  # the tight agents' max_calls
 BIG_MAX = 100
-# Sentinel timings (the tests'): a master silent for DOWN_AFTER_MS is down.
-DOWN_AFTER_MS = 1000
+# Sentinel's failover timeout (the tests'); down-after is a setting (the tests' 1000 ms).
 FAILOVER_TIMEOUT_MS = 3000
 NODE_DEAD_S = 5  # dispatcher.sip.keeper.NODE_DEAD_MS: a node silent this long is dead
 REGISTER_EXPIRES_S = 3600  # kamailio.cfg's registrar max_expires
@@ -168,6 +167,7 @@ class Settings:
     after_s: float = 35.0  # calls after it
     faults: tuple[str, ...] = FAULTS
     stall_s: float = 3.0  # redis_sigstop
+    down_after_ms: int = 1000  # a master silent this long is down to the Sentinels
     restart_after_s: float = 2.0  # kamailio_kill, api_kill
     phones: int = 6
     ring_timeout_s: int = 10  # the groups': a reservation nobody answered lapses after it
@@ -489,7 +489,9 @@ class Stack:
         self.doc = tenant_doc(settings)
         self.token = secrets.token_urlsafe(24)
         self.sentinels = RedisSentinelSet(
-            workdir / "redis", down_after_ms=DOWN_AFTER_MS, failover_timeout_ms=FAILOVER_TIMEOUT_MS
+            workdir / "redis",
+            down_after_ms=settings.down_after_ms,
+            failover_timeout_ms=FAILOVER_TIMEOUT_MS,
         )
         self.phones: list[SippProcess] = []
         self.nodes: list[KamailioProcess] = []
@@ -1067,8 +1069,8 @@ def setup_of(settings: Settings, stack: Stack, seconds: float) -> dict[str, Any]
         **asdict(settings),
         "agents": stack.limits,
         "groups": {extension: strategy for _, extension, strategy in GROUPS},
-        "redis": f"master + replica + 3 Sentinels (down-after {DOWN_AFTER_MS} ms, failover "
-        f"timeout {FAILOVER_TIMEOUT_MS} ms)",
+        "redis": f"master + replica + 3 Sentinels (down-after {settings.down_after_ms} ms, "
+        f"failover timeout {FAILOVER_TIMEOUT_MS} ms)",
         "nodes": "2 Kamailio on one DMQ bus (registrations over DMQ, in memory); the phones "
         "registered once, at the first",
         "run_s": seconds,
@@ -1141,6 +1143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=float, dest="before_s", help="s of calls before a fault")
     parser.add_argument("--after", type=float, dest="after_s", help="s of calls after a fault")
     parser.add_argument("--stall", type=float, dest="stall_s", help="s of the Redis SIGSTOP")
+    parser.add_argument("--down-after", type=int, dest="down_after_ms",
+                        help="Sentinels' down-after-milliseconds (default 1000)")  # fmt: skip
     parser.add_argument("--restart-after", type=float, dest="restart_after_s",
                         help="s before a killed Kamailio or API starts again")  # fmt: skip
     parser.add_argument("--children", type=int, help="SIP workers per Kamailio node")
@@ -1160,7 +1164,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
         overrides["faults"] = chosen
-    for key in ("rate", "hold_ms", "before_s", "after_s", "stall_s", "restart_after_s",
+    for key in ("rate", "hold_ms", "before_s", "after_s", "stall_s", "down_after_ms",
+                "restart_after_s",
                 "children", "reconcile_s", "dlg_timeout_s", "writes_per_s", "soak_calls",
                 "soak_rate", "soak_hold_ms"):  # fmt: skip
         value = getattr(args, key)

@@ -7,26 +7,129 @@ followed). Every store, the API, the CLI and the reports connect through here.
 
 The sync cluster client reads the topology when it is built; `sync_client` is therefore
 called where a failure may surface as `StateUnavailable` (the stores build it on first use).
+
+Behind Sentinels every connection also asks them, at most every MASTER_CHECK_S, whether they
+still name the master it is open to (`CheckedSentinelConnection`): a connection made while
+they still named a master that had stalled stays open to it when it resumes, and the old
+master takes writes until they demote it, up to 10 s later; all of them are lost then.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 import redis
 import redis.asyncio as aredis
 import redis.asyncio.cluster as acluster
 import redis.asyncio.sentinel as asentinel
+from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import SSLConnection
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from dispatcher.redis_address import CLUSTER, SENTINEL, RedisAddress, parse_address
 
 SyncClient = redis.Redis | RedisCluster
 AsyncClient = aredis.Redis | acluster.RedisCluster
+
+# How often a connection behind Sentinels asks them which master they name (one round trip
+# to a Sentinel, before a command): the longest a split brain lasts for this client.
+MASTER_CHECK_S = 1.0
+# A check that took this long failed on timeouts (no Sentinel reachable): the next waits
+# MASTER_CHECK_FAILED_S, so a SIP worker does not wait out the timeouts every second.
+MASTER_CHECK_SLOW_S = 0.1
+MASTER_CHECK_FAILED_S = 30.0
+
+
+def _after_check(started: float, answered: bool) -> float:
+    """When the next master check is due, for one that started at `started`."""
+    now = time.monotonic()
+    if answered or now - started < MASTER_CHECK_SLOW_S:
+        return now + MASTER_CHECK_S
+    return now + MASTER_CHECK_FAILED_S
+
+
+class CheckedSentinelConnection(SentinelManagedConnection):
+    """A connection to the master the Sentinels name that leaves it when they name another.
+
+    redis-py leaves a master only when it refuses a write (READONLY, after its demotion).
+    When a master stalls (SIGSTOP, a frozen VM) for longer than the Sentinels' down-after,
+    they fail it over; a connection made just as it resumed, before they promoted its
+    replica, is open to the old master, which goes on taking writes until they look at it
+    again and demote it (every 10 s): a split brain, its writes lost. Measured with
+    `bench/chaos.py`'s redis_sigstop: nearly every FCALL of 10 s ran on the old master.
+    So before a command, at most every MASTER_CHECK_S, the connection asks the Sentinels
+    which master they name, and reconnects to it when it is another. A check that finds no
+    Sentinel, or no master named (mid-failover), keeps the connection.
+
+    `check_on_send` False leaves the check to the owner (`master_moved`), for connections
+    that have pipelined replies still due, which a reconnect would lose.
+    """
+
+    check_on_send = True
+    _next_check = 0.0
+
+    def connect_to(self, address: tuple[str, int]) -> None:
+        super().connect_to(address)
+        self._next_check = time.monotonic() + MASTER_CHECK_S
+
+    def master_moved(self) -> bool:
+        """True (and disconnected) when the Sentinels name another master than the one this
+        connection is open to; asks them only when a check is due."""
+        now = time.monotonic()
+        if self._sock is None or now < self._next_check:
+            return False
+        try:
+            address = self.connection_pool.get_master_address()
+        except redis.ConnectionError:
+            self._next_check = _after_check(now, answered=False)
+            return False
+        self._next_check = _after_check(now, answered=True)
+        if (self.host, self.port) == tuple(address):
+            return False
+        self.disconnect()
+        return True
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self.check_on_send and self.master_moved():
+            self.connect()  # asks the Sentinels (the send would reconnect to host and port)
+        super().send_packed_command(command, check_health)
+
+
+class CheckedSentinelSSLConnection(CheckedSentinelConnection, SSLConnection):
+    """`CheckedSentinelConnection` over TLS."""
+
+
+class AsyncCheckedSentinelConnection(asentinel.SentinelManagedConnection):
+    """The asyncio twin of `CheckedSentinelConnection` (checked before every command)."""
+
+    _next_check = 0.0
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        await super().connect_to(address)
+        self._next_check = time.monotonic() + MASTER_CHECK_S
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        now = time.monotonic()
+        if self.is_connected and now >= self._next_check:
+            try:
+                address = await self.connection_pool.get_master_address()
+            except redis.ConnectionError:
+                self._next_check = _after_check(now, answered=False)
+            else:
+                self._next_check = _after_check(now, answered=True)
+                if (self.host, self.port) != tuple(address):
+                    await self.disconnect()
+                    await self.connect()  # asks the Sentinels, as the sync one
+        await super().send_packed_command(command, check_health)
+
+
+class AsyncCheckedSentinelSSLConnection(AsyncCheckedSentinelConnection, AsyncSSLConnection):
+    """`AsyncCheckedSentinelConnection` over TLS."""
 
 
 def address_of(address: str | RedisAddress) -> RedisAddress:
@@ -45,6 +148,18 @@ def client_options(
         "socket_connect_timeout": connect_timeout,
         "retry": retry_class(NoBackoff(), 0),
     }
+
+
+def _master_options(address: RedisAddress, asyncio: bool = False) -> dict[str, Any]:
+    """What a client of the master the Sentinels name needs besides `_node_options`: the
+    connection class that follows them (`CheckedSentinelConnection`)."""
+    if asyncio:
+        checked: type = (
+            AsyncCheckedSentinelSSLConnection if address.tls else (AsyncCheckedSentinelConnection)
+        )
+    else:
+        checked = CheckedSentinelSSLConnection if address.tls else CheckedSentinelConnection
+    return {"connection_class": checked}
 
 
 def _node_options(address: RedisAddress) -> dict[str, Any]:
@@ -68,7 +183,13 @@ def sync_client(
     options = {**client_options(socket_timeout, connect_timeout), **extra}
     if where.mode == SENTINEL:
         sentinels = Sentinel(where.hosts, **client_options(socket_timeout, connect_timeout))
-        return sentinels.master_for(where.service, db=where.db, **_node_options(where), **options)
+        return sentinels.master_for(
+            where.service,
+            db=where.db,
+            **_node_options(where),
+            **_master_options(where),
+            **options,
+        )
     if where.mode == CLUSTER:
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in where.hosts],
@@ -93,7 +214,12 @@ def async_client(
             where.hosts, **client_options(socket_timeout, connect_timeout, AsyncRetry)
         )
         return sentinels.master_for(
-            where.service, redis_class=aredis.Redis, db=where.db, **_node_options(where), **options
+            where.service,
+            redis_class=aredis.Redis,
+            db=where.db,
+            **_node_options(where),
+            **_master_options(where, asyncio=True),
+            **options,
         )
     if where.mode == CLUSTER:
         return acluster.RedisCluster(
@@ -148,6 +274,7 @@ async def async_key_client(
                 redis_class=aredis.Redis,
                 db=where.db,
                 **_node_options(where),
+                **_master_options(where, asyncio=True),
                 **options,
             ),
         )

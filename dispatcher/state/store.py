@@ -41,7 +41,13 @@ from redis.exceptions import (
 from dispatcher.core import AVAILABLE, LOGGED_OUT, PAUSED
 from dispatcher.redis_address import redacted
 
-from .connect import SyncClient, address_of, close_client, sync_client
+from .connect import (
+    CheckedSentinelConnection,
+    SyncClient,
+    address_of,
+    close_client,
+    sync_client,
+)
 from .credentials import StoredCredential, parse_credential, validate_user
 from .errors import LIBRARY_ERRORS, ConfigConflict, StateError, StateUnavailable
 from .keys import (
@@ -252,6 +258,16 @@ class _Channel:
     def __init__(self, conn: redis.connection.ConnectionInterface) -> None:
         self.conn = conn
         self.pending: deque[_Deferred] = deque()
+        if isinstance(conn, CheckedSentinelConnection):
+            conn.check_on_send = False  # `_send_fcall` checks while no reply is due
+
+    def left_master(self) -> bool:
+        """Behind Sentinels, whether they name another master now (the connection is
+        closed then; see `CheckedSentinelConnection`). Only while no reply is due."""
+        conn = self.conn
+        return (
+            not self.pending and isinstance(conn, CheckedSentinelConnection) and conn.master_moved()
+        )
 
 
 class _Link:
@@ -339,7 +355,9 @@ class StateStore:
     One store per thread: the FCALLs share one connection (`_send_fcall`; in a Cluster one
     per primary, each FCALL on the one serving its keys' slot, MOVED and ASK followed).
     Behind Sentinels a failover costs the calls until they name the new master: a lost
-    connection fails its call and the next connects to the master they name then.
+    connection fails its call and the next connects to the master they name then; one still
+    open to a master they no longer name moves before an FCALL (checked at most once a
+    second while no deferred reply is due: `CheckedSentinelConnection`).
 
     `answered_later` and `release_later` send their FCALL and return without waiting: the
     reply is read just before the next FCALL's reply on the same connection (or by `flush`,
@@ -492,6 +510,7 @@ class StateStore:
         channel = redirected or link.channel or link.channel_for(keys[0])
         conn = channel.conn
         try:
+            channel.left_master()  # then connect() reaches the master the Sentinels name
             conn.connect()  # no-op while connected
             if not channel.pending and _closed_while_idle(conn):
                 # The server restarted or dropped idle clients. Nothing was sent on it, so

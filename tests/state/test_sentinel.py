@@ -5,16 +5,24 @@ keepers would: the backstop's release of the calls left live (`stale_calls`)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter, deque
 
 import pytest
+import redis
 from failover import BOUND_S, through_a_kill
 from state_support import AGENTS, GROUPS, TENANT, check_invariants
 
 from dispatcher.run.procs import RedisSentinelSet
 from dispatcher.state import StateStore, StateUnavailable
-from dispatcher.state.connect import close_client, sync_client
+from dispatcher.state.connect import (
+    MASTER_CHECK_S,
+    aclose_client,
+    async_client,
+    close_client,
+    sync_client,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.ha]
 
@@ -93,3 +101,49 @@ def test_the_library_is_loaded_again_on_a_master_that_lacks_it(
             except StateUnavailable:  # until the store's connection finds the new master
                 assert time.monotonic() < deadline, "the store never reached the new master"
         store.release("c1")
+
+
+def test_every_client_leaves_a_master_the_sentinels_no_longer_name(
+    sentinels: RedisSentinelSet,
+) -> None:
+    """A split brain made at will: the replica is made a master of its own and the Sentinels
+    name it, while the old master runs on - as when a master that stalled resumes just after
+    a connection was made to it, and takes writes until the Sentinels demote it (up to 10 s
+    later: `bench/chaos.py`'s redis_sigstop). A worker's store, a pooled client and the API's
+    asyncio client each leave the old master within MASTER_CHECK_S."""
+    old, new = sentinels.master, sentinels.replica
+    store = StateStore(sentinels.address, TENANT, socket_timeout=0.5, connect_timeout=0.5)
+    pooled = sync_client(sentinels.address, 0.5, 0.5)
+    api = async_client(sentinels.address, 0.5, 0.5)
+    loop = asyncio.new_event_loop()
+    try:
+        store.put_config(b"{}", AGENTS, GROUPS)
+        pooled.set("written", "before")
+        loop.run_until_complete(api.set("written-async", "before"))
+        with sync_client(old.url) as direct:
+            assert direct.wait(1, 2000) == 1  # the replica holds all of it
+        with sync_client(new.url) as direct:
+            direct.replicaof("NO", "ONE")
+        for watcher in sentinels.watchers:
+            with redis.Redis(port=watcher.port, socket_timeout=2) as sentinel:
+                sentinel.execute_command("SENTINEL", "REMOVE", sentinels.service)
+                sentinel.execute_command(
+                    "SENTINEL", "MONITOR", sentinels.service, "127.0.0.1", new.port, 2
+                )
+        assert sentinels.master_port() == new.port
+        time.sleep(MASTER_CHECK_S + 0.2)
+
+        assert store.claim("c1", "g1", "", ["a1"], 5000).claimed == ("a1",)
+        pooled.set("written", "after")
+        loop.run_until_complete(api.set("written-async", "after"))
+        with sync_client(new.url) as direct:
+            assert direct.zscore(store.keys.resv, "c1\x1fa1") is not None
+            assert direct.mget("written", "written-async") == [b"after", b"after"]
+        with sync_client(old.url) as direct:
+            assert direct.zscore(store.keys.resv, "c1\x1fa1") is None
+            assert direct.mget("written", "written-async") == [b"before", b"before"]
+    finally:
+        store.close()
+        close_client(pooled)
+        loop.run_until_complete(aclose_client(api))
+        loop.close()

@@ -48,14 +48,18 @@ def through_a_kill(
     before: int = 5,
     quiet_s: float = 1.0,
     timeout_s: float = 30.0,
+    before_kill: Callable[[], None] | None = None,
 ) -> Outage:
-    """Call `attempt(n)` (True: it succeeded) `before` times, all succeeding, kill -9 the
-    master, and go on until the attempts have succeeded for `quiet_s` in a row, at most
-    `timeout_s` after the kill (AssertionError then)."""
+    """Call `attempt(n)` (True: it succeeded) `before` times, all succeeding, then
+    `before_kill()` (e.g. wait until what the attempts sent without waiting has landed),
+    kill -9 the master, and go on until the attempts have succeeded for `quiet_s` in a row,
+    at most `timeout_s` after the kill (AssertionError then)."""
     n = 0
     for _ in range(before):
         n += 1
         assert attempt(n), f"attempt {n} failed before the kill"
+    if before_kill is not None:
+        before_kill()
     old = sentinels.current_master()
     killed_at = time.monotonic()
     old.kill()
