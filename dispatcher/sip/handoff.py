@@ -7,8 +7,11 @@ them all wait on Redis: a Redis that stalls for 5 s (a snapshot fork, a failover
 BYE of a timed-out dialog up to 5.5 s late at the caller (`bench/dialog_timer.py
 --stall-redis 5`), since each release met a reconnect that waited its full timeout. So a
 timer process only writes the release into the node's shared htable `dsprel` (no I/O) and
-the keeper, which looks every 10 ms, sends it. A node that dies with releases not yet sent
-has its calls released by the others when its heartbeat lapses.
+the keeper, which looks every 10 ms, sends it. A release stays in the table until Redis
+has it: while Redis is stopped or failing over, the keeper tries again every
+`dispatcher.sip.routing.HANDOFF_RETRY_S` (a release is idempotent), so the calls are
+released as soon as Redis is back, not at the next reconciliation. A node that dies with
+releases not yet sent has its calls released by the others when its heartbeat lapses.
 """
 
 from __future__ import annotations
@@ -44,9 +47,12 @@ def hand_over(ksr: Any, release: Release) -> None:
     ksr.htable.sht_sets(HANDOFF_TABLE, release.call_id, release.encode())
 
 
-def take_all(ksr: Any) -> list[Release]:
-    """Every release handed over and not yet taken, removed from the table: O(releases)."""
-    taken = [Release.decode(text) for text in values(ksr, HANDOFF_TABLE)]
-    for release in taken:  # not while iterating: the iterator holds the slots' locks
-        ksr.htable.sht_rm(HANDOFF_TABLE, release.call_id)
-    return taken
+def handed(ksr: Any) -> list[Release]:
+    """Every release handed over and not yet `taken`, left in the table: O(releases).
+    (A list, not an iterator: the table's iterator holds the slots' locks.)"""
+    return [Release.decode(text) for text in values(ksr, HANDOFF_TABLE)]
+
+
+def taken(ksr: Any, release: Release) -> None:
+    """Remove `release` from the table once Redis has it."""
+    ksr.htable.sht_rm(HANDOFF_TABLE, release.call_id)

@@ -105,6 +105,8 @@ from dispatcher.state.keys import validate_call_id
 BRANCH_SHIFT = 8
 BRANCH_MASK = 0xFFFF
 RETRY_AFTER_S = 5
+# How long the keeper waits before it tries the handed releases again after Redis failed.
+HANDOFF_RETRY_S = 0.5
 # Overflow hops one call may take (the config refuses cycles; this is a belt).
 MAX_OVERFLOWS = 8
 # A node clock further than this from Redis' TIME is logged, once per change. Shared state
@@ -190,6 +192,7 @@ class Router:
         # Set by the KEMI script in Kamailio's timer processes: dialog ends there are handed
         # to the keeper, never sent to Redis from the timer (dispatcher.sip.handoff).
         self.in_timer = False
+        self._handoff_retry_at = 0.0
         self._down = False
         self._no_config = False
         self._skewed = False
@@ -470,15 +473,25 @@ class Router:
             self._unavailable(exc)
 
     def send_handed_releases(self) -> None:
-        """The keeper's turn: send the releases the timer processes handed over."""
-        for release in handoff.take_all(self.ksr):
+        """The keeper's turn: send the releases the timer processes handed over, each taken
+        from the table once Redis replied (so they wait one round trip each, not a deferred
+        reply that a dropped connection would lose). While Redis is unavailable the rest
+        stay in the table and are tried again after HANDOFF_RETRY_S."""
+        now = time.monotonic()
+        if now < self._handoff_retry_at:
+            return
+        for release in handoff.handed(self.ksr):
             self.use(release.tenant)
             try:
-                self.decider.release_later(release.call_id, outcome=release.outcome)
-                self._up()
+                self.decider.release(release.call_id, outcome=release.outcome)
             except StateUnavailable as exc:
-                # As in a worker: reservations expire, the reconciliation heals the rest.
                 self._unavailable(exc)
+                self._handoff_retry_at = now + HANDOFF_RETRY_S
+                return
+            except StateError as exc:  # refused by the library: retrying cannot help
+                self.ksr.err(f"dispatcher: handed release of {release.call_id} refused: {exc}\n")
+            handoff.taken(self.ksr, release)
+            self._up()
 
     # -- decisions into SIP -----------------------------------------------------------
 
