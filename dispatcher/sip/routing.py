@@ -490,6 +490,9 @@ class Router:
                 return
             except StateError as exc:  # refused by the library: retrying cannot help
                 self.ksr.err(f"dispatcher: handed release of {release.call_id} refused: {exc}\n")
+            except BaseException:
+                handoff.taken(self.ksr, release)  # a bug raises once, not every turn
+                raise
             handoff.taken(self.ksr, release)
             self._up()
 

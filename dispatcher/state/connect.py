@@ -45,12 +45,14 @@ MASTER_CHECK_SLOW_S = 0.1
 MASTER_CHECK_FAILED_S = 30.0
 
 
-def _after_check(started: float, answered: bool) -> float:
-    """When the next master check is due, for one that started at `started`."""
+def _checked(conn: Any, started: float, address: tuple[str, int] | None) -> bool:
+    """Note on `conn` when its next master check is due, after one that started at
+    `started` and found `address` (None: no Sentinel answered, or none named a master);
+    whether that is another master than the one `conn` is open to."""
     now = time.monotonic()
-    if answered or now - started < MASTER_CHECK_SLOW_S:
-        return now + MASTER_CHECK_S
-    return now + MASTER_CHECK_FAILED_S
+    slow = address is None and now - started >= MASTER_CHECK_SLOW_S
+    conn._next_check = now + (MASTER_CHECK_FAILED_S if slow else MASTER_CHECK_S)
+    return address is not None and (conn.host, conn.port) != tuple(address)
 
 
 class CheckedSentinelConnection(SentinelManagedConnection):
@@ -86,10 +88,8 @@ class CheckedSentinelConnection(SentinelManagedConnection):
         try:
             address = self.connection_pool.get_master_address()
         except redis.ConnectionError:
-            self._next_check = _after_check(now, answered=False)
-            return False
-        self._next_check = _after_check(now, answered=True)
-        if (self.host, self.port) == tuple(address):
+            address = None
+        if not _checked(self, now, address):
             return False
         self.disconnect()
         return True
@@ -113,18 +113,23 @@ class AsyncCheckedSentinelConnection(asentinel.SentinelManagedConnection):
         await super().connect_to(address)
         self._next_check = time.monotonic() + MASTER_CHECK_S
 
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+    async def master_moved(self) -> bool:
+        """As `CheckedSentinelConnection.master_moved`."""
         now = time.monotonic()
-        if self.is_connected and now >= self._next_check:
-            try:
-                address = await self.connection_pool.get_master_address()
-            except redis.ConnectionError:
-                self._next_check = _after_check(now, answered=False)
-            else:
-                self._next_check = _after_check(now, answered=True)
-                if (self.host, self.port) != tuple(address):
-                    await self.disconnect()
-                    await self.connect()  # asks the Sentinels, as the sync one
+        if not self.is_connected or now < self._next_check:
+            return False
+        try:
+            address = await self.connection_pool.get_master_address()
+        except redis.ConnectionError:
+            address = None
+        if not _checked(self, now, address):
+            return False
+        await self.disconnect()
+        return True
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if await self.master_moved():
+            await self.connect()  # asks the Sentinels, as the sync one
         await super().send_packed_command(command, check_health)
 
 
@@ -150,16 +155,19 @@ def client_options(
     }
 
 
+# The connection class of a client of the master the Sentinels name, by (asyncio, TLS).
+_CHECKED_CLASSES: dict[tuple[bool, bool], type] = {
+    (False, False): CheckedSentinelConnection,
+    (False, True): CheckedSentinelSSLConnection,
+    (True, False): AsyncCheckedSentinelConnection,
+    (True, True): AsyncCheckedSentinelSSLConnection,
+}
+
+
 def _master_options(address: RedisAddress, asyncio: bool = False) -> dict[str, Any]:
     """What a client of the master the Sentinels name needs besides `_node_options`: the
     connection class that follows them (`CheckedSentinelConnection`)."""
-    if asyncio:
-        checked: type = (
-            AsyncCheckedSentinelSSLConnection if address.tls else (AsyncCheckedSentinelConnection)
-        )
-    else:
-        checked = CheckedSentinelSSLConnection if address.tls else CheckedSentinelConnection
-    return {"connection_class": checked}
+    return {"connection_class": _CHECKED_CLASSES[asyncio, address.tls]}
 
 
 def _node_options(address: RedisAddress) -> dict[str, Any]:

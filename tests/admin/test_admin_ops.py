@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.admin import ops as admin_ops
+from dispatcher.admin.config_sync import CONFLICT_BACKOFF_S, UPDATE_ATTEMPTS, conflict_backoff
 from dispatcher.admin.ops import MemberSettings, NotFound, StillReferenced
 from dispatcher.config.model import Agent, ConfigError, Group, InboundRule, Overflow
 from dispatcher.config.tenant_file import load_tenant
@@ -139,8 +140,6 @@ def test_inbound_problems_are_relative_to_the_list() -> None:
 
 
 def test_conflict_backoff_is_random_and_doubles_its_bound_per_round() -> None:
-    from dispatcher.admin.config_sync import CONFLICT_BACKOFF_S, UPDATE_ATTEMPTS, conflict_backoff
-
     for attempt in range(1, UPDATE_ATTEMPTS):
         waits = {conflict_backoff(attempt) for _ in range(200)}
         assert all(0 <= w <= CONFLICT_BACKOFF_S * 2**attempt for w in waits)
