@@ -1214,6 +1214,8 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             overrides[key] = value
     settings = replace(settings, **overrides)
+    if settings.down_after_ms < 100:
+        parser.error(f"--down-after {settings.down_after_ms}: at least 100 ms")
     if not settings.faults and not settings.soak_calls:
         parser.error("nothing to run: no faults and no --soak-calls")
 

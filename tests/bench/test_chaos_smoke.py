@@ -47,3 +47,15 @@ def test_quick_mode_breaks_things_and_leaves_nothing_behind(tmp_path: Path) -> N
     assert report["checks"]["config"]["acknowledged"] > 0
     assert report["checks"]["config"]["lost_in_failover"] >= 0  # reported, whatever it is
     assert report["checks"]["python_errors"] == 0, report["checks"]["python_error_examples"]
+
+
+def test_a_down_after_too_short_for_sentinel_is_refused_by_name() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--down-after", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert "--down-after 0: at least 100 ms" in done.stderr
