@@ -63,6 +63,9 @@ def mod_init():
     if sentinels:
         redis += f" sentinels={sentinels}"
     KSR.info(f"dispatcher KEMI: tenant={tenant} redis={redis} python={sys.version.split()[0]}\n")
+    from dispatcher.sip.warmup import mend_registrations
+
+    mend_registrations(KSR)  # before usrloc's first worker loads them
     return KamailioRoutes()
 
 

@@ -615,7 +615,9 @@ class Router:
                     # a contact that is not UTF-8 cannot be handed to Python: not rung
                     addr = _pv_text(ksr, f"$(ulc({ULC_PROFILE}=>addr)[{i}])")
                     received = _pv_text(ksr, f"$(ulc({ULC_PROFILE}=>received)[{i}])")
-                    if addr:
+                    # one branch per phone: usrloc may hold two rows of one contact
+                    # (dispatcher.state.locations)
+                    if addr and (addr, received) not in out:
                         out.append((addr, received))
                 ksr.registrar.reg_free_contacts(ULC_PROFILE)
         out += [(uri, "") for uri in agent.targets.uris]

@@ -112,3 +112,31 @@ class Opening:
         except (StateError, ConfigMissing):  # a tenant without config: Redis lost it
             return None
         return out
+
+
+def mend_registrations(ksr: Any) -> None:
+    """Before usrloc loads Redis' copy of the registrations (kamailio.cfg's DBURL; none:
+    nothing to do): drop the rows a newer row of the same contact replaces and keep the
+    row count off the multiples of 1000 that db_redis 5.6 loads 1000 short of
+    (dispatcher.state.locations). In the main process, before the fork: the connection is
+    closed again. A Redis out of reach is logged; the node starts all the same."""
+    import redis
+
+    from dispatcher.state.locations import mend
+
+    try:
+        url = define(ksr, "DBURL")
+    except KeyError:
+        return
+    try:
+        with redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0) as client:
+            mended = mend(client)
+    except redis.RedisError as exc:
+        ksr.err(f"dispatcher: registrations in Redis not checked before loading: {exc}\n")
+        return
+    if mended.replaced or mended.pad:
+        pad = {1: "; pad row added", -1: "; pad row removed", 0: ""}[mended.pad]
+        ksr.info(
+            f"dispatcher: registrations in Redis: {mended.replaced} replaced rows deleted, "
+            f"{mended.rows} rows to load{pad}\n"
+        )

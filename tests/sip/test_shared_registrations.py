@@ -31,6 +31,7 @@ from dispatcher.config.tenant_file import parse_tenant
 from dispatcher.run.procs import ProcessError
 from dispatcher.run.sipprocs import KamailioProcess, SippProcess, registrations_url_for, run_sipp
 from dispatcher.state import StateStore, TenantKeys
+from dispatcher.state.locations import write_row
 
 pytestmark = [pytest.mark.sip, pytest.mark.redis]
 
@@ -151,6 +152,62 @@ def test_a_restarted_node_rings_a_phone_that_did_not_register_again(
     assert result.ok, result.errors or result.output
     assert handled(uas) == (1, 0)
     assert settled(client) == ZERO
+
+
+def test_a_restarted_node_loads_every_row_and_rings_a_phone_once(
+    node: Callable[..., KamailioProcess],
+    start_phone: StartPhone,
+    tmp_path: Path,
+    client: redis.Redis,
+    registrations: redis.Redis,
+) -> None:
+    """2000 rows in Redis, one of them an older row of r1's contact (its phone registered
+    again with a new Call-ID after a node had missed the first row): db_redis 5.6 loads a
+    multiple of 1000 rows 1000 short, and both rows of the contact fork the call twice to
+    the phone. The node drops the older row and pads the table before it loads."""
+    kamailio = node()
+    uas = start_phone("uas_answer.xml")
+    register(tmp_path, kamailio, "r1", uas.local_port)
+    wait_for(lambda: contacts(registrations, "r1"), what="the contact in Redis")
+    kamailio.kill()
+    (aor,) = registrations.scan_iter("location:usrdom::r1:*")
+    (entry,) = registrations.smembers(aor)
+    row = {k.decode(): v.decode() for k, v in registrations.hgetall(entry).items()}
+    stale = {**row, "last_modified": int(row["last_modified"]) - 60}
+    write_row(registrations, "older-r1", **_binding(stale))
+    for i in range(1998):  # with r1's two rows: 2000
+        write_row(
+            registrations,
+            f"filler-{i}",
+            **_binding({**row, "username": f"u{i}", "contact": f"sip:u{i}@127.0.0.1:9"}),
+        )
+    assert sum(1 for _ in registrations.scan_iter("location:entry::*")) == 2000
+    kamailio.start()
+
+    assert kamailio.rpc_lookup("r1", row["domain"]) == [f"sip:r1@127.0.0.1:{uas.local_port}"]
+    wait_for(lambda: _contacts_held(kamailio) == 1999, what="every row but the older loaded")
+    assert not registrations.exists("location:entry::older-r1")
+    result = dial(tmp_path, kamailio, "870")
+    assert result.ok, result.errors or result.output
+    assert handled(uas) == (1, 0)
+    assert settled(client) == ZERO
+
+
+def _binding(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "username": row["username"],
+        "domain": row["domain"],
+        "contact": row["contact"],
+        "expires": int(row["expires"]),
+        "last_modified": int(row["last_modified"]),
+    }
+
+
+def _contacts_held(kamailio: KamailioProcess) -> int:
+    """usrloc's contacts (the pad row, loaded expired, goes at its first timer run)."""
+    stats = [str(v) for v in kamailio.rpc("stats.get_statistics", "usrloc:")]
+    (held,) = (v for v in stats if v.startswith("usrloc:location_contacts "))
+    return int(held.rsplit("=", 1)[1])
 
 
 def test_a_restarted_node_learns_the_phones_from_its_peer(
