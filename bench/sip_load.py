@@ -107,7 +107,9 @@ import os
 import random
 import resource
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -1041,6 +1043,70 @@ def warm_up(topology: Topology, names: Sequence[str] | None = None) -> None:
     time.sleep(s.settle_s)
 
 
+def perf_by_object(data: Path) -> dict[str, float]:
+    """Each shared object's share (%) of a `perf record` file's samples, largest first."""
+    command = ["perf", "report", "-i", str(data), "--no-children", "--sort", "dso"]
+    report = subprocess.run(
+        [*command, "--stdio", "-g", "none"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dso_shares(report)
+
+
+def dso_shares(report: str) -> dict[str, float]:
+    """`perf report --sort dso --stdio -g none`'s lines ("  46.97%  libpython3.11.so.1.0")
+    as {object: percent}; comments and blank lines skipped."""
+    shares: dict[str, float] = {}
+    for line in report.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].endswith("%") and not line.startswith("#"):
+            shares[parts[1]] = float(parts[0].rstrip("%"))
+    return shares
+
+
+def where_cpu_goes(settings: Settings, cps: float, log: Any = None) -> dict[str, Any]:
+    """One `cps` step per stack under `perf record -g` (every process of its Kamailio):
+    its CPU per call split by shared object - libpython is the KEMI routes and the router,
+    kamailio the core, [kernel.kallsyms] the system calls."""
+    workdir = Path(tempfile.mkdtemp(prefix="sipload-perf-"))
+    topology = Topology(workdir, settings, Pinning.plan(settings.pin))
+    out: dict[str, Any] = {"cps": cps, "perf": "perf record -F 999 -g -p <the stack's pids>"}
+    try:
+        topology.start()
+        for stack in topology.stacks.values():
+            drain(stack, max_wait_s=15.0)
+        warm_up(topology)
+        for name in settings.stacks:
+            data = workdir / f"perf-{name}.data"
+            pids = ",".join(str(pid) for pid in group_pids(topology.stacks[name].leader))
+            perf = subprocess.Popen(
+                ["perf", "record", "-F", "999", "-g", "-o", str(data), "-p", pids],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)  # perf attached to every process before the first call
+            step = run_step(topology, name, settings, cps, "perf")
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=60)
+            shares = perf_by_object(data)
+            per_call = step["cpu_ms_per_call"]
+            out[name] = {
+                "failed": step["failed"],
+                "cpu_ms_per_call": per_call,
+                "share_percent": shares,
+                "ms_per_call": {k: round(per_call * v / 100, 4) for k, v in shares.items()},
+            }
+            if log is not None:
+                print(f"{name}: {per_call} ms/call, {shares}", file=log, flush=True)
+    finally:
+        topology.stop()
+        if not settings.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
 def measure(settings: Settings, log: Any = None) -> dict[str, Any]:
     """Start everything, run the rounds (each a ramp of every stack, alternating step by
     step), return the report."""
@@ -1587,6 +1653,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="pin redis-server with Kamailio instead of with SIPp",
     )
+    parser.add_argument(
+        "--perf",
+        type=float,
+        metavar="CPS",
+        help="instead of the rounds: one CPS step per stack under perf record, its CPU per "
+        "call split by shared object (results/sip_load-perf.json)",
+    )
     args = parser.parse_args(argv)
     settings = Settings.quick() if args.quick else Settings()
     overrides: dict[str, Any] = {
@@ -1615,6 +1688,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides["tenants"] = 0
     settings = Settings(**{**asdict(settings), **overrides})
 
+    if args.perf:
+        found = where_cpu_goes(settings, args.perf, log=sys.stderr)
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / "sip_load-perf.json").write_text(json.dumps(found, indent=2) + "\n")
+        print(json.dumps(found, indent=2))
+        return 0
     report = measure(settings, log=sys.stderr)
     stem = "sip_load-quick" if args.quick else "sip_load"
     args.results.mkdir(parents=True, exist_ok=True)

@@ -77,3 +77,29 @@ def test_quick_mode_runs_every_stack_and_reports(tmp_path: Path) -> None:
     assert report["checks"]["dispatcher_python_errors"] == 0
     assert report["checks"]["tenants_python_errors"] == 0
     assert report["checks"]["tenants_redis_live"] == report["checks"]["tenants_redis_resv"] == 0
+
+
+def test_perf_reports_shares_by_shared_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--perf's reading of `perf report --sort dso --stdio -g none` (perf itself is not
+    run here)."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run as a script
+
+    spec = importlib.util.spec_from_file_location("sip_load", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "sip_load", module)  # its dataclasses look it up
+    spec.loader.exec_module(module)
+    report = (
+        "# Samples: 20K of event 'cpu-clock:ppp'\n#\n"
+        "    46.97%  libpython3.11.so.1.0\n"
+        "    23.65%  [kernel.kallsyms]\n\n"
+        "     0.63%  hiredis.cpython-311-x86_64-linux-gnu.so\n"
+    )
+
+    assert module.dso_shares(report) == {
+        "libpython3.11.so.1.0": 46.97,
+        "[kernel.kallsyms]": 23.65,
+        "hiredis.cpython-311-x86_64-linux-gnu.so": 0.63,
+    }
