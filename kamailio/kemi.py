@@ -312,6 +312,10 @@ class KamailioRoutes:
     # -- event_route[dialog:*] (modparam "dialog" "event_callback"): evname is
     # "dialog:start", "dialog:end" (BYE, timeout) or "dialog:failed"
     def ksr_dialog_event(self, msg, evname):
+        if not evname:
+            # dialog 5.6 calls back on every state change, with no name but for start, end
+            # and failed: two calls of every answered call (180, ACK) that mean nothing here
+            return 1
         router = self.open_worker_state()
         if router is not None:
             router.dialog_event(evname)
