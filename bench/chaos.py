@@ -497,11 +497,9 @@ def sipp_media_args() -> list[str]:
 def active_dialogs(node: KamailioProcess) -> int:
     """The node's dialogs not yet ended (statistic dialog:active_dialogs); 0 when it is down."""
     try:
-        stats = [str(v) for v in node.rpc("stats.get_statistics", "dialog:")]
+        return node.statistic("dialog:active_dialogs")
     except (OSError, ProcessError):
         return 0
-    active = [v for v in stats if v.startswith("dialog:active_dialogs ")]
-    return int(active[0].rsplit("=", 1)[1])
 
 
 class Stack:

@@ -153,6 +153,7 @@ STACKS = ("native", "dispatcher", "tenants")  # the third only with Settings.ten
 # its phones register from 127.0.0.1, which it does not trust: digest.
 TRUNK_IP = "127.0.0.2"
 REGISTER_CPS = 200  # the tenants stack's phones register at this rate (2 requests each)
+USRLOC_USERS = "usrloc:location_users"  # the AORs a node's usrloc holds
 PAD_DROPPED_S = 25.0  # usrloc drops an expired row within two timer runs (UL_FLUSH_S 10 s)
 WARMUP_PER_TENANT = 20  # warm-up calls per active tenant: each worker loads each tenant
 WARMUP_CPS = 100  # the warm-up's rate at most: well below what any stack passes
@@ -509,13 +510,6 @@ def process_memory(pid: int) -> dict[str, float]:
     }
 
 
-def usrloc_users(kamailio: KamailioProcess) -> int | None:
-    """The AORs a node's usrloc holds (its location_users gauge), None if not reported."""
-    stats = [str(v) for v in kamailio.rpc("stats.get_statistics", "usrloc:")]
-    users = [v for v in stats if v.startswith("usrloc:location_users ")]
-    return int(users[0].rsplit("=", 1)[1]) if users else None
-
-
 @dataclass
 class Topology:
     """Redis, the agents' phones and the Kamailio instances, all started; `stop()` ends
@@ -752,13 +746,13 @@ class Topology:
                 f"tenants' REGISTERs: {result.stats.successful} of {count} succeeded: "
                 f"{result.errors[-2000:] or result.output}"
             )
-        registered = usrloc_users(stack.kamailio)
+        registered = stack.kamailio.statistic(USRLOC_USERS)
         # a started node may hold the padding row it loaded (dispatcher.state.locations)
         # until usrloc's next timer run drops it: UL_FLUSH_S, 10 s
         deadline = time.monotonic() + PAD_DROPPED_S
         while registered != count and time.monotonic() < deadline:
             time.sleep(0.5)
-            registered = usrloc_users(stack.kamailio)
+            registered = stack.kamailio.statistic(USRLOC_USERS)
         if registered != count:
             raise RuntimeError(f"tenants' REGISTERs: usrloc holds {registered} of {count}")
         self.registrations.append(
@@ -781,9 +775,7 @@ class Topology:
         """Calls still held after the runs: active dialogs, and the native load table or the
         dispatcher's live calls and reservations in Redis - all 0 when every call ended."""
         kamailio = self.stacks[name].kamailio
-        stats = [str(v) for v in kamailio.rpc("stats.get_statistics", "dialog:")]
-        active = [v for v in stats if v.startswith("dialog:active_dialogs ")]
-        out = {f"{name}_active_dialogs": int(active[0].rsplit("=", 1)[1])}
+        out = {f"{name}_active_dialogs": kamailio.statistic("dialog:active_dialogs")}
         if name == "native":
             # algorithm 10's own call table: the load each destination still carries
             sets = kamailio.rpc("dispatcher.list")["RECORDS"]

@@ -447,6 +447,16 @@ class KamailioProcess:
             raise ProcessError(f"kamailio rpc {method}{params}: {reply['error']}")
         return reply.get("result")
 
+    def statistic(self, name: str) -> int:
+        """One Kamailio statistic ("dialog:active_dialogs", "usrloc:location_users") as
+        an int (RPC stats.get_statistics of its group); KeyError when not reported."""
+        group = name.split(":", 1)[0] + ":"
+        for line in self.rpc("stats.get_statistics", group) or []:
+            stat, _, value = str(line).partition(" = ")
+            if stat == name:
+                return int(value)
+        raise KeyError(f"kamailio reports no statistic {name}")
+
     def dmq_nodes(self) -> set[str]:
         """host:port of every node on this node's DMQ bus that it counts as active, itself
         included (RPC dmq.list_nodes)."""

@@ -205,9 +205,7 @@ def _binding(row: dict[str, Any]) -> dict[str, Any]:
 
 def _contacts_held(kamailio: KamailioProcess) -> int:
     """usrloc's contacts (the pad row, loaded expired, goes at its first timer run)."""
-    stats = [str(v) for v in kamailio.rpc("stats.get_statistics", "usrloc:")]
-    (held,) = (v for v in stats if v.startswith("usrloc:location_contacts "))
-    return int(held.rsplit("=", 1)[1])
+    return kamailio.statistic("usrloc:location_contacts")
 
 
 def test_a_restarted_node_learns_the_phones_from_its_peer(
