@@ -1653,6 +1653,8 @@ def main(argv: list[str] | None = None) -> int:
         "call split by shared object (results/sip_load-perf.json)",
     )
     args = parser.parse_args(argv)
+    if args.perf is not None and not args.perf > 0:
+        parser.error(f"--perf {args.perf:g}: the step's CPS must be above 0")
     settings = Settings.quick() if args.quick else Settings()
     overrides: dict[str, Any] = {
         "pin": not args.no_pin,
@@ -1680,7 +1682,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["tenants"] = 0
     settings = Settings(**{**asdict(settings), **overrides})
 
-    if args.perf:
+    if args.perf is not None:
         found = where_cpu_goes(settings, args.perf, log=sys.stderr)
         args.results.mkdir(parents=True, exist_ok=True)
         (args.results / "sip_load-perf.json").write_text(json.dumps(found, indent=2) + "\n")

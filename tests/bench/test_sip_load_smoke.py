@@ -103,3 +103,17 @@ def test_perf_reports_shares_by_shared_object(monkeypatch: pytest.MonkeyPatch) -
         "[kernel.kallsyms]": 23.65,
         "hiredis.cpython-311-x86_64-linux-gnu.so": 0.63,
     }
+
+
+@pytest.mark.parametrize("cps", ["0", "-5", "nan"])
+def test_perf_refuses_a_step_of_no_calls(cps: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--perf", cps],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+    assert done.returncode == 2
+    assert "--perf" in done.stderr and "above 0" in done.stderr
