@@ -24,6 +24,9 @@ EXIT = -255
 # Flags defined in kamailio.cfg; the numbers must match its #!define lines.
 FLT_DLG = 4
 
+# The dialog events the router acts on (ksr_dialog_event).
+DIALOG_EVENTS = frozenset({"dialog:start", "dialog:end", "dialog:failed"})
+
 # Process rank (Kamailio's PROC_TIMER) of the timer processes: tm runs a failure
 # route there when a branch's ring timer (fr_inv_timer) fires.
 PROC_TIMER = -1
@@ -312,9 +315,9 @@ class KamailioRoutes:
     # -- event_route[dialog:*] (modparam "dialog" "event_callback"): evname is
     # "dialog:start", "dialog:end" (BYE, timeout) or "dialog:failed"
     def ksr_dialog_event(self, msg, evname):
-        if not evname:
-            # dialog 5.6 calls back on every state change, with no name but for start, end
-            # and failed: two calls of every answered call (180, ACK) that mean nothing here
+        if evname not in DIALOG_EVENTS:
+            # dialog 5.6 calls back on every state change and names the others "unknown"
+            # (later releases pass none): two calls of every answered call (180, ACK)
             return 1
         router = self.open_worker_state()
         if router is not None:
