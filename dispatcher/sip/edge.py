@@ -11,6 +11,7 @@ socket or reads a file.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ AUTH_TABLE = "authfail"
 AUTH_FAILURE_CODES = frozenset({-2, -3, -8})
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Source addresses and User-Agents whose parse or scanner check a worker keeps (bounded, LRU).
+ADDRESS_CACHE = 4096
+USER_AGENT_CACHE = 1024
 
 
 def define(ksr: Any, name: str) -> str:
@@ -61,14 +66,31 @@ def parse_networks(text: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+@functools.lru_cache(maxsize=ADDRESS_CACHE)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # Parsing a source address costs about as much as the rest of REQINIT's Python, and
+    # every request of a call comes from the same few: a cache, bounded so a flood from
+    # many addresses only refills it.
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def in_networks(address: str, networks: tuple[Network, ...]) -> bool:
     """True when `address` lies in one of `networks`; an address that is none is in none.
     O(networks)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    ip = _address(address)
+    if ip is None:
         return False
     return any(ip in network for network in networks)
+
+
+@functools.lru_cache(maxsize=USER_AGENT_CACHE)
+def _is_scanner(pattern: re.Pattern[str], user_agent: str) -> bool:
+    # A regex search per request, for the few User-Agents a node's phones send: cached,
+    # bounded as _address is (a scanner that varies its User-Agent only refills it).
+    return pattern.search(user_agent) is not None
 
 
 def scanner_pattern(text: str) -> re.Pattern[str] | None:
@@ -123,7 +145,7 @@ class EdgeRules:
 
     def is_scanner(self, user_agent: str | None) -> bool:
         """True when the User-Agent matches SCANNER_UA; a request without one is fine."""
-        return bool(user_agent and self.scanner_ua and self.scanner_ua.search(user_agent))
+        return bool(user_agent and self.scanner_ua and _is_scanner(self.scanner_ua, user_agent))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from dispatcher.sip import edge
 from dispatcher.sip.edge import (
     AUTH_FAILURE_CODES,
     AUTH_TABLE,
@@ -173,6 +174,21 @@ def test_is_trusted_ipv6_and_an_empty_list() -> None:
     assert not EdgeRules((), 300, None, 8192).is_trusted("127.0.0.1")
 
 
+def test_a_flood_from_many_sources_keeps_the_address_cache_bounded() -> None:
+    rules = EdgeRules(parse_networks("10.0.0.0/8"), 300, None, 8192)
+    count = edge.ADDRESS_CACHE + 1000
+
+    trusted = [
+        rules.is_trusted(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}") for i in range(count)
+    ]
+
+    assert all(trusted)
+    assert edge._address.cache_info().currsize <= edge.ADDRESS_CACHE
+    # what the cache holds is the answer, also for one it has seen and one that is no address
+    assert rules.is_trusted("10.0.0.1") and rules.is_trusted("10.0.0.1")
+    assert not rules.is_trusted("nonsense") and not rules.is_trusted("nonsense")
+
+
 SCANNERS = [
     "friendly-scanner",
     "Friendly-Scanner 1.0",
@@ -207,6 +223,15 @@ def test_the_cfg_scanner_regex_leaves_phones_alone(user_agent: str | None) -> No
     rules = EdgeRules((), 300, scanner_pattern(cfg_default("SCANNER_UA").strip('"')), 8192)
 
     assert not rules.is_scanner(user_agent)
+
+
+def test_a_scanner_varying_its_user_agent_is_still_found_and_the_cache_stays_bounded() -> None:
+    rules = EdgeRules((), 300, scanner_pattern(cfg_default("SCANNER_UA").strip('"')), 8192)
+    count = edge.USER_AGENT_CACHE + 500
+
+    assert all(rules.is_scanner(f"friendly-scanner {i}") for i in range(count))
+    assert not rules.is_scanner("SIPp register") and not rules.is_scanner("SIPp register")
+    assert edge._is_scanner.cache_info().currsize <= edge.USER_AGENT_CACHE
 
 
 def test_an_empty_scanner_regex_turns_the_check_off() -> None:
