@@ -8,6 +8,9 @@ PY          := $(VENV)/bin/python
 APT_PACKAGES := kamailio kamailio-python3-modules kamailio-extra-modules kamailio-redis-modules \
                 rtpengine-daemon sip-tester redis-server python3-venv python3-dev gcc \
                 faketime espeak-ng sox sipvicious chromium chromium-driver baresip-core
+# What only `make bench` needs besides: callgrind for bench/router.py --instructions, perf for
+# bench/sip_load.py --perf.
+BENCH_APT_PACKAGES := valgrind linux-perf
 RUN_DIR     := .run
 STAMP       := $(VENV)/.installed
 EXT_STAMP   := $(VENV)/.ext-built
@@ -18,7 +21,7 @@ setup: apt $(STAMP) $(EXT_STAMP)
 
 # Installs only the Debian packages that are missing, so a second run is a no-op.
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do \
+	@missing=""; for p in $(APT_PACKAGES) $(EXTRA_APT_PACKAGES); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -73,12 +76,14 @@ test: setup
 	$(PY) -m pytest -q --redis-cluster -m "not ha" $(CLUSTER_SUITES) || status=$$?; \
 	exit $$status
 
-# Core and Redis figures (about 30 s), the wait estimator (about 1 min), SIP load against
-# Kamailio's native dispatcher and with 10,000 tenants (at most about 42 min), callers
-# waiting with music (5-9 min); results and plots in bench/results/.
+# Core and Redis figures and the router's instructions per call (about 2 min), the wait
+# estimator (about 1 min), SIP load against Kamailio's native dispatcher and with 10,000
+# tenants (at most about 42 min), callers waiting with music (5-9 min); results and plots in
+# bench/results/.
+bench: EXTRA_APT_PACKAGES := $(BENCH_APT_PACKAGES)
 bench: setup
 	$(PY) bench/core.py
-	$(PY) bench/router.py
+	$(PY) bench/router.py --instructions 1000
 	$(PY) bench/ewt.py
 	$(PY) bench/sip_load.py
 	$(PY) bench/queue_load.py

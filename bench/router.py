@@ -14,7 +14,7 @@ contact lookup finding one phone, tm calls returning success. Its own cost is a 
 operations per call; everything else measured is the router's Python code, redis-py and the
 kernel's socket calls. Not a test and not a SIP benchmark: a profiler's bench for the router.
 
-    .venv/bin/python bench/router.py [--json] [--calls N] [--profile]
+    .venv/bin/python bench/router.py [--json] [--calls N] [--profile] [--instructions N]
 
 Reports per call: thread CPU (user and system, getrusage RUSAGE_THREAD), wall time and
 FCALLs (INFO commandstats); the redis-server's CPU per call (utime + stime from /proc: what
@@ -22,6 +22,13 @@ a carrier's Redis pays per call, I/O included) and, from a second run with SLOWL
 every command, each library function's own execution time per FCALL (`function_us`: the
 hot three are disp_claim, disp_answered, disp_release); with --profile the top functions by
 own time (cProfile). Writes bench/results/router.json.
+
+CPU time moves 10-20 % between runs on a shared machine, more than most changes to the
+router do. `--instructions N` adds the instructions the router's process executes per call
+(`instructions_per_call`: valgrind's callgrind, user space, its Redis not counted), from two
+runs under callgrind that differ by N measured calls: start-up and warm-up cancel out, and
+the figure repeats to about 0.2 % whatever else the machine is doing. Needs valgrind (`make
+bench` installs it); about a minute for N = 1000.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import os
 import pstats
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +63,8 @@ from sip_load import EXTENSION, TENANT, process_cpu_ms, tenant_doc  # noqa: E402
 
 HELD_CALLS = 50  # calls talking at once: each call releases the one 50 calls before it
 WARMUP_CALLS = 300
+# --instructions: measured calls of the shorter callgrind run (the longer one has N more)
+BASE_CALLS = 200
 
 
 class _Module:
@@ -149,8 +159,9 @@ def function_times(store: StateStore, run: Any) -> dict[str, float]:
     return {name: round(sum(v) / len(v), 1) for name, v in sorted(totals.items())}
 
 
-def measure(calls: int, profile: bool) -> dict[str, Any]:
-    """Run WARMUP_CALLS, then `calls` measured calls; the figures per call."""
+def measure(calls: int, profile: bool, slowlog: bool = True) -> dict[str, Any]:
+    """Run WARMUP_CALLS, then `calls` measured calls; the figures per call. `slowlog`
+    False leaves out the second run that times each library function."""
     workdir = Path(tempfile.mkdtemp(prefix="rtr", dir="/tmp"))  # short: a socket path
     try:
         with RedisProcess(workdir, unix_socket=True) as server:
@@ -207,9 +218,10 @@ def measure(calls: int, profile: bool) -> dict[str, Any]:
                 report["user_us_per_call"] + report["sys_us_per_call"], 1
             )
             first = WARMUP_CALLS + calls
-            report["function_us"] = function_times(
-                store, lambda: [one_call(i) for i in range(first, first + min(calls, 2000))]
-            )
+            if slowlog:
+                report["function_us"] = function_times(
+                    store, lambda: [one_call(i) for i in range(first, first + min(calls, 2000))]
+                )
             first += calls
             if profile:
                 profiler = cProfile.Profile()
@@ -226,14 +238,70 @@ def measure(calls: int, profile: bool) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def callgrind_instructions(calls: int, workdir: Path) -> int:
+    """Instructions this script's process executes (callgrind's total) for WARMUP_CALLS and
+    `calls` measured calls and its start-up, without the SLOWLOG run."""
+    out = workdir / f"callgrind-{calls}.out"
+    command = [
+        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+        sys.executable, str(Path(__file__).resolve()), "--bare", "--calls", str(calls),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"callgrind run of {calls} calls failed: {done.stderr[-2000:]}")
+    for line in out.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"callgrind wrote no totals line to {out}")
+
+
+def instructions_per_call(calls: int) -> dict[str, Any]:
+    """Instructions per call from two callgrind runs `calls` measured calls apart."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian package valgrind; make bench)")
+    workdir = Path(tempfile.mkdtemp(prefix="rtr-cg"))
+    try:
+        short = callgrind_instructions(BASE_CALLS, workdir)
+        long = callgrind_instructions(BASE_CALLS + calls, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "instruction_calls": calls,
+        "instructions_per_call": round((long - short) / calls),
+        "instructions": "callgrind, user space, runs of "
+        f"{BASE_CALLS} and {BASE_CALLS + calls} measured calls",
+    }
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--calls", type=int, default=5000, help="measured calls")
+    parser.add_argument("--calls", type=positive_int, default=5000, help="measured calls")
     parser.add_argument("--profile", action="store_true", help="cProfile a second run")
+    parser.add_argument(
+        "--instructions",
+        type=positive_int,
+        metavar="N",
+        help="add instructions per call, from callgrind runs N calls apart (needs valgrind)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
+    # one callgrind run of --instructions: the measured calls only, no report
+    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.bare:
+        measure(args.calls, profile=False, slowlog=False)
+        return 0
     report = measure(args.calls, args.profile)
+    if args.instructions:
+        report.update(instructions_per_call(args.instructions))
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "router.json").write_text(json.dumps(report, indent=2) + "\n")
     if args.json:

@@ -34,3 +34,16 @@ def test_router_bench_reports_three_fcalls_per_call(tmp_path: Path) -> None:
     assert report["router_errors"] == 0
     assert report["calls"] == 200
     assert report["cpu_us_per_call"] > 0 and report["wall_us_per_call"] > 0
+
+
+@pytest.mark.parametrize("flag", ["--instructions", "--calls"])
+def test_router_bench_refuses_a_count_below_one_by_name(flag: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), flag, "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert f"argument {flag}" in done.stderr and "must be at least 1, got 0" in done.stderr
