@@ -20,9 +20,11 @@ load can still make one: the window is the start's own second.
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import suppress
 from dataclasses import dataclass
 
 import redis
+from redis.client import Pipeline
 
 # db_redis' key layout of the location table (kamailio.cfg's db_redis "keys" param)
 ENTRY = "location:entry::"
@@ -38,6 +40,8 @@ PAD_USER, PAD_DOMAIN = "preload-pad", "invalid"
 # epoch seconds (usrloc expires_type 1): long past, so usrloc drops it at its next timer run
 PAD_EXPIRES = 1
 SCAN_COUNT = 1000
+# a row's delete starts again when another node changed its AOR's or expiry's set meanwhile
+DELETE_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -116,18 +120,36 @@ def _read_rows(client: redis.Redis) -> dict[str, dict[str, str]]:
 
 def _delete_row(client: redis.Redis, ruid: str, row: dict[str, str]) -> None:
     """What db_redis does for a delete by ruid: the row, and its key in the AOR's and the
-    expiry's sets (each set and its index entry go with its last member)."""
+    expiry's sets (each set and its index entry go with its last member). One transaction
+    that watches both sets: a row another node adds to the AOR meanwhile (a phone
+    registering) makes it start again, so a set that keeps a member keeps its index entry."""
     entry = ENTRY + ruid
     usrdom = f"{USRDOM}{row.get('username', '')}:{row.get('domain', '')}"
     timer = f"{TIMER}{row.get('expires', '')}"
+    sets = ((usrdom, USRDOM_INDEX), (timer, TIMER_INDEX))
     with client.pipeline(transaction=True) as pipe:
-        pipe.delete(entry)
-        pipe.srem(usrdom, entry)
-        pipe.srem(timer, entry)
-        pipe.execute()
-    for key, index in ((usrdom, USRDOM_INDEX), (timer, TIMER_INDEX)):
-        if not client.exists(key):
-            client.srem(index, key)
+        for _ in range(DELETE_ATTEMPTS - 1):
+            with suppress(redis.WatchError):
+                _delete_watched(pipe, entry, sets)
+                return
+        _delete_watched(pipe, entry, sets)  # the last attempt's WatchError is raised
+
+
+def _delete_watched(pipe: Pipeline, entry: str, sets: tuple[tuple[str, str], ...]) -> None:
+    pipe.watch(*(key for key, _ in sets))
+    # a set whose only member is this row goes with it, and so does its index entry
+    emptied = []
+    for key, index in sets:
+        size = pipe.scard(key)
+        if size == 0 or (size == 1 and pipe.sismember(key, entry)):
+            emptied.append((key, index))
+    pipe.multi()
+    pipe.delete(entry)
+    for key, _ in sets:
+        pipe.srem(key, entry)
+    for key, index in emptied:
+        pipe.srem(index, key)
+    pipe.execute()
 
 
 def _write_pad(client: redis.Redis) -> None:
