@@ -24,11 +24,13 @@ hot three are disp_claim, disp_answered, disp_release); with --profile the top f
 own time (cProfile). Writes bench/results/router.json.
 
 CPU time moves 10-20 % between runs on a shared machine, more than most changes to the
-router do. `--instructions N` adds the instructions the router's process executes per call
-(`instructions_per_call`: valgrind's callgrind, user space, its Redis not counted), from two
-runs under callgrind that differ by N measured calls: start-up and warm-up cancel out, and
-the figure repeats to about 0.2 % whatever else the machine is doing. Needs valgrind (`make
-bench` installs it); about a minute for N = 1000.
+router do. `--instructions N` adds instructions per call, counted by valgrind's callgrind in
+two runs that differ by N measured calls (start-up and warm-up cancel out): the router's
+process (`instructions_per_call`, user space) and its redis-server's handling of commands
+(`redis_instructions_per_call`: reading and running them, writing the replies; its event
+loop's waits and timers, which follow the wall clock, are not counted). Both repeat to
+about 0.5 % whatever else the machine is doing. Needs valgrind (`make bench` installs it);
+about a minute for N = 1000.
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ import os
 import pstats
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,104 +163,129 @@ def function_times(store: StateStore, run: Any) -> dict[str, float]:
     return {name: round(sum(v) / len(v), 1) for name, v in sorted(totals.items())}
 
 
-def measure(calls: int, profile: bool, slowlog: bool = True) -> dict[str, Any]:
+def measure(
+    calls: int, profile: bool, slowlog: bool = True, redis_wrapper: Sequence[str] = ()
+) -> dict[str, Any]:
     """Run WARMUP_CALLS, then `calls` measured calls; the figures per call. `slowlog`
-    False leaves out the second run that times each library function."""
+    False leaves out the second run that times each library function; `redis_wrapper` is
+    what the redis-server runs under (--instructions: callgrind), stopped at the end."""
     workdir = Path(tempfile.mkdtemp(prefix="rtr", dir="/tmp"))  # short: a socket path
+    server = RedisProcess(workdir, unix_socket=True, wrapper=redis_wrapper)
     try:
-        with RedisProcess(workdir, unix_socket=True) as server:
-            with StateStore(server.url, TENANT) as admin:
-                import_tenant(admin, Tenant.model_validate(tenant_doc(20, 100)))
-            os.environ.update(REDIS_URL=server.unix_url, DISPATCHER_TENANT=TENANT)
-            from dispatcher.sip.routing import Router
+        server.start(timeout=120.0 if redis_wrapper else 10.0)
+        with StateStore(server.url, TENANT) as admin:
+            import_tenant(admin, Tenant.model_validate(tenant_doc(20, 100)))
+        os.environ.update(REDIS_URL=server.unix_url, DISPATCHER_TENANT=TENANT)
+        from dispatcher.sip.routing import Router
 
-            ksr = StandInKSR()
-            router = Router.open(ksr)
-            assert router is not None
-            talking: list[str] = []
+        ksr = StandInKSR()
+        router = Router.open(ksr)
+        assert router is not None
+        talking: list[str] = []
 
-            def one_call(i: int) -> None:
-                pv = ksr.pvs
-                pv.clear()
-                pv.update({"$ci": f"call-{i}@bench", "$rU": EXTENSION, "$fU": "bob"})
-                pv["$rd"] = "127.0.0.1"
-                if not router.route_invite():
-                    raise RuntimeError(f"call {i} was not routed: {ksr.errors[-3:]}")
-                for status in ("180", "200"):
-                    pv["$rs"] = status
-                    router.on_reply()
-                router.dialog_event("dialog:start")
-                talking.append(pv["$dlg_var(dsp_call)"])
-                if len(talking) > HELD_CALLS:
-                    pv["$dlg_var(dsp_call)"] = talking.pop(0)
-                    router.dialog_event("dialog:end")
+        def one_call(i: int) -> None:
+            pv = ksr.pvs
+            pv.clear()
+            pv.update({"$ci": f"call-{i}@bench", "$rU": EXTENSION, "$fU": "bob"})
+            pv["$rd"] = "127.0.0.1"
+            if not router.route_invite():
+                raise RuntimeError(f"call {i} was not routed: {ksr.errors[-3:]}")
+            for status in ("180", "200"):
+                pv["$rs"] = status
+                router.on_reply()
+            router.dialog_event("dialog:start")
+            talking.append(pv["$dlg_var(dsp_call)"])
+            if len(talking) > HELD_CALLS:
+                pv["$dlg_var(dsp_call)"] = talking.pop(0)
+                router.dialog_event("dialog:end")
 
-            for i in range(WARMUP_CALLS):
-                one_call(i)
-            store = router.decider.store
-            store.flush()
-            fcalls0 = fcalls(store)
-            redis0 = process_cpu_ms(server.proc.pid)
-            before = resource.getrusage(resource.RUSAGE_THREAD)
-            started = time.perf_counter()
-            for i in range(WARMUP_CALLS, WARMUP_CALLS + calls):
-                one_call(i)
-            wall = time.perf_counter() - started
-            after = resource.getrusage(resource.RUSAGE_THREAD)
-            store.flush()
-            redis_cpu_ms = process_cpu_ms(server.proc.pid) - redis0
-            report: dict[str, Any] = {
-                "calls": calls,
-                "user_us_per_call": round((after.ru_utime - before.ru_utime) / calls * 1e6, 1),
-                "sys_us_per_call": round((after.ru_stime - before.ru_stime) / calls * 1e6, 1),
-                "wall_us_per_call": round(wall / calls * 1e6, 1),
-                "fcalls_per_call": round((fcalls(store) - fcalls0) / calls, 2),
-                "router_errors": len(ksr.errors),
-                "redis_cpu_us_per_call": round(redis_cpu_ms * 1000 / calls, 1),
-            }
-            report["cpu_us_per_call"] = round(
-                report["user_us_per_call"] + report["sys_us_per_call"], 1
+        for i in range(WARMUP_CALLS):
+            one_call(i)
+        store = router.decider.store
+        store.flush()
+        fcalls0 = fcalls(store)
+        redis0 = process_cpu_ms(server.proc.pid)
+        before = resource.getrusage(resource.RUSAGE_THREAD)
+        started = time.perf_counter()
+        for i in range(WARMUP_CALLS, WARMUP_CALLS + calls):
+            one_call(i)
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_THREAD)
+        store.flush()
+        redis_cpu_ms = process_cpu_ms(server.proc.pid) - redis0
+        report: dict[str, Any] = {
+            "calls": calls,
+            "user_us_per_call": round((after.ru_utime - before.ru_utime) / calls * 1e6, 1),
+            "sys_us_per_call": round((after.ru_stime - before.ru_stime) / calls * 1e6, 1),
+            "wall_us_per_call": round(wall / calls * 1e6, 1),
+            "fcalls_per_call": round((fcalls(store) - fcalls0) / calls, 2),
+            "router_errors": len(ksr.errors),
+            "redis_cpu_us_per_call": round(redis_cpu_ms * 1000 / calls, 1),
+        }
+        report["cpu_us_per_call"] = round(report["user_us_per_call"] + report["sys_us_per_call"], 1)
+        first = WARMUP_CALLS + calls
+        if slowlog:
+            report["function_us"] = function_times(
+                store, lambda: [one_call(i) for i in range(first, first + min(calls, 2000))]
             )
-            first = WARMUP_CALLS + calls
-            if slowlog:
-                report["function_us"] = function_times(
-                    store, lambda: [one_call(i) for i in range(first, first + min(calls, 2000))]
-                )
-            first += calls
-            if profile:
-                profiler = cProfile.Profile()
-                profiler.enable()
-                for i in range(first, first + calls):
-                    one_call(i)
-                profiler.disable()
-                text = io.StringIO()
-                pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
-                report["profile"] = text.getvalue()
-            router.decider.store.close()
-            return report
+        first += calls
+        if profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for i in range(first, first + calls):
+                one_call(i)
+            profiler.disable()
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+            report["profile"] = text.getvalue()
+        router.decider.store.close()
+        if redis_wrapper:
+            # callgrind writes its counts as the server exits; give it the time
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            server.proc.wait(timeout=120)
+        return report
     finally:
+        server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def callgrind_instructions(calls: int, workdir: Path) -> int:
-    """Instructions this script's process executes (callgrind's total) for WARMUP_CALLS and
-    `calls` measured calls and its start-up, without the SLOWLOG run."""
-    out = workdir / f"callgrind-{calls}.out"
-    command = [
-        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-        sys.executable, str(Path(__file__).resolve()), "--bare", "--calls", str(calls),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=ROOT)
-    if done.returncode != 0:
-        raise RuntimeError(f"callgrind run of {calls} calls failed: {done.stderr[-2000:]}")
+# Redis' own work per command under callgrind: reading and running commands, writing the
+# replies (its event loop's waiting and its timers, which follow the wall clock, left out).
+REDIS_COLLECT = ("readQueryFromClient", "handleClientsWithPendingWritesUsingThreads")
+
+
+def _callgrind(out: Path, collect: Sequence[str] = ()) -> list[str]:
+    toggles = [f"--toggle-collect={name}" for name in collect]
+    start = ["--collect-atstart=no"] if collect else []
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *start, *toggles]
+
+
+def _total(out: Path) -> int:
     for line in out.read_text().splitlines():
         if line.startswith("totals:"):
             return int(line.split()[1])
     raise RuntimeError(f"callgrind wrote no totals line to {out}")
 
 
+def callgrind_instructions(calls: int, workdir: Path) -> tuple[int, int]:
+    """Instructions (callgrind totals) of this script's process and of its redis-server's
+    command handling (REDIS_COLLECT) for start-up, WARMUP_CALLS and `calls` measured
+    calls, without the SLOWLOG run."""
+    router_out, redis_out = workdir / f"router-{calls}.out", workdir / f"redis-{calls}.out"
+    command = [
+        *_callgrind(router_out), sys.executable, str(Path(__file__).resolve()),
+        "--bare", "--calls", str(calls), "--redis-callgrind", str(redis_out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"callgrind run of {calls} calls failed: {done.stderr[-2000:]}")
+    return _total(router_out), _total(redis_out)
+
+
 def instructions_per_call(calls: int) -> dict[str, Any]:
-    """Instructions per call from two callgrind runs `calls` measured calls apart."""
+    """Instructions per call, router and Redis, from two callgrind runs `calls` measured
+    calls apart."""
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (Debian package valgrind; make bench)")
     workdir = Path(tempfile.mkdtemp(prefix="rtr-cg"))
@@ -267,9 +296,10 @@ def instructions_per_call(calls: int) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
         "instruction_calls": calls,
-        "instructions_per_call": round((long - short) / calls),
+        "instructions_per_call": round((long[0] - short[0]) / calls),
+        "redis_instructions_per_call": round((long[1] - short[1]) / calls),
         "instructions": "callgrind, user space, runs of "
-        f"{BASE_CALLS} and {BASE_CALLS + calls} measured calls",
+        f"{BASE_CALLS} and {BASE_CALLS + calls} measured calls; Redis: {', '.join(REDIS_COLLECT)}",
     }
 
 
@@ -295,9 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
     # one callgrind run of --instructions: the measured calls only, no report
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--redis-callgrind", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.bare:
-        measure(args.calls, profile=False, slowlog=False)
+        wrapper = _callgrind(args.redis_callgrind, REDIS_COLLECT) if args.redis_callgrind else ()
+        measure(args.calls, profile=False, slowlog=False, redis_wrapper=wrapper)
         return 0
     report = measure(args.calls, args.profile)
     if args.instructions:

@@ -127,7 +127,8 @@ class RedisProcess(_ServerProcess):
     test reaches "tomorrow" for a server that decides by its own clock. Under libfaketime
     (that one, or `make test`'s year-ahead run) it starts with the allocator shim of
     `dispatcher.run.faketime`. `options` are more redis-server options (a replica's
-    `--replicaof`, a Cluster node's `--cluster-enabled yes`, ...).
+    `--replicaof`, a Cluster node's `--cluster-enabled yes`, ...). `wrapper` is a command
+    the server runs under (a benchmark's `valgrind --tool=callgrind ...`).
     """
 
     def __init__(
@@ -138,11 +139,13 @@ class RedisProcess(_ServerProcess):
         movable_clock: bool = False,
         durable: bool = False,
         options: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
     ) -> None:
         super().__init__(workdir, port)
         self.unix_socket = unix_socket
         self.durable = durable
         self.options = tuple(options)
+        self.wrapper = tuple(wrapper)
         if unix_socket and len(os.fsencode(self.socket_path)) > 107:
             raise ValueError(f"unix socket path too long (max 107 bytes): {self.socket_path}")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -172,6 +175,7 @@ class RedisProcess(_ServerProcess):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
+                *self.wrapper,
                 binary,
                 "--port",
                 str(self.port),
