@@ -179,6 +179,20 @@ local function configured(ctx, agent)
   return redis.call('HEXISTS', ctx.keys[C_MAX], agent) == 1
 end
 
+local function nonempty(value)
+  return (value ~= nil and value ~= '') and value or 'unknown'
+end
+
+-- The value of field `name` among an event's n name, value arguments (nil when absent).
+local function field_of(extra, n, name)
+  for i = 1, n, 2 do
+    if extra[i] == name then
+      return extra[i + 1]
+    end
+  end
+  return nil
+end
+
 -- Appends one event; empty values are left out. Arguments after kind: name, value, ...
 -- The counters the admin API exports ({t:T}:counts), kept here so every API process reports
 -- the same numbers: events|<kind>, calls|<outcome> (ended), offers|<reason> (failed;
@@ -187,27 +201,23 @@ end
 -- voicemails|<group>.
 local function count_event(ctx, kind, extra, n)
   local key = ctx.keys[K_COUNTS]
-  local f = {}
-  for i = 1, n, 2 do
-    f[extra[i]] = extra[i + 1]
-  end
-  local function nonempty(value)
-    return (value ~= nil and value ~= '') and value or 'unknown'
-  end
   redis.call('HINCRBY', key, 'events|' .. kind, 1)
   if kind == 'ended' then
-    redis.call('HINCRBY', key, 'calls|' .. nonempty(f.outcome), 1)
+    redis.call('HINCRBY', key, 'calls|' .. nonempty(field_of(extra, n, 'outcome')), 1)
   elseif kind == 'failed' then
-    redis.call('HINCRBY', key, 'offers|' .. nonempty(f.reason), 1)
+    redis.call('HINCRBY', key, 'offers|' .. nonempty(field_of(extra, n, 'reason')), 1)
   elseif kind == 'answered' or kind == 'expired' then
     redis.call('HINCRBY', key, 'offers|' .. kind, 1)
-  elseif kind == 'dequeued' and f.reason == 'abandoned' then
-    redis.call('HINCRBY', key, 'abandoned|' .. nonempty(f.group), 1)
-  elseif (kind == 'dequeued' and (f.reason == 'timeout' or f.reason == 'no_agents'))
-      or kind == 'overflowed' then
-    redis.call('HINCRBY', key, 'overflows|' .. nonempty(f.group) .. '|' .. nonempty(f.reason), 1)
+  elseif kind == 'dequeued' or kind == 'overflowed' then
+    local reason = field_of(extra, n, 'reason')
+    if kind == 'dequeued' and reason == 'abandoned' then
+      redis.call('HINCRBY', key, 'abandoned|' .. nonempty(field_of(extra, n, 'group')), 1)
+    elseif kind == 'overflowed' or reason == 'timeout' or reason == 'no_agents' then
+      redis.call('HINCRBY', key, 'overflows|' .. nonempty(field_of(extra, n, 'group')) .. '|'
+        .. nonempty(reason), 1)
+    end
   elseif kind == 'voicemail' then
-    redis.call('HINCRBY', key, 'voicemails|' .. nonempty(f.group), 1)
+    redis.call('HINCRBY', key, 'voicemails|' .. nonempty(field_of(extra, n, 'group')), 1)
   end
 end
 
@@ -215,17 +225,18 @@ local function emit(ctx, kind, ...)
   if ctx.maxlen == nil then
     ctx.maxlen = redis.call('HGET', ctx.keys[K_CONFIG], 'events_maxlen') or DEFAULT_EVENTS_MAXLEN
   end
-  local fields = {'type', kind, 'ts', ctx.now}
   local n = select('#', ...)
   local extra = {...}
+  -- Explicit indexes: `#fields + 1` costs a length search per element.
+  local fields, m = {'type', kind, 'ts', ctx.now}, 4
   for i = 1, n, 2 do
     local value = extra[i + 1]
     if value ~= nil and value ~= '' then
-      fields[#fields + 1] = extra[i]
-      fields[#fields + 1] = value
+      fields[m + 1], fields[m + 2] = extra[i], value
+      m = m + 2
     end
   end
-  redis.call('XADD', ctx.keys[K_EVENTS], 'MAXLEN', '~', ctx.maxlen, '*', unpack(fields))
+  redis.call('XADD', ctx.keys[K_EVENTS], 'MAXLEN', '~', ctx.maxlen, '*', unpack(fields, 1, m))
   count_event(ctx, kind, extra, n)
 end
 
