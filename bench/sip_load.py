@@ -87,7 +87,7 @@ Kamailio. So the Kamailio CPU ceiling is one core for every stack.
 
     .venv/bin/python bench/sip_load.py [--json] [--quick] [--results DIR] [--steps 500,1000,...]
         [--rounds 3] [--uac-cps 1000] [--step-seconds 10] [--budget 2400]
-        [--tenants 10000] [--tenants-active 100] [--no-tenants]
+        [--tenants 10000] [--tenants-active 100] [--no-tenants] [--perf CPS | --instructions N]
 
 Writes sip_load.json and sip_load.png (CPU per call and failure rate against offered CPS)
 to bench/results/ (--quick: sip_load-quick.*); prints a table, or the JSON with --json.
@@ -95,6 +95,16 @@ Bounded: every run has a SIPp timeout, each ramp stops at the stack's first fail
 the top step, and all rounds together at --budget seconds (2400; each round gets an equal
 share of what is left), so the default run takes at most about 42 minutes (loading the
 tenants: about 10 s, their registrations 10 s).
+
+Two modes look inside instead of running the rounds. `--perf CPS`: one CPS step per stack
+under `perf record`, its CPU per call split by shared object (sip_load-perf.json).
+`--instructions N`: the instructions per call of each stack's SIP workers (native and
+dispatcher; user space, per shared object) counted by valgrind's callgrind in two runs N calls
+apart, and `instruction_ratio` (sip_load-instructions.json). CPU time per call moves 10-20 %
+between runs on a shared machine; instruction counts repeat to about 0.1 %, so they show
+what a change to the routes or the router does. Not counted: the kernel (the system calls
+of both stacks, and Redis' round trips) and the timer processes, whose work follows the
+wall clock under callgrind's ~50 times slower run. About 3 minutes for N = 100.
 """
 
 from __future__ import annotations
@@ -162,6 +172,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # other jobs too): nothing was measured, the run is repeated (UacNotStarted).
 SIPP_NO_SOCKET = 254
 UAC_ATTEMPTS = 3
+# --instructions: Kamailio under callgrind runs ~50 times slower; calls at this rate, runs of
+# INSTRUCTION_BASE_CALLS and INSTRUCTION_BASE_CALLS + N calls
+INSTRUCTION_CPS = 5
+INSTRUCTION_BASE_CALLS = 20
+WRAPPED_START_S = 180.0
 
 # The ramp: it stops at each stack's first failed step, so its top (6000 cps) is a bound on
 # the time, not a rate both are expected to pass. 20 agents x max_calls 100 (the model's
@@ -421,13 +436,22 @@ class BenchKamailio(KamailioProcess):
     and a BYE transaction until tm's wait timer, a dialog, and for the native dispatcher the
     failover XAVPs), and a stack out of memory fails calls for that reason, not its speed."""
 
-    def __init__(self, *args: Any, shm_mb: int, pkg_mb: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, shm_mb: int, pkg_mb: int, wrapper: Sequence[str] = (), **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.shm_mb = shm_mb
         self.pkg_mb = pkg_mb
+        self.wrapper = tuple(wrapper)  # a command Kamailio runs under (--instructions)
 
     def command(self) -> list[str]:
-        return [*super().command(), "-m", str(self.shm_mb), "-M", str(self.pkg_mb)]
+        return [
+            *self.wrapper, *super().command(), "-m", str(self.shm_mb), "-M", str(self.pkg_mb)
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 15.0) -> None:
+        # under callgrind its start (Python imports in every process) takes about 40 s
+        super().start(timeout=max(timeout, WRAPPED_START_S) if self.wrapper else timeout)
 
 
 @dataclass
@@ -529,6 +553,7 @@ class Topology:
     tenants_load_s: float | None = None
     registrations: list[dict[str, Any]] = field(default_factory=list)  # each registration run
     warmup_failed: dict[str, int] = field(default_factory=dict)  # failed warm-up calls by stack
+    callgrind_dir: Path | None = None  # --instructions: Kamailio runs under callgrind, out here
 
     def start(self) -> None:
         s = self.settings
@@ -554,7 +579,9 @@ class Topology:
             "pkg_mb": s.pkg_mb,
             "mem_manager": s.mem_manager,
         }
-        native = BenchKamailio(self.workdir / "nat", cfg=NATIVE_CFG, **memory)
+        native = BenchKamailio(
+            self.workdir / "nat", cfg=NATIVE_CFG, wrapper=self._wrapper("native"), **memory
+        )
         native.run_dir.mkdir(parents=True, exist_ok=True)
         (native.run_dir / "dispatcher.list").write_text(dispatcher_list(self.phones, s.max_calls))
         ours = BenchKamailio(
@@ -566,6 +593,7 @@ class Topology:
             # SIPp on 127.0.0.1 is a trusted source (the default, set here so an exported
             # DISPATCHER_TRUSTED cannot change it): no digest auth, as on the native side
             env={"DISPATCHER_TRUSTED": "127.0.0.1"},
+            wrapper=self._wrapper("dispatcher"),
             **memory,
         )
         self.stacks = {
@@ -604,6 +632,14 @@ class Topology:
         self._register()
         if self.tenants_redis is not None:
             self._register_tenants()
+
+    def _wrapper(self, name: str) -> tuple[str, ...]:
+        """What stack `name`'s Kamailio runs under: callgrind with --instructions (one
+        file per process, `<name>.<pid>`), else nothing."""
+        if self.callgrind_dir is None:
+            return ()
+        out = self.callgrind_dir / f"{name}.%p"
+        return ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
 
     def _router_url(self, server: RedisProcess) -> str:
         return server.unix_url if self.settings.redis_unix else server.url
@@ -1096,6 +1132,126 @@ def where_cpu_goes(settings: Settings, cps: float, log: Any = None) -> dict[str,
         topology.stop()
         if not settings.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+def callgrind_by_object(path: Path) -> dict[str, int]:
+    """One callgrind file's instructions per shared object (`callgrind_by_object_text`)."""
+    return callgrind_by_object_text(path.read_text(errors="replace"))
+
+
+def callgrind_by_object_text(text: str) -> dict[str, int]:
+    """A callgrind out file's self cost summed per shared object (its file name): each cost
+    line counts for the object the last `ob=` named, but for the line after a `calls=`,
+    which is the callee's inclusive cost (counted where the callee is). Read here rather
+    than through callgrind_annotate, which keys stripped objects' functions by their
+    offsets ("???:0x1613d0") and so can give one object's cost to another."""
+    names: dict[str, str] = {}
+    totals: dict[str, int] = {}
+    current = "?"
+    call_cost = False
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line[0].isdigit() or line[0] in "+-*":
+            if call_cost:
+                call_cost = False
+                continue
+            parts = line.split()
+            if len(parts) >= 2:
+                totals[current] = totals.get(current, 0) + int(parts[1])
+        elif line.startswith(("ob=", "cob=")):
+            # an object is named once, where it first appears (as a callee too): (id) name
+            key, _, value = line.partition("=")
+            ref, _, name = value.partition(" ")
+            if name:
+                names[ref] = Path(name).name
+            if key == "ob":
+                current = ref
+        elif line.startswith("calls="):
+            call_cost = True
+    return {names.get(ref, ref): n for ref, n in totals.items()}
+
+
+def callgrind_run(settings: Settings, calls: int, workdir: Path) -> dict[str, dict[str, int]]:
+    """Start the stacks with Kamailio under callgrind, warm them up, place `calls` calls on
+    each at INSTRUCTION_CPS and stop them: per stack, its SIP workers' instructions per
+    shared object since start."""
+    out = workdir / "callgrind"
+    out.mkdir(parents=True)
+    paced = Settings(
+        **{
+            **asdict(settings),
+            "step_seconds": calls / INSTRUCTION_CPS,
+            "warmup_calls": INSTRUCTION_BASE_CALLS,  # at 10 cps (warm_up's slowest)
+            "noise_wait": False,  # instructions do not follow the machine's load
+        }
+    )
+    (workdir / "run").mkdir()
+    topology = Topology(workdir / "run", paced, None, callgrind_dir=out)
+    workers: dict[str, list[int]] = {}
+    try:
+        topology.start()
+        warm_up(topology)
+        for name in paced.stacks:
+            stack = topology.stacks[name]
+            workers[name] = stack.sip_workers()
+            step = run_step(topology, name, paced, INSTRUCTION_CPS, "callgrind")
+            if step["failed"]:
+                raise RuntimeError(f"{name}: {step['failed']} of {calls} calls failed")
+            drain(stack, max_wait_s=30.0)
+        for stack in topology.stacks.values():
+            stack.kamailio.stop(timeout=120.0)  # each process writes its file as it exits
+    finally:
+        topology.stop()
+    counts: dict[str, dict[str, int]] = {}
+    for name, pids in workers.items():
+        summed: dict[str, int] = {}
+        for pid in pids:
+            for obj, n in callgrind_by_object(out / f"{name}.{pid}").items():
+                summed[obj] = summed.get(obj, 0) + n
+        counts[name] = summed
+    return counts
+
+
+def instructions_per_call(settings: Settings, calls: int, log: Any = None) -> dict[str, Any]:
+    """Instructions per call of each stack's SIP workers, per shared object: two callgrind
+    runs `calls` calls apart (start-up and warm-up cancel out). User space only, and
+    without the timer processes, whose work follows the wall clock (a callgrind run is ~50
+    times slower); the calls themselves run in the SIP workers (requests, replies, dialog
+    events). Deterministic where CPU time is not: the ratio of the stacks' totals is
+    `instruction_ratio`, the repeatable counterpart of cpu_ratio's user-space part."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian package valgrind; make bench)")
+    settings = Settings(**{**asdict(settings), "tenants": 0, "pin": False})
+    workdir = Path(tempfile.mkdtemp(prefix="sipload-cg-"))
+    try:
+        runs = []
+        for measured in (INSTRUCTION_BASE_CALLS, INSTRUCTION_BASE_CALLS + calls):
+            runs.append(callgrind_run(settings, measured, workdir / str(measured)))
+            if log is not None:
+                print(f"callgrind run of {measured} calls done", file=log, flush=True)
+    finally:
+        if not settings.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    short, long = runs
+    out: dict[str, Any] = {
+        "calls": calls,
+        "method": f"callgrind, SIP workers, user space; runs of {INSTRUCTION_BASE_CALLS} and "
+        f"{INSTRUCTION_BASE_CALLS + calls} calls at {INSTRUCTION_CPS} cps",
+    }
+    for name in settings.stacks:
+        objects = {
+            obj: round((long[name].get(obj, 0) - short[name].get(obj, 0)) / calls)
+            for obj in long[name]
+        }
+        out[name] = {
+            "instructions_per_call": sum(objects.values()),
+            "by_object": dict(sorted(objects.items(), key=lambda item: -item[1])[:12]),
+        }
+    out["instruction_ratio"] = round(
+        out["dispatcher"]["instructions_per_call"] / out["native"]["instructions_per_call"], 3
+    )
     return out
 
 
@@ -1652,7 +1808,16 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the rounds: one CPS step per stack under perf record, its CPU per "
         "call split by shared object (results/sip_load-perf.json)",
     )
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        metavar="N",
+        help="instead of the rounds: each stack's instructions per call (callgrind, runs N "
+        "calls apart; needs valgrind) and their ratio (results/sip_load-instructions.json)",
+    )
     args = parser.parse_args(argv)
+    if args.instructions is not None and args.instructions < 1:
+        parser.error(f"--instructions {args.instructions}: at least 1 call")
     if args.perf is not None and not args.perf > 0:
         parser.error(f"--perf {args.perf:g}: the step's CPS must be above 0")
     settings = Settings.quick() if args.quick else Settings()
@@ -1682,10 +1847,16 @@ def main(argv: list[str] | None = None) -> int:
         overrides["tenants"] = 0
     settings = Settings(**{**asdict(settings), **overrides})
 
-    if args.perf is not None:
-        found = where_cpu_goes(settings, args.perf, log=sys.stderr)
+    if args.perf is not None or args.instructions is not None:
+        if args.instructions is not None:
+            found, stem = (
+                instructions_per_call(settings, args.instructions, sys.stderr),
+                "instructions",
+            )
+        else:
+            found, stem = where_cpu_goes(settings, args.perf, log=sys.stderr), "perf"
         args.results.mkdir(parents=True, exist_ok=True)
-        (args.results / "sip_load-perf.json").write_text(json.dumps(found, indent=2) + "\n")
+        (args.results / f"sip_load-{stem}.json").write_text(json.dumps(found, indent=2) + "\n")
         print(json.dumps(found, indent=2))
         return 0
     report = measure(settings, log=sys.stderr)

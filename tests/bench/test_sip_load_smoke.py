@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,18 +80,23 @@ def test_quick_mode_runs_every_stack_and_reports(tmp_path: Path) -> None:
     assert report["checks"]["tenants_redis_live"] == report["checks"]["tenants_redis_resv"] == 0
 
 
-def test_perf_reports_shares_by_shared_object(monkeypatch: pytest.MonkeyPatch) -> None:
-    """--perf's reading of `perf report --sort dso --stdio -g none` (perf itself is not
-    run here)."""
+def _script(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """bench/sip_load.py imported as when run as a script."""
     import importlib.util
 
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run as a script
-
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("sip_load", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "sip_load", module)  # its dataclasses look it up
     spec.loader.exec_module(module)
+    return module
+
+
+def test_perf_reports_shares_by_shared_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--perf's reading of `perf report --sort dso --stdio -g none` (perf itself is not
+    run here)."""
+    module = _script(monkeypatch)
     report = (
         "# Samples: 20K of event 'cpu-clock:ppp'\n#\n"
         "    46.97%  libpython3.11.so.1.0\n"
@@ -103,6 +109,73 @@ def test_perf_reports_shares_by_shared_object(monkeypatch: pytest.MonkeyPatch) -
         "[kernel.kallsyms]": 23.65,
         "hiredis.cpython-311-x86_64-linux-gnu.so": 0.63,
     }
+
+
+# A callgrind out file as callgrind 3.19 writes one (trimmed): objects and functions named
+# once, then by id; a callee's object may first appear in a `cob=` line; the cost line after
+# `calls=` is the callee's inclusive cost.
+CALLGRIND_OUT = """# callgrind format
+version: 1
+positions: line
+events: Ir
+summary: 1000
+
+ob=(1) /usr/lib/x86_64-linux-gnu/kamailio/modules/pv.so
+fl=(1) ???
+fn=(1) pv_get_from_attr
+0 100
+cob=(2) /usr/sbin/kamailio
+cfi=(2) ???
+cfn=(2) parse_from_header
+calls=3 0
+0 250
++2 5
+* 5
+
+ob=(2)
+fl=(2)
+fn=(2)
+0 250
+cob=(3) /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0
+cfn=(3) 0x0000000000104f20
+calls=1 0
+-1 600
+
+ob=(3)
+fn=(3)
+0 600
+cob=(1)
+cfn=(1)
+calls=1 0
+0 40
+totals: 960
+"""
+
+
+def test_instructions_are_summed_per_object_from_the_callgrind_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = _script(monkeypatch)
+
+    by_object = module.callgrind_by_object_text(CALLGRIND_OUT)
+
+    # self costs only: a call line's inclusive cost is counted at its callee
+    assert by_object == {"pv.so": 110, "kamailio": 250, "libpython3.11.so.1.0": 600}
+    assert sum(by_object.values()) == 960
+
+
+@pytest.mark.parametrize("flag", ["--perf", "--instructions"])
+def test_a_profiling_mode_refuses_zero(flag: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), flag, "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+    assert done.returncode == 2
+    assert flag in done.stderr
 
 
 @pytest.mark.parametrize("cps", ["0", "-5", "nan"])
