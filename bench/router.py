@@ -277,7 +277,9 @@ def callgrind_instructions(calls: int, workdir: Path) -> tuple[int, int]:
         *_callgrind(router_out), sys.executable, str(Path(__file__).resolve()),
         "--bare", "--calls", str(calls), "--redis-callgrind", str(redis_out),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, cwd=ROOT)
+    # one hash seed: its dicts and sets lay out the same in every run
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, cwd=ROOT, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"callgrind run of {calls} calls failed: {done.stderr[-2000:]}")
     return _total(router_out), _total(redis_out)

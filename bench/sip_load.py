@@ -101,10 +101,11 @@ under `perf record`, its CPU per call split by shared object (sip_load-perf.json
 `--instructions N`: the instructions per call of each stack's SIP workers (native and
 dispatcher; user space, per shared object) counted by valgrind's callgrind in two runs N calls
 apart, and `instruction_ratio` (sip_load-instructions.json). CPU time per call moves 10-20 %
-between runs on a shared machine; instruction counts repeat to about 0.1 %, so they show
+between runs on a shared machine; instruction counts repeat to about 0.3 %, so they show
 what a change to the routes or the router does. Not counted: the kernel (the system calls
 of both stacks, and Redis' round trips) and the timer processes, whose work follows the
-wall clock under callgrind's ~50 times slower run. About 3 minutes for N = 100.
+wall clock under callgrind's ~50 times slower run. Kamailio's Python runs with
+PYTHONHASHSEED=0 here, so that its dicts lay out alike in every run. About 3 minutes for N = 100.
 """
 
 from __future__ import annotations
@@ -1224,6 +1225,9 @@ def instructions_per_call(settings: Settings, calls: int, log: Any = None) -> di
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (Debian package valgrind; make bench)")
     settings = Settings(**{**asdict(settings), "tenants": 0, "pin": False})
+    # one hash seed for every Kamailio's Python: its dicts and sets then lay out the same
+    # in every run (a random seed moves the count by 2-4 %)
+    os.environ["PYTHONHASHSEED"] = "0"
     workdir = Path(tempfile.mkdtemp(prefix="sipload-cg-"))
     try:
         runs = []
