@@ -325,9 +325,17 @@ def main(argv: list[str] | None = None) -> int:
         help="add instructions per call, from callgrind runs N calls apart (needs valgrind)",
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
-    # one callgrind run of --instructions: the measured calls only, no report
-    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--redis-callgrind", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="the measured calls only, no report (one callgrind run of --instructions)",
+    )
+    parser.add_argument(
+        "--redis-callgrind",
+        type=Path,
+        metavar="FILE",
+        help="with --bare: run the redis-server under callgrind, its counts to FILE",
+    )
     args = parser.parse_args(argv)
     if args.bare:
         wrapper = _callgrind(args.redis_callgrind, REDIS_COLLECT) if args.redis_callgrind else ()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import run_script
 
 pytestmark = pytest.mark.redis
 
@@ -38,12 +39,7 @@ def test_router_bench_reports_three_fcalls_per_call(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("flag", ["--instructions", "--calls"])
 def test_router_bench_refuses_a_count_below_one_by_name(flag: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), flag, "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    done = run_script(SCRIPT, flag, "0")
+
     assert done.returncode == 2
     assert f"argument {flag}" in done.stderr and "must be at least 1, got 0" in done.stderr

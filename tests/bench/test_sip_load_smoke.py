@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_scripts import run_script
 
 pytestmark = [pytest.mark.sip, pytest.mark.redis]
 
@@ -166,13 +167,7 @@ def test_instructions_are_summed_per_object_from_the_callgrind_file(
 
 @pytest.mark.parametrize("flag", ["--perf", "--instructions"])
 def test_a_profiling_mode_refuses_zero(flag: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), flag, "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    done = run_script(SCRIPT, flag, "0")
 
     assert done.returncode == 2
     assert flag in done.stderr
@@ -180,13 +175,7 @@ def test_a_profiling_mode_refuses_zero(flag: str) -> None:
 
 @pytest.mark.parametrize("cps", ["0", "-5", "nan"])
 def test_perf_refuses_a_step_of_no_calls(cps: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--perf", cps],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    done = run_script(SCRIPT, "--perf", cps)
 
     assert done.returncode == 2
     assert "--perf" in done.stderr and "above 0" in done.stderr
