@@ -101,7 +101,7 @@ under `perf record`, its CPU per call split by shared object (sip_load-perf.json
 `--instructions N`: the instructions per call of each stack's SIP workers (native and
 dispatcher; user space, per shared object) counted by valgrind's callgrind in two runs N calls
 apart, and `instruction_ratio` (sip_load-instructions.json). CPU time per call moves 10-20 %
-between runs on a shared machine; instruction counts repeat to about 0.3 %, so they show
+between runs on a shared machine; instruction counts repeat to about 1.5 %, so they show
 what a change to the routes or the router does. Not counted: the kernel (the system calls
 of both stacks, and Redis' round trips) and the timer processes, whose work follows the
 wall clock under callgrind's ~50 times slower run. Kamailio's Python runs with
