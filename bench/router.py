@@ -63,7 +63,14 @@ from dispatcher.run.procs import RedisProcess  # noqa: E402
 from dispatcher.state import StateStore  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from sip_load import EXTENSION, TENANT, process_cpu_ms, tenant_doc  # noqa: E402
+from sip_load import (  # noqa: E402
+    EXTENSION,
+    TENANT,
+    callgrind_command,
+    process_cpu_ms,
+    require_valgrind,
+    tenant_doc,
+)
 
 HELD_CALLS = 50  # calls talking at once: each call releases the one 50 calls before it
 WARMUP_CALLS = 300
@@ -255,12 +262,6 @@ def measure(
 REDIS_COLLECT = ("readQueryFromClient", "handleClientsWithPendingWritesUsingThreads")
 
 
-def _callgrind(out: Path, collect: Sequence[str] = ()) -> list[str]:
-    toggles = [f"--toggle-collect={name}" for name in collect]
-    start = ["--collect-atstart=no"] if collect else []
-    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *start, *toggles]
-
-
 def _total(out: Path) -> int:
     for line in out.read_text().splitlines():
         if line.startswith("totals:"):
@@ -274,7 +275,7 @@ def callgrind_instructions(calls: int, workdir: Path) -> tuple[int, int]:
     calls, without the SLOWLOG run."""
     router_out, redis_out = workdir / f"router-{calls}.out", workdir / f"redis-{calls}.out"
     command = [
-        *_callgrind(router_out), sys.executable, str(Path(__file__).resolve()),
+        *callgrind_command(router_out), sys.executable, str(Path(__file__).resolve()),
         "--bare", "--calls", str(calls), "--redis-callgrind", str(redis_out),
     ]  # fmt: skip
     # one hash seed: its dicts and sets lay out the same in every run
@@ -288,8 +289,7 @@ def callgrind_instructions(calls: int, workdir: Path) -> tuple[int, int]:
 def instructions_per_call(calls: int) -> dict[str, Any]:
     """Instructions per call, router and Redis, from two callgrind runs `calls` measured
     calls apart."""
-    if shutil.which("valgrind") is None:
-        raise SystemExit("--instructions needs valgrind (Debian package valgrind; make bench)")
+    require_valgrind()
     workdir = Path(tempfile.mkdtemp(prefix="rtr-cg"))
     try:
         short = callgrind_instructions(BASE_CALLS, workdir)
@@ -338,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.bare:
-        wrapper = _callgrind(args.redis_callgrind, REDIS_COLLECT) if args.redis_callgrind else ()
+        wrapper = (
+            callgrind_command(args.redis_callgrind, REDIS_COLLECT) if args.redis_callgrind else ()
+        )
         measure(args.calls, profile=False, slowlog=False, redis_wrapper=wrapper)
         return 0
     report = measure(args.calls, args.profile)

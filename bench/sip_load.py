@@ -634,13 +634,12 @@ class Topology:
         if self.tenants_redis is not None:
             self._register_tenants()
 
-    def _wrapper(self, name: str) -> tuple[str, ...]:
+    def _wrapper(self, name: str) -> list[str]:
         """What stack `name`'s Kamailio runs under: callgrind with --instructions (one
         file per process, `<name>.<pid>`), else nothing."""
         if self.callgrind_dir is None:
-            return ()
-        out = self.callgrind_dir / f"{name}.%p"
-        return ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
+            return []
+        return callgrind_command(self.callgrind_dir / f"{name}.%p")
 
     def _router_url(self, server: RedisProcess) -> str:
         return server.unix_url if self.settings.redis_unix else server.url
@@ -1136,6 +1135,20 @@ def where_cpu_goes(settings: Settings, cps: float, log: Any = None) -> dict[str,
     return out
 
 
+def require_valgrind() -> None:
+    """SystemExit naming the package when valgrind is not installed (--instructions)."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian package valgrind; make bench)")
+
+
+def callgrind_command(out: Path, collect: Sequence[str] = ()) -> list[str]:
+    """valgrind's callgrind writing to `out` (%p: the pid), as a command prefix; with
+    `collect`, counting only inside those functions (and what they call)."""
+    toggles = [f"--toggle-collect={name}" for name in collect]
+    start = ["--collect-atstart=no"] if collect else []
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *start, *toggles]
+
+
 def callgrind_by_object(path: Path) -> dict[str, int]:
     """One callgrind file's instructions per shared object (`callgrind_by_object_text`)."""
     return callgrind_by_object_text(path.read_text(errors="replace"))
@@ -1222,8 +1235,7 @@ def instructions_per_call(settings: Settings, calls: int, log: Any = None) -> di
     times slower); the calls themselves run in the SIP workers (requests, replies, dialog
     events). Deterministic where CPU time is not: the ratio of the stacks' totals is
     `instruction_ratio`, the repeatable counterpart of cpu_ratio's user-space part."""
-    if shutil.which("valgrind") is None:
-        raise SystemExit("--instructions needs valgrind (Debian package valgrind; make bench)")
+    require_valgrind()
     settings = Settings(**{**asdict(settings), "tenants": 0, "pin": False})
     # one hash seed for every Kamailio's Python: its dicts and sets then lay out the same
     # in every run (a random seed moves the count by 2-4 %)
@@ -1820,6 +1832,8 @@ def main(argv: list[str] | None = None) -> int:
         "calls apart; needs valgrind) and their ratio (results/sip_load-instructions.json)",
     )
     args = parser.parse_args(argv)
+    if args.instructions is not None and args.perf is not None:
+        parser.error("--perf and --instructions are two runs: give one")
     if args.instructions is not None and args.instructions < 1:
         parser.error(f"--instructions {args.instructions}: at least 1 call")
     if args.perf is not None and not args.perf > 0:

@@ -173,6 +173,21 @@ def test_a_profiling_mode_refuses_zero(flag: str) -> None:
     assert flag in done.stderr
 
 
+def test_perf_and_instructions_are_refused_together() -> None:
+    done = run_script(SCRIPT, "--perf", "1000", "--instructions", "100")
+
+    assert done.returncode == 2
+    assert "--perf and --instructions are two runs: give one" in done.stderr
+
+
+def test_instructions_without_valgrind_name_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _script(monkeypatch)
+    monkeypatch.setattr(module.shutil, "which", lambda name: None)
+
+    with pytest.raises(SystemExit, match="needs valgrind \\(Debian package valgrind"):
+        module.instructions_per_call(module.Settings.quick(), 100)
+
+
 @pytest.mark.parametrize("cps", ["0", "-5", "nan"])
 def test_perf_refuses_a_step_of_no_calls(cps: str) -> None:
     done = run_script(SCRIPT, "--perf", cps)
