@@ -42,11 +42,12 @@ local NBASE = 22
 local SEP = '\031'
 local AVAILABLE, PAUSED, LOGGED_OUT = 0, 1, 2
 local DEFAULT_EVENTS_MAXLEN = 1000000
--- Claims and snapshots sweep a bounded batch so a backlog never makes one call slow.
-local SWEEP_BATCH = 64
+-- Claims and snapshots sweep a bounded batch so a backlog never makes one call slow (texts:
+-- they are passed to redis.call as LIMIT counts).
+local SWEEP_BATCH = '64'
 -- Safety expiry of a call's offered set if its release never comes (router crash);
--- refreshed on answer so it outlives any normal call.
-local CALL_TTL_S = 86400
+-- refreshed on answer so it outlives any normal call (a text: see ONE below).
+local CALL_TTL_S = '86400'
 -- unpack() pushes every element on the Lua stack (about 8000 slots): chunk big lists.
 local CHUNK = 1000
 local MISS_REASONS = {busy = true, noanswer = true, declined = true, error = true}
@@ -66,7 +67,7 @@ local LEAVE_REASONS = {answered = true, abandoned = true, timeout = true, no_age
 local NOTIFY_MS = 2000
 -- How long a caller back from a ring round waits before it is notified again (see entries).
 local REJOIN_MS, REJOIN_MAX_MS = 250, 8000
-local QUEUE_SWEEP_BATCH = 16
+local QUEUE_SWEEP_BATCH = '16'
 -- Handle times kept per group for the wait estimate (the newest first).
 local HANDLE_TIMES = 100
 -- Priorities 0..9 and an arrival time in ms (< 1e13 until the year 2286) share one exact
@@ -77,16 +78,50 @@ local function raise(code, message)
   error({err = code .. ' ' .. message})
 end
 
+-- Redis 7.0 formats every number passed to redis.call with snprintf('%.17g') and Lua's
+-- tonumber() parses with strtod: together about a tenth of a claim's instructions. So the
+-- hot paths pass the texts below, and parse the counters they read through num().
+local ONE, MINUS_ONE = '1', '-1'
+
+-- Parsed numbers by text. The texts read per claim repeat (counters '0', '1'; an agent's
+-- idle and wrap-up times until its next call), and Lua interns strings, so a lookup is a
+-- pointer hash. Emptied when it holds NUM_CACHE_MAX texts (about 1 MB).
+local NUM_CACHE_MAX = 10000
+local num_cache, num_cache_n = {}, 0
+
+local function num(text)
+  if not text then
+    return nil
+  end
+  local n = num_cache[text]
+  if n == nil then
+    n = tonumber(text)
+    if n == nil then
+      return nil
+    end
+    if num_cache_n >= NUM_CACHE_MAX then
+      num_cache, num_cache_n = {}, 0
+    end
+    num_cache[text], num_cache_n = n, num_cache_n + 1
+  end
+  return n
+end
+
+-- Redis' TIME in ms, as a number and as its decimal text (built from TIME's own texts, so
+-- no number is formatted).
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local us = t[2]
+  local ms_text = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
+  return tonumber(ms_text), ms_text
 end
 
 local function open(keys, extra)
   if #keys < NBASE + extra then
     raise('BADARG', 'expected at least ' .. (NBASE + extra) .. ' keys, got ' .. #keys)
   end
-  return {keys = keys, now = now_ms(), maxlen = nil}
+  local now, now_text = now_ms()
+  return {keys = keys, now = now, now_text = now_text, maxlen = nil}
 end
 
 local function need_int(value, name, min)
@@ -172,7 +207,7 @@ local function hmget(key, fields)
 end
 
 local function config_version(ctx)
-  return tonumber(redis.call('HGET', ctx.keys[K_CONFIG], 'version')) or 0
+  return num(redis.call('HGET', ctx.keys[K_CONFIG], 'version')) or 0
 end
 
 local function configured(ctx, agent)
@@ -201,23 +236,23 @@ end
 -- voicemails|<group>.
 local function count_event(ctx, kind, extra, n)
   local key = ctx.keys[K_COUNTS]
-  redis.call('HINCRBY', key, 'events|' .. kind, 1)
+  redis.call('HINCRBY', key, 'events|' .. kind, ONE)
   if kind == 'ended' then
-    redis.call('HINCRBY', key, 'calls|' .. nonempty(field_of(extra, n, 'outcome')), 1)
+    redis.call('HINCRBY', key, 'calls|' .. nonempty(field_of(extra, n, 'outcome')), ONE)
   elseif kind == 'failed' then
-    redis.call('HINCRBY', key, 'offers|' .. nonempty(field_of(extra, n, 'reason')), 1)
+    redis.call('HINCRBY', key, 'offers|' .. nonempty(field_of(extra, n, 'reason')), ONE)
   elseif kind == 'answered' or kind == 'expired' then
-    redis.call('HINCRBY', key, 'offers|' .. kind, 1)
+    redis.call('HINCRBY', key, 'offers|' .. kind, ONE)
   elseif kind == 'dequeued' or kind == 'overflowed' then
     local reason = field_of(extra, n, 'reason')
     if kind == 'dequeued' and reason == 'abandoned' then
-      redis.call('HINCRBY', key, 'abandoned|' .. nonempty(field_of(extra, n, 'group')), 1)
+      redis.call('HINCRBY', key, 'abandoned|' .. nonempty(field_of(extra, n, 'group')), ONE)
     elseif kind == 'overflowed' or reason == 'timeout' or reason == 'no_agents' then
       redis.call('HINCRBY', key, 'overflows|' .. nonempty(field_of(extra, n, 'group')) .. '|'
-        .. nonempty(reason), 1)
+        .. nonempty(reason), ONE)
     end
   elseif kind == 'voicemail' then
-    redis.call('HINCRBY', key, 'voicemails|' .. nonempty(field_of(extra, n, 'group')), 1)
+    redis.call('HINCRBY', key, 'voicemails|' .. nonempty(field_of(extra, n, 'group')), ONE)
   end
 end
 
@@ -228,7 +263,7 @@ local function emit(ctx, kind, ...)
   local n = select('#', ...)
   local extra = {...}
   -- Explicit indexes: `#fields + 1` costs a length search per element.
-  local fields, m = {'type', kind, 'ts', ctx.now}, 4
+  local fields, m = {'type', kind, 'ts', ctx.now_text}, 4
   for i = 1, n, 2 do
     local value = extra[i + 1]
     if value ~= nil and value ~= '' then
@@ -262,11 +297,11 @@ end
 -- decrement deletes the field so nothing of the agent is left behind.
 local function counter_down(ctx, column, agent)
   local key = ctx.keys[column]
-  local value = tonumber(redis.call('HGET', key, agent)) or 0
+  local value = num(redis.call('HGET', key, agent)) or 0
   if value <= 1 and not configured(ctx, agent) then
     redis.call('HDEL', key, agent)
   elseif value > 0 then
-    redis.call('HINCRBY', key, agent, -1)
+    redis.call('HINCRBY', key, agent, MINUS_ONE)
   end
 end
 
@@ -274,7 +309,7 @@ local doorbells_for
 
 local function sweep(ctx, limit)
   local k = ctx.keys
-  local due = redis.call('ZRANGEBYSCORE', k[K_RESV], '-inf', ctx.now, 'LIMIT', 0, limit)
+  local due = redis.call('ZRANGEBYSCORE', k[K_RESV], '-inf', ctx.now_text, 'LIMIT', '0', limit)
   local freed = {}
   for _, member in ipairs(due) do
     redis.call('ZREM', k[K_RESV], member)
@@ -322,7 +357,7 @@ local function read_group(ctx, key, gid)
     cached = {raw = g[1], members = members, index = index}
     group_cache[key] = cached
   end
-  return cached.members, cached.index, tonumber(g[2]) or -1
+  return cached.members, cached.index, num(g[2]) or -1
 end
 
 -- Per member (canonical order): status, busy = live + resv, max, wrapuntil, idle.
@@ -333,11 +368,11 @@ local function read_members(ctx, members)
   local wrapuntil, idle = hmget(k[C_WRAPUNTIL], members), hmget(k[C_IDLE], members)
   local s = {n = #members, status = {}, busy = {}, max = {}, wrapuntil = {}, idle = {}}
   for i = 1, #members do
-    s.status[i] = tonumber(status[i]) or LOGGED_OUT
-    s.busy[i] = (tonumber(live[i]) or 0) + (tonumber(resv[i]) or 0)
-    s.max[i] = tonumber(max[i]) or 0
-    s.wrapuntil[i] = tonumber(wrapuntil[i]) or 0
-    s.idle[i] = tonumber(idle[i]) or 0
+    s.status[i] = num(status[i]) or LOGGED_OUT
+    s.busy[i] = (num(live[i]) or 0) + (num(resv[i]) or 0)
+    s.max[i] = num(max[i]) or 0
+    s.wrapuntil[i] = num(wrapuntil[i]) or 0
+    s.idle[i] = num(idle[i]) or 0
   end
   return s
 end
@@ -496,7 +531,7 @@ local function queue_remove(ctx, call, e, reason)
 end
 
 local function sweep_queue(ctx, limit)
-  local due = redis.call('ZRANGEBYSCORE', ctx.keys[K_QLEASE], '-inf', ctx.now, 'LIMIT', 0, limit)
+  local due = redis.call('ZRANGEBYSCORE', ctx.keys[K_QLEASE], '-inf', ctx.now_text, 'LIMIT', '0', limit)
   for _, call in ipairs(due) do
     local e = entry_of(ctx, call)
     if e then
@@ -870,7 +905,7 @@ local function claim(keys, args)
     redis.call('SADD', call_key, agent)
     -- NX: a reservation left over from a lost call set is never counted twice.
     if redis.call('ZADD', k[K_RESV], 'NX', deadline, slot) == 1 then
-      redis.call('HINCRBY', k[C_RESV], agent, 1)
+      redis.call('HINCRBY', k[C_RESV], agent, ONE)
       s.busy[i] = s.busy[i] + 1
       claimed[#claimed + 1] = agent
       rr = i - 1
@@ -1022,8 +1057,8 @@ local function answered(keys, args)
   end
 
   if outcome ~= 'over' then
-    redis.call('HINCRBY', k[C_LIVE], agent, 1)
-    redis.call('HSET', k[K_LIVE], slot, gid .. SEP .. ctx.now)
+    redis.call('HINCRBY', k[C_LIVE], agent, ONE)
+    redis.call('HSET', k[K_LIVE], slot, gid .. SEP .. ctx.now_text)
     if node ~= '' then
       redis.call('HSET', k[K_LNODE], call, node)
     end
@@ -1031,7 +1066,7 @@ local function answered(keys, args)
     redis.call('SADD', call_key, agent)
     redis.call('EXPIRE', call_key, CALL_TTL_S)
     if configured(ctx, agent) then
-      redis.call('HSET', k[C_MISSED], agent, 0)
+      redis.call('HSET', k[C_MISSED], agent, '0')
     end
     if sticky_key and caller ~= '' then
       redis.call('HSET', sticky_key, caller, agent)
@@ -1138,10 +1173,11 @@ local function release(keys, args)
         -- No wrap-up after a call nobody saw end (its node died, or it expired): the agent
         -- has been free for a while already.
         if outcome ~= 'lost' and outcome ~= 'expired' then
-          local wrapup = tonumber(redis.call('HGET', k[C_WRAPUP], a)) or 0
-          redis.call('HSET', k[C_WRAPUNTIL], a, ctx.now + wrapup * 1000)
+          local wrapup = num(redis.call('HGET', k[C_WRAPUP], a)) or 0
+          redis.call('HSET', k[C_WRAPUNTIL], a,
+                     wrapup == 0 and ctx.now_text or ctx.now + wrapup * 1000)
         end
-        redis.call('HSET', k[C_IDLE], a, ctx.now)
+        redis.call('HSET', k[C_IDLE], a, ctx.now_text)
       end
       local gid, start = split_slot(entry)
       emit(ctx, 'released', 'call', call, 'agent', a, 'group', gid, 'reason', 'hangup')
@@ -1154,7 +1190,7 @@ local function release(keys, args)
   if queued then
     queue_remove(ctx, call, queued, outcome == 'answered' and 'answered' or 'abandoned')
   end
-  if agent == '' and redis.call('SET', end_key, 1, 'NX', 'EX', CALL_TTL_S) then
+  if agent == '' and redis.call('SET', end_key, ONE, 'NX', 'EX', CALL_TTL_S) then
     emit(ctx, 'ended', 'call', call, 'outcome', outcome)
   end
   if any_freed then
@@ -1207,7 +1243,7 @@ local function set_state(keys, args)
           .. table.concat(names, ' or '))
   end
   if status == AVAILABLE then
-    redis.call('HSET', k[C_MISSED], agent, 0)
+    redis.call('HSET', k[C_MISSED], agent, '0')
   end
   if previous ~= status or previous_reason ~= reason then
     redis.call('HSET', k[C_STATUS], agent, status)

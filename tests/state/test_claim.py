@@ -61,6 +61,18 @@ def test_claim_reserves_and_returns_the_rows_it_decided_on(
     assert check_invariants(client, TENANT)["resv"] == 3
 
 
+def test_claim_time_is_redis_time_in_ms(store: StateStore, client: redis.Redis) -> None:
+    # The library builds the ms text from TIME's seconds and zero-padded microseconds; enough
+    # claims that some fall in a second's first 100 ms (microseconds with fewer digits).
+    for n in range(300):
+        before_s, before_us = client.time()
+        result = store.claim(f"t{n}", "g1", "", ["a1"], 5000)
+        after_s, after_us = client.time()
+        assert before_s * 1000 + before_us // 1000 <= result.now_ms
+        assert result.now_ms <= after_s * 1000 + after_us // 1000
+        store.release(f"t{n}", "", "abandoned")
+
+
 def test_load_counts_across_groups(store: StateStore) -> None:
     store.claim("c1", "g1", "", ["a2", "a3"], 5000)
     snap = store.snapshot("g2")
