@@ -16,9 +16,11 @@ kernel's socket calls. Not a test and not a SIP benchmark: a profiler's bench fo
 
     .venv/bin/python bench/router.py [--json] [--calls N] [--profile] [--instructions N]
 
-Reports per call: thread CPU (user and system, getrusage RUSAGE_THREAD), wall time and
-FCALLs (INFO commandstats); the redis-server's CPU per call (utime + stime from /proc: what
-a carrier's Redis pays per call, I/O included) and, from a second run with SLOWLOG recording
+Reports per call: thread CPU (user and system, getrusage RUSAGE_THREAD), wall time, FCALLs
+and the commands the library's functions run in them, by command (INFO commandstats:
+`redis_commands_per_call`, counts that do not move between runs); the redis-server's CPU
+per call (utime + stime from /proc: what a carrier's Redis pays per call, I/O included)
+and, from a second run with SLOWLOG recording
 every command, each library function's own execution time per FCALL (`function_us`: the
 hot three are disp_claim, disp_answered, disp_release); with --profile the top functions by
 own time (cProfile). Writes bench/results/router.json.
@@ -145,9 +147,23 @@ class StandInKSR:
         self.errors.append(message)
 
 
-def fcalls(store: StateStore) -> int:
-    stat = store._redis.info("commandstats").get("cmdstat_fcall", {})
-    return int(stat.get("calls", 0))
+def command_counts(store: StateStore) -> dict[str, int]:
+    """Calls so far of each Redis command (INFO commandstats), including those the library's
+    functions ran: what a FUNCTION costs is mostly the commands it runs."""
+    stats = store._redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in stats.items()}
+
+
+def commands_per_call(
+    before: dict[str, int], after: dict[str, int], calls: int
+) -> dict[str, float]:
+    """Commands per call between two command_counts, FCALL and INFO left out, most first."""
+    per_call = {
+        name: round((count - before.get(name, 0)) / calls, 2)
+        for name, count in after.items()
+        if name not in ("fcall", "info") and count > before.get(name, 0)
+    }
+    return dict(sorted(per_call.items(), key=lambda item: (-item[1], item[0])))
 
 
 def function_times(store: StateStore, run: Any) -> dict[str, float]:
@@ -210,7 +226,7 @@ def measure(
             one_call(i)
         store = router.decider.store
         store.flush()
-        fcalls0 = fcalls(store)
+        commands0 = command_counts(store)
         redis0 = process_cpu_ms(server.proc.pid)
         before = resource.getrusage(resource.RUSAGE_THREAD)
         started = time.perf_counter()
@@ -220,12 +236,16 @@ def measure(
         after = resource.getrusage(resource.RUSAGE_THREAD)
         store.flush()
         redis_cpu_ms = process_cpu_ms(server.proc.pid) - redis0
+        commands = command_counts(store)
         report: dict[str, Any] = {
             "calls": calls,
             "user_us_per_call": round((after.ru_utime - before.ru_utime) / calls * 1e6, 1),
             "sys_us_per_call": round((after.ru_stime - before.ru_stime) / calls * 1e6, 1),
             "wall_us_per_call": round(wall / calls * 1e6, 1),
-            "fcalls_per_call": round((fcalls(store) - fcalls0) / calls, 2),
+            "fcalls_per_call": round(
+                (commands.get("fcall", 0) - commands0.get("fcall", 0)) / calls, 2
+            ),
+            "redis_commands_per_call": commands_per_call(commands0, commands, calls),
             "router_errors": len(ksr.errors),
             "redis_cpu_us_per_call": round(redis_cpu_ms * 1000 / calls, 1),
         }

@@ -34,6 +34,10 @@ def test_router_bench_reports_three_fcalls_per_call(tmp_path: Path) -> None:
     assert report["fcalls_per_call"] == 3.0
     assert report["router_errors"] == 0
     assert report["calls"] == 200
+    # the commands the three functions ran, most first: each call appends events (XADD)
+    commands = report["redis_commands_per_call"]
+    assert list(commands.values()) == sorted(commands.values(), reverse=True)
+    assert "fcall" not in commands and commands["xadd"] >= 3 and commands["time"] == 3.0
     assert report["cpu_us_per_call"] > 0 and report["wall_us_per_call"] > 0
 
 
