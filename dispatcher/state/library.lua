@@ -41,7 +41,7 @@ local NBASE = 22
 
 local SEP = '\031'
 local AVAILABLE, PAUSED, LOGGED_OUT = 0, 1, 2
-local DEFAULT_EVENTS_MAXLEN = 1000000
+local DEFAULT_EVENTS_MAXLEN = '1000000'
 -- Claims and snapshots sweep a bounded batch so a backlog never makes one call slow (texts:
 -- they are passed to redis.call as LIMIT counts).
 local SWEEP_BATCH = '64'
@@ -294,15 +294,21 @@ local function own_key(ctx, key, suffix)
 end
 
 -- An agent removed from the config keeps its live/resv counters until they drain; the last
--- decrement deletes the field so nothing of the agent is left behind.
+-- decrement deletes the field so nothing of the agent is left behind. Returns whether the
+-- agent is configured when that was asked (the last decrement), else nil.
 local function counter_down(ctx, column, agent)
   local key = ctx.keys[column]
   local value = num(redis.call('HGET', key, agent)) or 0
-  if value <= 1 and not configured(ctx, agent) then
+  local known = nil
+  if value <= 1 then
+    known = configured(ctx, agent)
+  end
+  if known == false then
     redis.call('HDEL', key, agent)
   elseif value > 0 then
     redis.call('HINCRBY', key, agent, MINUS_ONE)
   end
+  return known
 end
 
 local doorbells_for
@@ -1168,8 +1174,11 @@ local function release(keys, args)
     local entry = redis.call('HGET', k[K_LIVE], slot)
     if entry and redis.call('HDEL', k[K_LIVE], slot) == 1 then
       ended = ended + 1
-      counter_down(ctx, C_LIVE, a)
-      if configured(ctx, a) then
+      local known = counter_down(ctx, C_LIVE, a)
+      if known == nil then
+        known = configured(ctx, a)
+      end
+      if known then
         -- No wrap-up after a call nobody saw end (its node died, or it expired): the agent
         -- has been free for a while already.
         if outcome ~= 'lost' and outcome ~= 'expired' then
