@@ -69,6 +69,8 @@ from sip_load import (  # noqa: E402
     EXTENSION,
     TENANT,
     callgrind_command,
+    command_stats,
+    commands_per_call,
     process_cpu_ms,
     require_valgrind,
     tenant_doc,
@@ -147,25 +149,6 @@ class StandInKSR:
         self.errors.append(message)
 
 
-def command_counts(store: StateStore) -> dict[str, int]:
-    """Calls so far of each Redis command (INFO commandstats), including those the library's
-    functions ran: what a FUNCTION costs is mostly the commands it runs."""
-    stats = store._redis.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in stats.items()}
-
-
-def commands_per_call(
-    before: dict[str, int], after: dict[str, int], calls: int
-) -> dict[str, float]:
-    """Commands per call between two command_counts, FCALL and INFO left out, most first."""
-    per_call = {
-        name: round((count - before.get(name, 0)) / calls, 2)
-        for name, count in after.items()
-        if name not in ("fcall", "info") and count > before.get(name, 0)
-    }
-    return dict(sorted(per_call.items(), key=lambda item: (-item[1], item[0])))
-
-
 def function_times(store: StateStore, run: Any) -> dict[str, float]:
     """Mean execution µs per library function while `run()` runs, from SLOWLOG with every
     command logged (its own overhead stays out of the CPU figures: a separate run)."""
@@ -226,7 +209,7 @@ def measure(
             one_call(i)
         store = router.decider.store
         store.flush()
-        commands0 = command_counts(store)
+        commands0 = command_stats(store._redis)
         redis0 = process_cpu_ms(server.proc.pid)
         before = resource.getrusage(resource.RUSAGE_THREAD)
         started = time.perf_counter()
@@ -236,16 +219,23 @@ def measure(
         after = resource.getrusage(resource.RUSAGE_THREAD)
         store.flush()
         redis_cpu_ms = process_cpu_ms(server.proc.pid) - redis0
-        commands = command_counts(store)
+        commands = command_stats(store._redis)
         report: dict[str, Any] = {
             "calls": calls,
             "user_us_per_call": round((after.ru_utime - before.ru_utime) / calls * 1e6, 1),
             "sys_us_per_call": round((after.ru_stime - before.ru_stime) / calls * 1e6, 1),
             "wall_us_per_call": round(wall / calls * 1e6, 1),
             "fcalls_per_call": round(
-                (commands.get("fcall", 0) - commands0.get("fcall", 0)) / calls, 2
+                (commands.get("fcall", (0, 0.0))[0] - commands0.get("fcall", (0, 0.0))[0]) / calls,
+                2,
             ),
-            "redis_commands_per_call": commands_per_call(commands0, commands, calls),
+            # what the functions ran, most first
+            "redis_commands_per_call": dict(
+                sorted(
+                    commands_per_call(commands0, commands, calls, ("info", "fcall")).items(),
+                    key=lambda item: (-item[1], item[0]),
+                )
+            ),
             "router_errors": len(ksr.errors),
             "redis_cpu_us_per_call": round(redis_cpu_ms * 1000 / calls, 1),
         }

@@ -247,6 +247,30 @@ class Settings:
 # -- CPU accounting from /proc --------------------------------------------------------------
 
 
+def command_stats(client: Any) -> dict[str, tuple[int, float]]:
+    """Per command, (calls, server-side µs) a Redis client's server ran so far (INFO
+    commandstats): the commands the library's functions run are counted too."""
+    return {
+        key.removeprefix("cmdstat_"): (int(v.get("calls", 0)), float(v.get("usec", 0)))
+        for key, v in client.info("commandstats").items()
+    }
+
+
+def commands_per_call(
+    before: dict[str, tuple[int, float]],
+    after: dict[str, tuple[int, float]],
+    calls: int,
+    leave_out: Sequence[str] = ("info",),
+) -> dict[str, float]:
+    """Each command's calls per call between two command_stats, by name; "info" (these
+    reads themselves) and any other of `leave_out` not counted."""
+    return {
+        cmd: round((n - before.get(cmd, (0, 0.0))[0]) / calls, 2)
+        for cmd, (n, _) in sorted(after.items())
+        if cmd not in leave_out and n > before.get(cmd, (0, 0.0))[0]
+    }
+
+
 def _stat_fields(pid: int | str) -> list[str] | None:
     """Fields of /proc/<pid>/stat after the command name (index 0 = state); None if gone."""
     try:
@@ -491,11 +515,7 @@ class Stack:
         import redis
 
         with redis.Redis.from_url(self.redis.url) as client:
-            stats = client.info("commandstats")
-        return {
-            key.removeprefix("cmdstat_"): (int(v.get("calls", 0)), float(v.get("usec", 0)))
-            for key, v in stats.items()
-        }
+            return command_stats(client)
 
     def sip_workers(self) -> list[int]:
         """The pids of the SIP worker processes (Kamailio's "udp receiver" children of the
@@ -1022,11 +1042,7 @@ def run_step(
         step["fcall_server_us"] = round(fcall_us / fcalls, 1) if fcalls else None
         # every command per offered call: FCALLs and what usrloc's db_redis sends (its
         # write-backs; lookups are in memory); "info" is this benchmark reading these counters
-        step["redis_commands_per_call"] = {
-            cmd: round((n - commands0.get(cmd, zero)[0]) / calls, 2)
-            for cmd, (n, _) in sorted(commands1.items())
-            if cmd != "info" and n > commands0.get(cmd, zero)[0]
-        }
+        step["redis_commands_per_call"] = commands_per_call(commands0, commands1, calls)
     step["passed"] = fail_rate < MAX_FAILED and (
         placed_cps is not None and placed_cps >= MIN_PLACED * rate
     )

@@ -537,7 +537,8 @@ local function queue_remove(ctx, call, e, reason)
 end
 
 local function sweep_queue(ctx, limit)
-  local due = redis.call('ZRANGEBYSCORE', ctx.keys[K_QLEASE], '-inf', ctx.now_text, 'LIMIT', '0', limit)
+  local due = redis.call('ZRANGEBYSCORE', ctx.keys[K_QLEASE], '-inf', ctx.now_text, 'LIMIT',
+                         '0', limit)
   for _, call in ipairs(due) do
     local e = entry_of(ctx, call)
     if e then

@@ -165,6 +165,22 @@ def test_instructions_are_summed_per_object_from_the_callgrind_file(
     assert sum(by_object.values()) == 960
 
 
+def test_commands_per_call_counts_what_ran_between_the_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = _script(monkeypatch)
+    before = {"fcall": (300, 900.0), "hget": (100, 50.0), "info": (2, 8.0), "get": (7, 1.0)}
+    after = {"fcall": (600, 1800.0), "hget": (600, 300.0), "info": (3, 12.0), "get": (7, 1.0),
+             "xadd": (500, 400.0)}  # fmt: skip
+
+    # by name; "info" (the reads themselves) and commands that did not run left out
+    assert module.commands_per_call(before, after, 100) == {"fcall": 3.0, "hget": 5.0, "xadd": 5.0}
+    assert module.commands_per_call(before, after, 100, ("info", "fcall")) == {
+        "hget": 5.0,
+        "xadd": 5.0,
+    }
+
+
 @pytest.mark.parametrize("flag", ["--perf", "--instructions"])
 def test_a_profiling_mode_refuses_zero(flag: str) -> None:
     done = run_script(SCRIPT, flag, "0")
