@@ -88,6 +88,7 @@ Kamailio. So the Kamailio CPU ceiling is one core for every stack.
     .venv/bin/python bench/sip_load.py [--json] [--quick] [--results DIR] [--steps 500,1000,...]
         [--rounds 3] [--uac-cps 1000] [--step-seconds 10] [--budget 2400]
         [--tenants 10000] [--tenants-active 100] [--no-tenants] [--perf CPS | --instructions N]
+        [--floor] [--native-redis-trips]
 
 Writes sip_load.json and sip_load.png (CPU per call and failure rate against offered CPS)
 to bench/results/ (--quick: sip_load-quick.*); prints a table, or the JSON with --json.
@@ -106,6 +107,18 @@ what a change to the routes or the router does. Not counted: the kernel (the sys
 of both stacks, and Redis' round trips) and the timer processes, whose work follows the
 wall clock under callgrind's ~50 times slower run. Kamailio's Python runs with
 PYTHONHASHSEED=0 here, so that its dicts lay out alike in every run. About 3 minutes for N = 100.
+
+`--floor`, with any mode: the dispatcher stack's callers dial the agents themselves (their
+registered users, each in turn) instead of the group. The call then takes our KEMI script's
+path to a registered user - REQINIT, the tenant, the location lookup, the dialog events - and
+no router decision and no FCALL: what any router in app_python3 costs at least, against the
+same native stack (results sip_load-floor*.json, "floor": true).
+
+`--native-redis-trips`, with any mode: the native stack's script makes three Redis round trips
+per call (ndb_redis: a PING to a redis-server of its own over a unix socket, waited for) where
+ours makes its three FCALLs - at the INVITE, its 2xx and the BYE. Native's CPU per call then
+prices the round trips of a shared-state dispatcher apart from any code around them (results
+sip_load*-trips.json, "native_redis_trips": true; the native steps report its Redis too).
 """
 
 from __future__ import annotations
@@ -219,6 +232,12 @@ class Settings:
     tenants_active: int = 100  # of them, those that take calls (their phones register)
     load_processes: int = 2  # processes loading the tenants
     keep: bool = False  # keep the work folder (logs, SIPp traces) for inspection
+    # the dispatcher stack's callers dial the agents themselves (registered users, each in
+    # turn), not the group: our KEMI script's cost without the router, the floor under it
+    floor: bool = False
+    # the native stack makes three Redis round trips per call (kamailio/native-dispatcher.cfg
+    # REDIS_TRIPS_SERVER): what a shared-state dispatcher's round trips cost by themselves
+    native_redis_trips: bool = False
 
     @property
     def stacks(self) -> tuple[str, ...]:
@@ -427,12 +446,17 @@ def did_uac_scenario(uac_xml: Path) -> Path:
     return path
 
 
+def agents_file(path: Path, agents: int) -> None:
+    """--floor: SIPp's injection file of the agents' users (a01, a02, ...), dialled in turn."""
+    path.write_text("\n".join(["SEQUENTIAL", *many_tenants.agent_ids(agents)]) + "\n")
+
+
 def dispatcher_list(phones: Sequence[SippProcess], max_calls: int) -> str:
     """Set 1: every agent's phone, a unique duid (algorithm 10 needs it), maxload."""
     lines = ["# set destination flags priority attrs (written by bench/sip_load.py)"]
-    for i, phone in enumerate(phones, 1):
+    for agent, phone in zip(many_tenants.agent_ids(len(phones)), phones, strict=True):
         uri = f"sip:{phone.local_ip}:{phone.local_port}"
-        lines.append(f"1 {uri} 0 0 duid=a{i:02d};maxload={max_calls}")
+        lines.append(f"1 {uri} 0 0 duid={agent};maxload={max_calls}")
     return "\n".join(lines) + "\n"
 
 
@@ -569,6 +593,7 @@ class Topology:
     stacks: dict[str, Stack] = field(default_factory=dict)
     redis: RedisProcess | None = None
     tenants_redis: RedisProcess | None = None
+    trips_redis: RedisProcess | None = None  # --native-redis-trips: the native stack's
     uac_xml: Path = Path()
     active: list[int] = field(default_factory=list)  # the tenants stack's tenants with calls
     tenants_load_s: float | None = None
@@ -600,8 +625,19 @@ class Topology:
             "pkg_mb": s.pkg_mb,
             "mem_manager": s.mem_manager,
         }
+        trips: dict[str, Any] = {}
+        if s.native_redis_trips:
+            self.trips_redis = RedisProcess(self.workdir / "redis-n", unix_socket=True)
+            with self._pinned(s.redis_on_kamailio_core):
+                self.trips_redis.start()
+            server = f"name=trips;unix={self.trips_redis.socket_path}"
+            trips["extra_defines"] = {"REDIS_TRIPS_SERVER": f'"{server}"'}
         native = BenchKamailio(
-            self.workdir / "nat", cfg=NATIVE_CFG, wrapper=self._wrapper("native"), **memory
+            self.workdir / "nat",
+            cfg=NATIVE_CFG,
+            wrapper=self._wrapper("native"),
+            **trips,
+            **memory,
         )
         native.run_dir.mkdir(parents=True, exist_ok=True)
         (native.run_dir / "dispatcher.list").write_text(dispatcher_list(self.phones, s.max_calls))
@@ -618,9 +654,20 @@ class Topology:
             **memory,
         )
         self.stacks = {
-            "native": Stack("native", native, uac_xml=self.uac_xml),
+            "native": Stack("native", native, self.trips_redis, uac_xml=self.uac_xml),
             "dispatcher": Stack("dispatcher", ours, self.redis, uac_xml=self.uac_xml),
         }
+        if s.floor:
+            users = self.workdir / "agents.csv"
+            agents_file(users, s.agents)
+            self.stacks["dispatcher"] = Stack(
+                "dispatcher",
+                ours,
+                self.redis,
+                uac_xml=did_uac_scenario(self.uac_xml),
+                service=None,
+                uac_args=("-inf", str(users)),
+            )
         if self.tenants_redis is not None:
             many = BenchKamailio(
                 self.workdir / "tnt",
@@ -763,18 +810,18 @@ class Topology:
     def _register(self) -> None:
         """Each phone REGISTERs as its agent's AOR at the dispatcher's Kamailio."""
         ours = self.stacks["dispatcher"].kamailio
-        for i, phone in enumerate(self.phones, 1):
+        for agent, phone in zip(many_tenants.agent_ids(len(self.phones)), self.phones, strict=True):
             result = run_sipp(
                 self.workdir / "register",
                 SCENARIOS / "register.xml",
                 ours.address,
                 calls=1,
-                service=f"a{i:02d}",
+                service=agent,
                 keys={"contact_port": phone.local_port, "expires": 3600},
                 timeout=10,
             )
             if not result.ok:
-                raise RuntimeError(f"REGISTER a{i:02d} failed: {result.errors or result.output}")
+                raise RuntimeError(f"REGISTER {agent} failed: {result.errors or result.output}")
 
     def _register_tenants(self) -> None:
         """Every agent of the tenants stack's active tenants REGISTERs at its tenant's domain
@@ -821,7 +868,7 @@ class Topology:
         for phone in self.phones:
             if phone.proc is not None and phone.proc.returncode is None:
                 phone.stop(timeout=2.0)
-        for server in (self.redis, self.tenants_redis):
+        for server in (self.redis, self.tenants_redis, self.trips_redis):
             if server is not None:
                 server.stop()
         if self.pinning is not None:
@@ -1443,6 +1490,8 @@ def round_figures(
         out[name]["cpu_ms_per_call"] = at(cpu_reference, name, "cpu_ms_per_call")
     for key in ("redis_cpu_ms_per_call", "redis_commands_per_call"):
         out["dispatcher"][key] = at(cpu_reference, "dispatcher", key)
+        if at(cpu_reference, "native", key) is not None:  # --native-redis-trips
+            out["native"][key] = at(cpu_reference, "native", key)
     nat, dsp = out["native"], out["dispatcher"]
     out["cpu_ratio"] = _ratio(dsp["cpu_ms_per_call"], nat["cpu_ms_per_call"])
     out["cps_ratio"] = _ratio(dsp["max_cps"], nat["max_cps"])
@@ -1571,6 +1620,8 @@ def build_report(
         report["targets"]["tenants_cpu_ratio_met"] = _met(
             report["tenants_cpu_ratio"], TARGET_TENANTS_CPU_RATIO
         )
+    report["floor"] = settings.floor
+    report["native_redis_trips"] = settings.native_redis_trips
     report["rounds"] = rounds
     report["setup"] = {
         "rounds": settings.rounds,
@@ -1593,12 +1644,23 @@ def build_report(
         "noise_rule": f"wait up to 8 s for other jobs < {NOISY} cores before a run; "
         "a failed run with other jobs >= that runs once more (the first is superseded)",
         "agent_targets": "registered AORs (REGISTER; usrloc in memory, DMQ, written back to "
-        "Redis), least_busy group, sticky off",
+        "Redis), "
+        + (
+            "dialled directly, each in turn (--floor: no group, no router)"
+            if settings.floor
+            else "least_busy group, sticky off"
+        ),
         "auth": "native and dispatcher: none (SIPp on 127.0.0.1 is in DISPATCHER_TRUSTED); "
         f"tenants: only the trunk {TRUNK_IP} is trusted, its phones REGISTER with digest "
         "(MD5 offered first: SIPp 3.6 answers the first challenge and knows no SHA-256)",
         "redis_transport": "unix socket" if settings.redis_unix else "loopback TCP",
-        "native": "ds_select_dst(1, 10), dialog, ds_load_update/ds_load_unset, maxload",
+        "native": "ds_select_dst(1, 10), dialog, ds_load_update/ds_load_unset, maxload"
+        + (
+            "; 3 Redis round trips per call (PING over a unix socket, ndb_redis: INVITE, "
+            "its 2xx, BYE)"
+            if settings.native_redis_trips
+            else ""
+        ),
         "pinning": pinning.describe(settings.redis_on_kamailio_core) if pinning else "none",
         "kamailio_cpus_allowed": kamailio_affinity,
         "cpus": os.cpu_count(),
@@ -1800,6 +1862,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def variant_suffix(settings: Settings) -> str:
+    """What a run's result files add to their names when a stack is not the usual one, so
+    that such a run never overwrites the usual figures."""
+    return "-floor" * settings.floor + "-trips" * settings.native_redis_trips
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -1818,6 +1886,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tenants", action="store_true", help="no tenants stack")
     parser.add_argument("--no-pin", action="store_true", help="no CPU pinning")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="the dispatcher stack's callers dial the agents (registered users), not the "
+        "group: our KEMI script without the router (results named sip_load-floor*)",
+    )
+    parser.add_argument(
+        "--native-redis-trips",
+        action="store_true",
+        help="the native stack makes three Redis round trips per call (PING, ndb_redis), "
+        "where ours makes its FCALLs: what the round trips cost by themselves",
+    )
     parser.add_argument(
         "--redis-tcp",
         action="store_true",
@@ -1858,6 +1938,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {
         "pin": not args.no_pin,
         "keep": args.keep,
+        "floor": args.floor,
+        "native_redis_trips": args.native_redis_trips,
         "redis_on_kamailio_core": args.redis_on_kamailio_core,
         "redis_unix": not args.redis_tcp,
     }
@@ -1889,12 +1971,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             found, stem = where_cpu_goes(settings, args.perf, log=sys.stderr), "perf"
+        found["floor"] = settings.floor
+        found["native_redis_trips"] = settings.native_redis_trips
+        stem += variant_suffix(settings)
         args.results.mkdir(parents=True, exist_ok=True)
         (args.results / f"sip_load-{stem}.json").write_text(json.dumps(found, indent=2) + "\n")
         print(json.dumps(found, indent=2))
         return 0
     report = measure(settings, log=sys.stderr)
-    stem = "sip_load-quick" if args.quick else "sip_load"
+    stem = ("sip_load-quick" if args.quick else "sip_load") + variant_suffix(settings)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(report, args.results / f"{stem}.png")

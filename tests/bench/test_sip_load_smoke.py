@@ -81,6 +81,48 @@ def test_quick_mode_runs_every_stack_and_reports(tmp_path: Path) -> None:
     assert report["checks"]["tenants_redis_live"] == report["checks"]["tenants_redis_resv"] == 0
 
 
+def test_floor_and_native_redis_trips(tmp_path: Path) -> None:
+    """The two runs that price a router's parts: ours without it (--floor) and the native
+    stack with three Redis round trips per call (--native-redis-trips), here in one run."""
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--floor", "--native-redis-trips",
+         "--no-tenants", "--rounds", "1", "--json", "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+
+    assert report["floor"] is True and report["native_redis_trips"] is True
+    # its own file: the usual figures are not overwritten
+    assert json.loads((tmp_path / "sip_load-quick-floor-trips.json").read_text()) == report
+    ours = [s for s in report["steps"] if s["stack"] == "dispatcher"]
+    assert ours and all(s["passed"] for s in ours), ours
+    # calls to registered users: no claim, answer or release (a group call makes 3 FCALLs);
+    # what remains is the keeper's, by the clock (sweeps, reconciling), not per call
+    assert all(s["fcalls_per_call"] < 1 for s in ours), ours
+    assert "dialled directly" in report["setup"]["agent_targets"]
+    native = [s for s in report["steps"] if s["stack"] == "native"]
+    assert native and all(s["passed"] for s in native), native
+    for step in native:  # INVITE, 2xx, BYE: one PING each
+        assert step["redis_commands_per_call"]["ping"] == pytest.approx(3, abs=0.2), step
+    assert report["rounds"][0]["native"]["redis_cpu_ms_per_call"] is not None
+    assert "3 Redis round trips" in report["setup"]["native"]
+    assert report["checks"]["dispatcher_python_errors"] == 0
+
+
+def test_agents_file_lists_every_agent_in_turn(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    module = _script(monkeypatch)
+
+    module.agents_file(tmp_path / "agents.csv", 3)
+
+    assert (tmp_path / "agents.csv").read_text() == "SEQUENTIAL\na01\na02\na03\n"
+
+
 def _script(monkeypatch: pytest.MonkeyPatch) -> Any:
     """bench/sip_load.py imported as when run as a script."""
     import importlib.util
