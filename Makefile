@@ -86,6 +86,7 @@ bench: setup
 	$(PY) bench/router.py --instructions 1000
 	$(PY) bench/ewt.py
 	$(PY) bench/sip_load.py
+	$(PY) bench/sip_load.py --floor --no-tenants --budget 900
 	$(PY) bench/queue_load.py
 	$(PY) bench/dialog_timer.py
 	$(PY) bench/chaos.py
