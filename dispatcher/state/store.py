@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 from importlib.resources import files
 from typing import Any, NoReturn, cast
 
@@ -546,7 +545,8 @@ class StateStore:
         conn = channel.conn
         try:
             channel.left_master()  # then connect() reaches the master the Sentinels name
-            conn.connect()  # no-op while connected
+            if not conn.is_connected:  # connect() runs its retry wrapper even when connected
+                conn.connect()
             if not channel.pending and _closed_while_idle(conn):
                 # The server restarted or dropped idle clients. Nothing was sent on it, so
                 # a new one is safe: the check redis-py's pool makes on checkout. (With
@@ -745,9 +745,7 @@ class StateStore:
         candidates = [*wave]
         for later in then:
             candidates += ["", *later]  # '' separates candidate waves (ids are never empty)
-        for agent in (*candidates, *withdraw):
-            if agent:
-                _known_agent_id(agent)
+        _check_agent_ids(candidates, withdraw)
         keys = [*self.keys.base, self.keys.group(gid), self.keys.call(call)]
         bounds = self._sticky_keys(keys, gid, caller, sticky)
         args = [
@@ -1421,18 +1419,32 @@ def _log_deferred_error(function: str, exc: Exception) -> None:
     logging.getLogger(__name__).error("deferred %s failed: %s", function, exc)
 
 
-def _known_agent_id(agent: str) -> str:
-    """`validate_id` for the agent ids of a claim, remembered: a claim carries every member
-    of a least-busy group, the same ids call after call. (Only strings are remembered:
-    anything else gets validate_id's own error, not the cache's TypeError.)"""
-    if isinstance(agent, str):
-        return _remembered_agent_id(agent)
-    return validate_id(agent, "agent id")
+# Agent ids a claim has validated (`_check_agent_ids`); emptied when it reaches the bound.
+_VALID_AGENT_IDS: set[str] = set()
+_VALID_AGENT_IDS_MAX = 65_536
 
 
-@lru_cache(maxsize=65_536)
-def _remembered_agent_id(agent: str) -> str:
-    return validate_id(agent, "agent id")
+def _check_agent_ids(candidates: Sequence[str], withdraw: Sequence[str]) -> None:
+    """`validate_id` for the agent ids of a claim (the '' separating candidate waves
+    aside), remembered: a claim carries every member of a least-busy group, the same ids
+    call after call, and one set lookup in C checks them all. Only valid strings are
+    remembered: anything else gets validate_id's own error."""
+    try:
+        ids = {*candidates}
+        ids.discard("")
+        ids.update(withdraw)  # no separators here: '' is refused
+    except TypeError:  # an unhashable id: validate_id names it
+        for agent in (*candidates, *withdraw):
+            if agent != "":
+                validate_id(agent, "agent id")
+        raise
+    if ids <= _VALID_AGENT_IDS:
+        return
+    for agent in ids - _VALID_AGENT_IDS:
+        validate_id(agent, "agent id")
+    if len(_VALID_AGENT_IDS) + len(ids) > _VALID_AGENT_IDS_MAX:
+        _VALID_AGENT_IDS.clear()
+    _VALID_AGENT_IDS.update(ids)
 
 
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
