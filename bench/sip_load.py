@@ -660,14 +660,7 @@ class Topology:
         if s.floor:
             users = self.workdir / "agents.csv"
             agents_file(users, s.agents)
-            self.stacks["dispatcher"] = Stack(
-                "dispatcher",
-                ours,
-                self.redis,
-                uac_xml=did_uac_scenario(self.uac_xml),
-                service=None,
-                uac_args=("-inf", str(users)),
-            )
+            self.stacks["dispatcher"] = self._dialling("dispatcher", ours, self.redis, users)
         if self.tenants_redis is not None:
             many = BenchKamailio(
                 self.workdir / "tnt",
@@ -685,14 +678,8 @@ class Topology:
             )
             dids = self.workdir / "dids.csv"
             many_tenants.dids_file(dids, self.active)
-            self.stacks["tenants"] = Stack(
-                "tenants",
-                many,
-                self.tenants_redis,
-                uac_xml=did_uac_scenario(self.uac_xml),
-                service=None,
-                local_ip=TRUNK_IP,
-                uac_args=("-inf", str(dids)),
+            self.stacks["tenants"] = self._dialling(
+                "tenants", many, self.tenants_redis, dids, local_ip=TRUNK_IP
             )
         for name in s.stacks:
             with self._pinned(True):
@@ -700,6 +687,26 @@ class Topology:
         self._register()
         if self.tenants_redis is not None:
             self._register_tenants()
+
+    def _dialling(
+        self,
+        name: str,
+        kamailio: KamailioProcess,
+        redis: RedisProcess | None,
+        numbers: Path,
+        **options: Any,
+    ) -> Stack:
+        """Stack `name` whose callers dial the numbers of the injection file `numbers` in
+        turn (SIPp -inf) instead of the group's extension."""
+        return Stack(
+            name,
+            kamailio,
+            redis,
+            uac_xml=did_uac_scenario(self.uac_xml),
+            service=None,
+            uac_args=("-inf", str(numbers)),
+            **options,
+        )
 
     def _wrapper(self, name: str) -> list[str]:
         """What stack `name`'s Kamailio runs under: callgrind with --instructions (one
