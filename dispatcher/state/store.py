@@ -547,6 +547,15 @@ class StateStore:
             channel.left_master()  # then connect() reaches the master the Sentinels name
             if not conn.is_connected:  # connect() runs its retry wrapper even when connected
                 conn.connect()
+            if deferred is not None and channel.pending:
+                # Replies are due: first read those that came, so the idle check below can
+                # run. A deferred call sent into a connection the server closed (killed,
+                # failed over) would be lost unseen - TCP takes a write after the peer closed -
+                # and its agent stay busy; a call that waits sees the loss itself.
+                try:
+                    self._read_deferred(channel, ready_only=True)
+                except redis.ConnectionError:  # the server is gone: the calls due are reported
+                    conn.connect()
             if not channel.pending and _closed_while_idle(conn):
                 # The server restarted or dropped idle clients. Nothing was sent on it, so
                 # a new one is safe: the check redis-py's pool makes on checkout. (With
@@ -595,12 +604,15 @@ class StateStore:
             raise exc
         return self._link.node_channel(client, node)
 
-    def _read_deferred(self, channel: _Channel) -> None:
-        """Read the due replies of deferred FCALLs, oldest first, into their callbacks."""
+    def _read_deferred(self, channel: _Channel, ready_only: bool = False) -> None:
+        """Read the due replies of deferred FCALLs, oldest first, into their callbacks;
+        `ready_only`: only those that have arrived, without waiting."""
         conn = channel.conn
         while channel.pending:
             call = channel.pending[0]
             try:
+                if ready_only and not conn.can_read():
+                    return
                 reply = conn.read_response()
             except AskError as exc:  # a Cluster slot moved: sent again where it is now
                 channel.pending.popleft()
