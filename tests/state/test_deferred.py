@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -34,6 +36,22 @@ def due(store: StateStore) -> int:
 
 def fcalls(client: redis.Redis) -> int:
     return command_calls(client, "fcall")
+
+
+@contextlib.contextmanager
+def configured_store(own_redis: RedisProcess) -> Iterator[tuple[StateStore, Reports]]:
+    """A store on `own_redis` with short timeouts, the config put, and its Reports."""
+    with StateStore(own_redis.url, TENANT, socket_timeout=0.3, connect_timeout=0.3) as state:
+        seen = Reports(state)
+        state.put_config(b"{}", AGENTS, GROUPS)
+        yield state, seen
+
+
+def replied_release(state: StateStore, own_redis: RedisProcess) -> None:
+    """A release_later of "c1" that Redis has run and replied to; its reply is due."""
+    state.release_later("c1")
+    time.sleep(0.1)
+    assert own_redis.proc is not None
 
 
 def test_replies_are_read_before_the_next_fcall_and_nothing_waits(
@@ -88,9 +106,7 @@ def test_error_replies_go_to_the_callback_and_the_connection_stays(
 
 
 def test_at_most_max_deferred_wait(own_redis: RedisProcess) -> None:
-    with StateStore(own_redis.url, TENANT, socket_timeout=0.3, connect_timeout=0.3) as state:
-        seen = Reports(state)
-        state.put_config(b"{}", AGENTS, GROUPS)
+    with configured_store(own_redis) as (state, seen):
         assert own_redis.proc is not None
         os.kill(own_redis.proc.pid, signal.SIGSTOP)  # frozen: no reply comes, all stay due
         try:
@@ -110,12 +126,8 @@ def test_a_deferred_call_is_never_sent_into_a_connection_the_server_closed(
 ) -> None:
     """A deferred call sent into a dead TCP connection would be lost unseen (the write is
     taken after the peer closed): its agent busy until a sweep. It fails where it is made."""
-    with StateStore(own_redis.url, TENANT, socket_timeout=0.3, connect_timeout=0.3) as state:
-        seen = Reports(state)
-        state.put_config(b"{}", AGENTS, GROUPS)
-        state.release_later("c1")
-        time.sleep(0.1)  # Redis has run it and replied
-        assert own_redis.proc is not None
+    with configured_store(own_redis) as (state, seen):
+        replied_release(state, own_redis)
         os.kill(own_redis.proc.pid, signal.SIGKILL)  # a master killed, say
         own_redis.proc.wait()
         with pytest.raises(StateUnavailable):
@@ -124,12 +136,8 @@ def test_a_deferred_call_is_never_sent_into_a_connection_the_server_closed(
 
 
 def test_calls_due_on_a_lost_connection_are_reported(own_redis: RedisProcess) -> None:
-    with StateStore(own_redis.url, TENANT, socket_timeout=0.3, connect_timeout=0.3) as state:
-        seen = Reports(state)
-        state.put_config(b"{}", AGENTS, GROUPS)
-        state.release_later("c1")
-        time.sleep(0.1)  # Redis has run it and replied
-        assert own_redis.proc is not None
+    with configured_store(own_redis) as (state, seen):
+        replied_release(state, own_redis)
         os.kill(own_redis.proc.pid, signal.SIGSTOP)  # frozen: the reply never comes
         state.release_later("c2")  # sent into the socket buffer
         with pytest.raises(StateUnavailable):
