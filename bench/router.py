@@ -225,10 +225,7 @@ def measure(
             "user_us_per_call": round((after.ru_utime - before.ru_utime) / calls * 1e6, 1),
             "sys_us_per_call": round((after.ru_stime - before.ru_stime) / calls * 1e6, 1),
             "wall_us_per_call": round(wall / calls * 1e6, 1),
-            "fcalls_per_call": round(
-                (commands.get("fcall", (0, 0.0))[0] - commands0.get("fcall", (0, 0.0))[0]) / calls,
-                2,
-            ),
+            "fcalls_per_call": commands_per_call(commands0, commands, calls).get("fcall", 0.0),
             # what the functions ran, most first
             "redis_commands_per_call": dict(
                 sorted(

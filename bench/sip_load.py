@@ -1497,8 +1497,9 @@ def round_figures(
         out[name]["cpu_ms_per_call"] = at(cpu_reference, name, "cpu_ms_per_call")
     for key in ("redis_cpu_ms_per_call", "redis_commands_per_call"):
         out["dispatcher"][key] = at(cpu_reference, "dispatcher", key)
-        if at(cpu_reference, "native", key) is not None:  # --native-redis-trips
-            out["native"][key] = at(cpu_reference, "native", key)
+        native = at(cpu_reference, "native", key)
+        if native is not None:  # --native-redis-trips
+            out["native"][key] = native
     nat, dsp = out["native"], out["dispatcher"]
     out["cpu_ratio"] = _ratio(dsp["cpu_ms_per_call"], nat["cpu_ms_per_call"])
     out["cps_ratio"] = _ratio(dsp["max_cps"], nat["max_cps"])

@@ -47,11 +47,13 @@ def configured_store(own_redis: RedisProcess) -> Iterator[tuple[StateStore, Repo
         yield state, seen
 
 
-def replied_release(state: StateStore, own_redis: RedisProcess) -> None:
-    """A release_later of "c1" that Redis has run and replied to; its reply is due."""
+def replied_release(state: StateStore, own_redis: RedisProcess) -> int:
+    """A release_later of "c1" that Redis has run and replied to (its reply is due); the
+    server's pid."""
     state.release_later("c1")
     time.sleep(0.1)
     assert own_redis.proc is not None
+    return own_redis.proc.pid
 
 
 def test_replies_are_read_before_the_next_fcall_and_nothing_waits(
@@ -127,9 +129,9 @@ def test_a_deferred_call_is_never_sent_into_a_connection_the_server_closed(
     """A deferred call sent into a dead TCP connection would be lost unseen (the write is
     taken after the peer closed): its agent busy until a sweep. It fails where it is made."""
     with configured_store(own_redis) as (state, seen):
-        replied_release(state, own_redis)
-        os.kill(own_redis.proc.pid, signal.SIGKILL)  # a master killed, say
-        own_redis.proc.wait()
+        pid = replied_release(state, own_redis)
+        os.kill(pid, signal.SIGKILL)  # a master killed, say
+        own_redis.stop()
         with pytest.raises(StateUnavailable):
             state.release_later("c2")
         assert seen.errors == []  # c1's reply had come: read, not lost
@@ -137,8 +139,8 @@ def test_a_deferred_call_is_never_sent_into_a_connection_the_server_closed(
 
 def test_calls_due_on_a_lost_connection_are_reported(own_redis: RedisProcess) -> None:
     with configured_store(own_redis) as (state, seen):
-        replied_release(state, own_redis)
-        os.kill(own_redis.proc.pid, signal.SIGSTOP)  # frozen: the reply never comes
+        pid = replied_release(state, own_redis)
+        os.kill(pid, signal.SIGSTOP)  # frozen: the reply never comes
         state.release_later("c2")  # sent into the socket buffer
         with pytest.raises(StateUnavailable):
             state.config_version()  # another connection: times out
@@ -146,6 +148,6 @@ def test_calls_due_on_a_lost_connection_are_reported(own_redis: RedisProcess) ->
             state.release("c3")  # reads c2's reply (c1's was read as c2 went): times out
         assert [function for function, _ in seen.errors] == ["disp_release"]
         assert isinstance(seen.errors[0][1], StateUnavailable)
-        os.kill(own_redis.proc.pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
         assert state.release("c4") == 0  # a new connection
         assert len(seen.errors) == 1
